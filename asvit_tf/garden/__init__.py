@@ -1,0 +1,1 @@
+"""Model Garden integration: the `asvit` backbone, experiments, re-tokenization, detection."""

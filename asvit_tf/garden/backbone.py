@@ -1,0 +1,131 @@
+"""The `asvit` backbone of Model Garden: config dataclass, Keras model and builder.
+
+Importing this module registers the backbone builder 'asvit' with
+`official.vision.modeling.backbones.factory`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from official.modeling import hyperparams
+from official.vision.configs import backbones as backbones_cfg
+from official.vision.modeling.backbones import factory
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.layers.blocks import _dense
+from asvit_tf.layers.blocks import _norm
+from asvit_tf.layers.blocks import _serialize_regularizer
+from asvit_tf.models.asvit import LEVELS
+from asvit_tf.models.asvit import AsViTEncoder
+
+
+@dataclasses.dataclass
+class AsViTConfig(hyperparams.Config):
+  """Config of the `asvit` backbone.
+
+  Attributes:
+    arch: a topology string or a variant name ('asvit_small', 'asvit_large', ...).
+    drop_path_rate: stochastic depth of the last block (linear from 0).
+    stride, dilation: initial tokenization of the patch embedding.
+    pre_logits: add the As-ViT head's LayerNorm -> pool -> Dense(F) -> tanh as endpoint
+      'pre_logits' (classification); off for detection.
+  """
+  arch: str = 'asvit_seed'
+  drop_path_rate: float = 0.0
+  stride: int = 4
+  dilation: int = 1
+  pre_logits: bool = True
+
+
+@dataclasses.dataclass
+class Backbone(backbones_cfg.Backbone):
+  """Model Garden's backbone OneOfConfig with an `asvit` member."""
+  type: Optional[str] = 'asvit'
+  asvit: AsViTConfig = dataclasses.field(default_factory=AsViTConfig)
+
+
+@tf_keras.utils.register_keras_serializable(package='asvit_tf')
+class AsViTBackbone(tf_keras.Model):
+  """As-ViT as a Model Garden backbone.
+
+  `call(images)` returns {'2': stage-1 map, ..., '5': stage-4 map} ([B, rows, cols, width],
+  strides 4..32 at tokenization stride 4) and, with `pre_logits`, 'pre_logits' [B, 1, 1, F]:
+  the As-ViT head before its last Dense. Model Garden's classifier reads the largest key
+  ('pre_logits' sorts after the digits) and adds Dense(num_classes).
+  """
+
+  def __init__(self, arch, input_specs: Optional[tf_keras.layers.InputSpec] = None,
+               drop_path_rate: float = 0.0, stride: int = 4, dilation: int = 1,
+               pre_logits: bool = False, kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.topology = arch_lib.as_topology(arch)
+    if input_specs is None:
+      input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+    self._input_specs = input_specs
+    self._pre_logits = bool(pre_logits)
+    self.encoder = AsViTEncoder(self.topology, drop_path_rate, True, stride, dilation,
+                                kernel_regularizer, name='encoder')
+    reg = self.encoder.kernel_regularizer
+    if self._pre_logits:
+      self.head_norm = _norm(True, 'head_norm')
+      self.pre_logits_dense = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
+
+  @property
+  def tokenization(self):
+    return self.encoder.tokenization
+
+  def set_tokenization(self, stride: int, dilation: int = 1):
+    """Changes the token grid; traced functions must be re-traced to see it."""
+    self.encoder.set_tokenization(stride, dilation)
+
+  def call(self, images, training=None) -> Dict[str, tf.Tensor]:
+    maps = self.encoder(images, training=training)
+    out = dict(zip(LEVELS, maps))
+    if self._pre_logits:
+      x = tf.reduce_mean(self.head_norm(maps[-1]), axis=[1, 2], keepdims=True)
+      out['pre_logits'] = tf.tanh(self.pre_logits_dense(x))
+    return out
+
+  @property
+  def output_specs(self) -> Dict[str, tf.TensorShape]:
+    """Shapes of the outputs at the current tokenization."""
+    shape = self._input_specs.shape
+    h, w = shape[1], shape[2]
+    stride = self.encoder.tokenization[0]
+    specs = {}
+    for i, (level, width) in enumerate(zip(LEVELS, self.topology.stage_widths)):
+      rows = None if h is None else math.ceil(math.ceil(h / stride) / 2**i)
+      cols = None if w is None else math.ceil(math.ceil(w / stride) / 2**i)
+      specs[level] = tf.TensorShape([None, rows, cols, width])
+    if self._pre_logits:
+      specs['pre_logits'] = tf.TensorShape([None, 1, 1, self.topology.head_width])
+    return specs
+
+  def get_config(self):
+    encoder = self.encoder.get_config()
+    return {'arch': encoder['topology'], 'drop_path_rate': encoder['drop_path_rate'],
+            'stride': encoder['stride'], 'dilation': encoder['dilation'],
+            'pre_logits': self._pre_logits,
+            'kernel_regularizer': _serialize_regularizer(self.encoder.kernel_regularizer),
+            'name': self.name}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)
+
+
+@factory.register_backbone_builder('asvit')
+def build_asvit(input_specs, backbone_config, norm_activation_config, l2_regularizer=None):
+  """Model Garden builder of the `asvit` backbone (LayerNorm only: no norm_activation)."""
+  del norm_activation_config
+  if backbone_config.type != 'asvit':
+    raise ValueError(f'build_asvit got backbone type {backbone_config.type!r}')
+  cfg = backbone_config.get()
+  return AsViTBackbone(cfg.arch, input_specs=input_specs, drop_path_rate=cfg.drop_path_rate,
+                       stride=cfg.stride, dilation=cfg.dilation, pre_logits=cfg.pre_logits,
+                       kernel_regularizer=l2_regularizer)

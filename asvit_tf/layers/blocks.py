@@ -1,0 +1,328 @@
+"""The As-ViT building blocks. Token maps stay 2-D, [batch, rows, cols, width], throughout:
+windows and patch merging need the grid, and Dense layers act on the last axis."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+_PACKAGE = 'asvit_tf'
+
+
+def dense_initializer():
+  """Dense kernels: truncated normal, std 0.02 (design.md §2)."""
+  return tf_keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _serialize_regularizer(regularizer):
+  return tf_keras.regularizers.serialize(regularizer) if regularizer else None
+
+
+def _dense(units, name, use_bias=True, regularizer=None):
+  return tf_keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=dense_initializer(),
+                               bias_initializer='zeros', kernel_regularizer=regularizer,
+                               name=name)
+
+
+def _norm(use_layer_norm: bool, name: str):
+  if use_layer_norm:
+    return tf_keras.layers.LayerNormalization(epsilon=1e-5, name=name)
+  return tf_keras.layers.Activation('linear', name=name)  # identity: the curve metrics' network
+
+
+def _static_hw(x, what: str) -> Tuple[int, int]:
+  h, w = x.shape[1], x.shape[2]
+  if h is None or w is None:
+    raise ValueError(f'{what} needs a static token grid; got shape {x.shape}. '
+                     'Build the model with a fixed image size.')
+  return int(h), int(w)
+
+
+def retokenization_dilation(kernel: int, stride: int) -> int:
+  """The dilation that keeps the effective kernel near the stride: max(1, round((s-1)/(K-1)))."""
+  if kernel <= 1:
+    return 1
+  return max(1, round((stride - 1) / (kernel - 1)))
+
+
+def embedding_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
+  """(before, after) zero padding of one image side for the patch embedding.
+
+  With k_eff = d(K-1)+1 and p = max(0, k_eff - s): floor(p/2) before, ceil(p/2) after, plus
+  what pads the side up to a multiple of s (after), so a side of n gives ceil(n/s) tokens.
+  """
+  k_eff = dilation * (kernel - 1) + 1
+  p = max(0, k_eff - stride)
+  return p // 2, p - p // 2 + (-size) % stride
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class DropPath(tf_keras.layers.Layer):
+  """Stochastic depth: drops the whole residual branch of a sample with probability `rate`."""
+
+  def __init__(self, rate: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.rate = float(rate)
+
+  def call(self, x, training=None):
+    if not training or self.rate <= 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = [tf.shape(x)[0]] + [1] * (x.shape.rank - 1)
+    mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
+    return x / keep * mask
+
+  def get_config(self):
+    return {**super().get_config(), 'rate': self.rate}
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class PatchEmbedding(tf_keras.layers.Layer):
+  """Zero-pad, K×K conv with stride s and dilation d, then LayerNorm.
+
+  `set_tokenization(stride, dilation)` changes the token grid at run time without touching a
+  weight. Stride and dilation are plain Python values read when the layer is traced: a
+  `tf.function` that already traced the layer must be re-traced to see a change.
+  """
+
+  def __init__(self, width: int, kernel: int, stride: int = 4, dilation: int = 1,
+               use_layer_norm: bool = True, kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.width = int(width)
+    self.kernel = int(kernel)
+    self.stride = 1
+    self.dilation = 1
+    self.set_tokenization(stride, dilation)
+    self.use_layer_norm = bool(use_layer_norm)
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.norm = _norm(self.use_layer_norm, 'norm')
+
+  def set_tokenization(self, stride: int, dilation: int = 1):
+    stride, dilation = int(stride), int(dilation)
+    if stride < 1 or dilation < 1:
+      raise ValueError(f'stride and dilation must be >= 1, got stride={stride}, '
+                       f'dilation={dilation}')
+    self.stride, self.dilation = stride, dilation
+
+  def build(self, input_shape):
+    channels = int(input_shape[-1])
+    # Conv kernel and bias: the framework's Conv2D defaults (glorot uniform, zeros).
+    self.conv_kernel = self.add_weight(
+        'kernel', [self.kernel, self.kernel, channels, self.width],
+        initializer='glorot_uniform', regularizer=self.kernel_regularizer)
+    self.conv_bias = self.add_weight('bias', [self.width], initializer='zeros')
+    self.norm.build(tf.TensorShape([None, None, None, self.width]))
+    super().build(input_shape)
+
+  def output_grid(self, image_size) -> Tuple[int, int]:
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return math.ceil(h / self.stride), math.ceil(w / self.stride)
+
+  def call(self, images):
+    h, w = _static_hw(images, 'PatchEmbedding')
+    top, bottom = embedding_padding(h, self.kernel, self.stride, self.dilation)
+    left, right = embedding_padding(w, self.kernel, self.stride, self.dilation)
+    x = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    kernel = tf.cast(self.conv_kernel, x.dtype)
+    # The raw op accepts stride > 1 together with dilation > 1 (Keras Conv2D does not).
+    x = tf.nn.conv2d(x, kernel, strides=self.stride, padding='VALID',
+                     dilations=self.dilation)
+    x = tf.nn.bias_add(x, tf.cast(self.conv_bias, x.dtype))
+    return self.norm(x)
+
+  def get_config(self):
+    return {**super().get_config(), 'width': self.width, 'kernel': self.kernel,
+            'stride': self.stride, 'dilation': self.dilation,
+            'use_layer_norm': self.use_layer_norm,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+
+
+def _window_partition(x, rows: int, cols: int, window_h: int, window_w: int):
+  """[B, rows, cols, C] (rows, cols multiples of the window) -> [B·nh·nw, wh·ww, C]."""
+  c = x.shape[-1]
+  nh, nw = rows // window_h, cols // window_w
+  x = tf.reshape(x, [-1, nh, window_h, nw, window_w, c])
+  x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
+  return tf.reshape(x, [-1, window_h * window_w, c])
+
+
+def _window_merge(x, rows: int, cols: int, window_h: int, window_w: int):
+  """Inverse of `_window_partition`."""
+  c = x.shape[-1]
+  nh, nw = rows // window_h, cols // window_w
+  x = tf.reshape(x, [-1, nh, nw, window_h, window_w, c])
+  x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
+  return tf.reshape(x, [-1, rows, cols, c])
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class SplitAttention(tf_keras.layers.Layer):
+  """Multi-head self-attention inside each of split×split windows of the token grid.
+
+  The window side is ceil(resolution / split), recomputed from the grid of each call, so the
+  layer follows a re-tokenized (coarser) grid. A grid the window does not divide is padded
+  with zero tokens and cropped after. head_dim = width // heads; qkv maps width to
+  3·heads·head_dim and the output projection maps heads·head_dim back to width.
+  """
+
+  def __init__(self, width: int, num_heads: int, split: int, kernel_regularizer=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.width, self.num_heads, self.split = int(width), int(num_heads), int(split)
+    if self.num_heads < 1 or self.width < self.num_heads:
+      raise ValueError(f'width {self.width} cannot hold {self.num_heads} heads')
+    if self.split < 1:
+      raise ValueError(f'split must be >= 1, got {self.split}')
+    self.head_dim = self.width // self.num_heads
+    self.inner = self.head_dim * self.num_heads
+    self.scale = self.head_dim ** -0.5
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.qkv = _dense(3 * self.inner, 'qkv', regularizer=self.kernel_regularizer)
+    self.proj = _dense(self.width, 'proj', regularizer=self.kernel_regularizer)
+
+  def build(self, input_shape):
+    self.qkv.build(tf.TensorShape([None, self.width]))
+    self.proj.build(tf.TensorShape([None, self.inner]))
+    super().build(input_shape)
+
+  def window(self, rows: int, cols: int) -> Tuple[int, int]:
+    return math.ceil(rows / self.split), math.ceil(cols / self.split)
+
+  def call(self, x):
+    rows, cols = _static_hw(x, 'SplitAttention')
+    wh, ww = self.window(rows, cols)
+    pad_r, pad_c = (-rows) % wh, (-cols) % ww
+    if pad_r or pad_c:
+      x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
+    prow, pcol = rows + pad_r, cols + pad_c
+    tokens = _window_partition(x, prow, pcol, wh, ww)           # [Bw, n, width]
+    n = wh * ww
+    qkv = tf.reshape(self.qkv(tokens), [-1, n, 3, self.num_heads, self.head_dim])
+    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                    # [3, Bw, heads, n, hd]
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = tf.nn.softmax(tf.matmul(q * self.scale, k, transpose_b=True), axis=-1)
+    out = tf.transpose(tf.matmul(attn, v), [0, 2, 1, 3])        # [Bw, n, heads, hd]
+    out = self.proj(tf.reshape(out, [-1, n, self.inner]))
+    out = _window_merge(out, prow, pcol, wh, ww)
+    return out[:, :rows, :cols, :]
+
+  def get_config(self):
+    return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
+            'split': self.split,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class Mlp(tf_keras.layers.Layer):
+  """Dense(hidden) -> GELU (exact) -> Dense(width)."""
+
+  def __init__(self, width: int, hidden: int, kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.width, self.hidden = int(width), int(hidden)
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.fc1 = _dense(self.hidden, 'fc1', regularizer=self.kernel_regularizer)
+    self.fc2 = _dense(self.width, 'fc2', regularizer=self.kernel_regularizer)
+
+  def build(self, input_shape):
+    self.fc1.build(tf.TensorShape([None, self.width]))
+    self.fc2.build(tf.TensorShape([None, self.hidden]))
+    super().build(input_shape)
+
+  def call(self, x):
+    return self.fc2(tf.nn.gelu(self.fc1(x), approximate=False))
+
+  def get_config(self):
+    return {**super().get_config(), 'width': self.width, 'hidden': self.hidden,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class TransformerBlock(tf_keras.layers.Layer):
+  """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x)))."""
+
+  def __init__(self, width: int, num_heads: int, split: int, expansion: int,
+               drop_path_rate: float = 0.0, use_layer_norm: bool = True,
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.width, self.num_heads = int(width), int(num_heads)
+    self.split, self.expansion = int(split), int(expansion)
+    self.drop_path_rate = float(drop_path_rate)
+    self.use_layer_norm = bool(use_layer_norm)
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.norm1 = _norm(self.use_layer_norm, 'norm1')
+    self.attn = SplitAttention(self.width, self.num_heads, self.split,
+                               self.kernel_regularizer, name='attn')
+    self.norm2 = _norm(self.use_layer_norm, 'norm2')
+    self.mlp = Mlp(self.width, self.expansion * self.width, self.kernel_regularizer,
+                   name='mlp')
+    self.drop_path = DropPath(self.drop_path_rate, name='drop_path')
+
+  def build(self, input_shape):
+    shape = tf.TensorShape([None, None, None, self.width])
+    for layer in (self.norm1, self.attn, self.norm2, self.mlp):
+      layer.build(shape)
+    super().build(input_shape)
+
+  def call(self, x, training=None):
+    x = x + self.drop_path(self.attn(self.norm1(x)), training=training)
+    return x + self.drop_path(self.mlp(self.norm2(x)), training=training)
+
+  def get_config(self):
+    return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
+            'split': self.split, 'expansion': self.expansion,
+            'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class PatchMerging(tf_keras.layers.Layer):
+  """k×k patches with stride 2 -> LayerNorm over the k²·d vector -> Dense (no bias).
+
+  Pads (k-2)//2 zeros before and the rest after so that a side of n gives ceil(n/2), odd n
+  included.
+  """
+
+  def __init__(self, in_width: int, out_width: int, kernel: int, use_layer_norm: bool = True,
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.in_width, self.out_width, self.kernel = int(in_width), int(out_width), int(kernel)
+    if self.kernel < 2:
+      raise ValueError(f'patch merging needs a kernel >= 2, got {self.kernel}')
+    self.use_layer_norm = bool(use_layer_norm)
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.norm = _norm(self.use_layer_norm, 'norm')
+    self.reduction = _dense(self.out_width, 'reduction', use_bias=False,
+                            regularizer=self.kernel_regularizer)
+
+  def build(self, input_shape):
+    patch = self.kernel * self.kernel * self.in_width
+    self.norm.build(tf.TensorShape([None, None, None, patch]))
+    self.reduction.build(tf.TensorShape([None, patch]))
+    super().build(input_shape)
+
+  def _padding(self, size: int) -> Tuple[int, int]:
+    out = math.ceil(size / 2)
+    total = max(0, 2 * (out - 1) + self.kernel - size)
+    before = min(total, (self.kernel - 2) // 2)
+    return before, total - before
+
+  def call(self, x):
+    rows, cols = _static_hw(x, 'PatchMerging')
+    top, bottom = self._padding(rows)
+    left, right = self._padding(cols)
+    x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
+    k = self.kernel
+    # Strided slices (not extract_patches): cheap, XLA- and forward-mode friendly.
+    # Order of the k²·d vector: patch row, patch column, channel.
+    patches = [x[:, i:i + 2 * (out_r - 1) + 1:2, j:j + 2 * (out_c - 1) + 1:2, :]
+               for i in range(k) for j in range(k)]
+    x = tf.concat(patches, axis=-1)                             # [B, out_r, out_c, k²·d]
+    return self.reduction(self.norm(x))
+
+  def get_config(self):
+    return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,
+            'kernel': self.kernel, 'use_layer_norm': self.use_layer_norm,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}

@@ -1,0 +1,197 @@
+"""The As-ViT network (design.md §2) and its named variants.
+
+`AsViTEncoder` is the trunk (patch embedding, four stages, three patch mergings) and returns
+the four stage maps; `AsViT` adds the classification head. The Model Garden backbone reuses
+the same encoder, so a classification checkpoint initialises a detection backbone.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf import arch as arch_lib
+from asvit_tf import layers as asvit_layers
+from asvit_tf.layers.blocks import _dense
+from asvit_tf.layers.blocks import _norm
+from asvit_tf.layers.blocks import _serialize_regularizer
+
+_PACKAGE = 'asvit_tf'
+LEVELS = ('2', '3', '4', '5')  # Model Garden levels of stages 1..4 (strides 4, 8, 16, 32)
+
+
+def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
+  """Linearly growing drop-path rates over all blocks, 0 for the first, `rate` for the last."""
+  if total_blocks == 1:
+    return [0.0]
+  return [rate * i / (total_blocks - 1) for i in range(total_blocks)]
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class AsViTEncoder(tf_keras.layers.Layer):
+  """Patch embedding + 4 stages of transformer blocks joined by patch mergings.
+
+  Calling it on images [B, H, W, 3] returns the 4 stage maps, [B, ceil(H/s·2^-i), ..., d_i]
+  for i = 0..3 (s the tokenization stride, 4 by default).
+  """
+
+  def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
+               stride: int = 4, dilation: int = 1, kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.topology = arch_lib.as_topology(topology)
+    self.drop_path_rate = float(drop_path_rate)
+    self.use_layer_norm = bool(use_layer_norm)
+    self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    topo, reg = self.topology, self.kernel_regularizer
+    widths, heads = topo.stage_widths, topo.stage_heads
+    self.patch_embed = asvit_layers.PatchEmbedding(
+        widths[0], topo.kernels[0], stride, dilation, self.use_layer_norm, reg,
+        name='patch_embed')
+    rates = drop_path_rates(topo.num_blocks, self.drop_path_rate)
+    self.merges, self.stages = [], []
+    index = 0
+    for i in range(arch_lib.NUM_STAGES):
+      if i:
+        self.merges.append(asvit_layers.PatchMerging(
+            widths[i - 1], widths[i], topo.kernels[i], self.use_layer_norm, reg,
+            name=f'merge{i + 1}'))
+      blocks = []
+      for j in range(topo.depths[i]):
+        blocks.append(asvit_layers.TransformerBlock(
+            widths[i], heads[i], topo.splits[i], topo.expansions[i], rates[index],
+            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}'))
+        index += 1
+      self.stages.append(blocks)
+
+  @property
+  def tokenization(self):
+    """(stride, dilation) of the patch embedding."""
+    return self.patch_embed.stride, self.patch_embed.dilation
+
+  def set_tokenization(self, stride: int, dilation: int = 1):
+    self.patch_embed.set_tokenization(stride, dilation)
+
+  def call(self, images, training=None):
+    x = self.patch_embed(images)
+    maps = []
+    for i, blocks in enumerate(self.stages):
+      if i:
+        x = self.merges[i - 1](x)
+      for block in blocks:
+        x = block(x, training=training)
+      maps.append(x)
+    return maps
+
+  def get_config(self):
+    stride, dilation = self.tokenization
+    return {**super().get_config(), 'topology': str(self.topology),
+            'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
+            'stride': stride, 'dilation': dilation,
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class AsViT(tf_keras.Model):
+  """As-ViT classifier: encoder -> LayerNorm -> global average pool -> Dense(F) -> tanh
+  -> Dense(num_classes). `call` returns logits [B, num_classes].
+
+  Args:
+    topology: a `Topology`, a topology string or a variant name ('asvit_large').
+    num_classes: classes of the final Dense.
+    drop_path_rate: stochastic depth of the last block (linear from 0 over all blocks).
+    use_layer_norm: False replaces every LayerNorm by the identity (the network the curve
+      complexity metrics measure).
+    stride, dilation: tokenization of the patch embedding (see `set_tokenization`).
+    kernel_regularizer: applied to every Dense and conv kernel.
+  """
+
+  def __init__(self, topology, num_classes: int = 1000, drop_path_rate: float = 0.0,
+               use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
+               kernel_regularizer=None, name: str = 'asvit', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.topology = arch_lib.as_topology(topology)
+    if int(num_classes) < 1:
+      raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+    self.num_classes = int(num_classes)
+    self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
+                                dilation, kernel_regularizer, name='encoder')
+    reg = self.encoder.kernel_regularizer
+    self.head_norm = _norm(self.encoder.use_layer_norm, 'head_norm')
+    self.pre_logits = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
+    self.classifier = _dense(self.num_classes, 'classifier', regularizer=reg)
+
+  # ---- tokenization -------------------------------------------------------------------
+  @property
+  def tokenization(self):
+    return self.encoder.tokenization
+
+  def set_tokenization(self, stride: int, dilation: int = 1):
+    """Changes the patch embedding's stride and dilation; no weight changes.
+
+    A `tf.function` that already traced the model keeps the old grid: trace a new one.
+    """
+    self.encoder.set_tokenization(stride, dilation)
+
+  # ---- forward passes -----------------------------------------------------------------
+  def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:
+    """{'2': stage-1 map, ..., '5': stage-4 map}, each [B, rows, cols, width]."""
+    return dict(zip(LEVELS, self.encoder(images, training=training)))
+
+  def features(self, images, training=None):
+    """Pooled stage-4 features before the final LayerNorm, [B, d4]."""
+    return tf.reduce_mean(self.encoder(images, training=training)[-1], axis=[1, 2])
+
+  def head(self, last_map):
+    x = tf.reduce_mean(self.head_norm(last_map), axis=[1, 2])
+    return self.classifier(tf.tanh(self.pre_logits(x)))
+
+  def call(self, images, training=None):
+    return self.head(self.encoder(images, training=training)[-1])
+
+  def get_config(self):
+    config = self.encoder.get_config()
+    return {'topology': config['topology'], 'num_classes': self.num_classes,
+            'drop_path_rate': config['drop_path_rate'],
+            'use_layer_norm': config['use_layer_norm'], 'stride': config['stride'],
+            'dilation': config['dilation'], 'kernel_regularizer': config['kernel_regularizer'],
+            'name': self.name}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)
+
+
+# ---- named variants ---------------------------------------------------------------------
+_MODELS: Dict[str, Callable[..., AsViT]] = {}
+
+
+def register_model(fn: Callable[..., AsViT]) -> Callable[..., AsViT]:
+  _MODELS[fn.__name__] = fn
+  return fn
+
+
+def model_names() -> List[str]:
+  return sorted(_MODELS)
+
+
+def create_model(name: str, image_size: Optional[int] = None, **kwargs) -> AsViT:
+  """Builds a named variant (`model_names()`); with `image_size`, also builds its weights."""
+  if name not in _MODELS:
+    raise ValueError(f'unknown model {name!r}; known: {", ".join(model_names())}')
+  model = _MODELS[name](**kwargs)
+  if image_size is not None:
+    model(tf.zeros([1, image_size, image_size, 3]))
+  return model
+
+
+@register_model
+def asvit_seed(**kwargs) -> AsViT:
+  """The searched seed topology at C=32, depths 1,1,1,1 (2.32 M params at 1000 classes)."""
+  return AsViT(arch_lib.VARIANTS['asvit_seed'], **kwargs)
+
+
+@register_model
+def asvit_large(**kwargs) -> AsViT:
+  """As-ViT Large, the authors' string (87.58 M params, 22.36 G MACs at 224)."""
+  return AsViT(arch_lib.VARIANTS['asvit_large'], **kwargs)

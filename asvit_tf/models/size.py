@@ -1,0 +1,132 @@
+"""Parameter and multiply-accumulate counts of an As-ViT, computed from its topology.
+
+MACs follow design.md §2: multiply-accumulates of the dense layers, the convolution and the
+two attention matmuls (q·kᵀ and attn·v); LayerNorm, GELU, softmax, pooling and additions are
+not counted. Work on zero-padded tokens (split attention on a grid that the windows do not
+divide) is counted, since it is computed. Pure Python: no TensorFlow needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+from asvit_tf import arch as arch_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PartCost:
+  """Cost of one part of the network (embedding, a stage, a merging, the head)."""
+  name: str
+  grid: Tuple[int, int]  # token grid (rows, cols) the part outputs
+  width: int
+  heads: int
+  window: int  # attention window side (0 where there is no attention)
+  blocks: int
+  params: int
+  macs: int
+
+
+def _as_hw(image_size) -> Tuple[int, int]:
+  if isinstance(image_size, int):
+    return image_size, image_size
+  h, w = image_size
+  return int(h), int(w)
+
+
+def token_grid(image_size, stride: int = 4) -> Tuple[int, int]:
+  """Token grid of the patch embedding: the image is padded up to a multiple of `stride`."""
+  h, w = _as_hw(image_size)
+  return math.ceil(h / stride), math.ceil(w / stride)
+
+
+def stage_grids(image_size, stride: int = 4) -> List[Tuple[int, int]]:
+  """Token grids of stages 1..4 (each patch merging halves a side, rounding up)."""
+  grid = token_grid(image_size, stride)
+  out = [grid]
+  for _ in range(arch_lib.NUM_STAGES - 1):
+    grid = (math.ceil(grid[0] / 2), math.ceil(grid[1] / 2))
+    out.append(grid)
+  return out
+
+
+def window_size(resolution: int, split: int) -> int:
+  """Side of an attention window: ceil(resolution / split)."""
+  return max(1, math.ceil(resolution / split))
+
+
+def _block_params(width: int, heads: int, expansion: int, layer_norm: bool) -> int:
+  inner = heads * (width // heads)
+  hidden = expansion * width
+  norm = 4 * width if layer_norm else 0
+  qkv = width * 3 * inner + 3 * inner
+  proj = inner * width + width
+  mlp = width * hidden + hidden + hidden * width + width
+  return norm + qkv + proj + mlp
+
+
+def _block_macs(grid, width: int, heads: int, expansion: int, split: int) -> Tuple[int, int]:
+  inner = heads * (width // heads)
+  wh, ww = window_size(grid[0], split), window_size(grid[1], split)
+  nh, nw = math.ceil(grid[0] / wh), math.ceil(grid[1] / ww)
+  padded_tokens = nh * wh * nw * ww
+  tokens = grid[0] * grid[1]
+  n = wh * ww
+  attention = nh * nw * 2 * n * n * inner
+  macs = padded_tokens * (width * 3 * inner + inner * width) + attention
+  macs += tokens * 2 * expansion * width * width
+  return macs, max(wh, ww)
+
+
+def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
+                   dilation: int = 1, use_layer_norm: bool = True) -> List[PartCost]:
+  """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
+
+  `num_classes=None` leaves out the classification head (the backbone alone).
+  """
+  del dilation  # the dilation changes no weight and no output size
+  topo = arch_lib.as_topology(arch)
+  widths, heads = topo.stage_widths, topo.stage_heads
+  grids = stage_grids(image_size, stride)
+  ln = use_layer_norm
+  parts = []
+  k1, c = topo.kernels[0], widths[0]
+  parts.append(PartCost('embedding', grids[0], c, 0, 0, 0,
+                        k1 * k1 * 3 * c + c + (2 * c if ln else 0),
+                        grids[0][0] * grids[0][1] * k1 * k1 * 3 * c))
+  for i in range(arch_lib.NUM_STAGES):
+    if i:
+      k, d_in, d_out = topo.kernels[i], widths[i - 1], widths[i]
+      tokens = grids[i][0] * grids[i][1]
+      parts.append(PartCost(f'merge{i + 1}', grids[i], d_out, 0, 0, 0,
+                            k * k * d_in * d_out + (2 * k * k * d_in if ln else 0),
+                            tokens * k * k * d_in * d_out))
+    w, h, e, s, depth = widths[i], heads[i], topo.expansions[i], topo.splits[i], topo.depths[i]
+    macs, window = _block_macs(grids[i], w, h, e, s)
+    parts.append(PartCost(f'stage{i + 1}', grids[i], w, h, window, depth,
+                          depth * _block_params(w, h, e, ln), depth * macs))
+  if num_classes is not None:
+    d, f = widths[-1], topo.head_width
+    parts.append(PartCost('head', (1, 1), num_classes, 0, 0, 0,
+                          (2 * d if ln else 0) + d * f + f + f * num_classes + num_classes,
+                          d * f + f * num_classes))
+  return parts
+
+
+def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
+               dilation: int = 1) -> int:
+  """Multiply-accumulates of one forward pass of one image (design.md §2)."""
+  return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation))
+
+
+def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: bool = True) -> int:
+  """Parameters of the network of `arch`, from the topology alone (equals `count_params`)."""
+  return sum(p.params for p in cost_breakdown(arch, 224, num_classes,
+                                              use_layer_norm=use_layer_norm))
+
+
+def count_params(model) -> int:
+  """Number of scalars in all weights of a built Keras model (trainable or not)."""
+  if not model.built:
+    raise ValueError('the model is not built yet: call it on an image batch first')
+  return int(sum(math.prod(w.shape) for w in model.weights))
