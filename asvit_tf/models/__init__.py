@@ -1,11 +1,10 @@
-"""As-ViT models (tf_keras only), named variants and size counting."""
-from asvit_tf.models.asvit import LEVELS
-from asvit_tf.models.asvit import AsViT
-from asvit_tf.models.asvit import AsViTEncoder
-from asvit_tf.models.asvit import create_model
-from asvit_tf.models.asvit import drop_path_rates
-from asvit_tf.models.asvit import model_names
-from asvit_tf.models.asvit import register_model
+"""As-ViT models (tf_keras only), named variants and size counting.
+
+The size functions are pure Python; the Keras names load TensorFlow on first use, so
+`from asvit_tf.models import count_macs` stays light.
+"""
+import importlib
+
 from asvit_tf.models.size import PartCost
 from asvit_tf.models.size import cost_breakdown
 from asvit_tf.models.size import count_macs
@@ -14,6 +13,14 @@ from asvit_tf.models.size import estimate_params
 from asvit_tf.models.size import stage_grids
 from asvit_tf.models.size import token_grid
 
-__all__ = ['LEVELS', 'AsViT', 'AsViTEncoder', 'create_model', 'drop_path_rates', 'model_names',
-           'register_model', 'PartCost', 'cost_breakdown', 'count_macs', 'count_params',
-           'estimate_params', 'stage_grids', 'token_grid']
+_KERAS_NAMES = ('LEVELS', 'AsViT', 'AsViTEncoder', 'create_model', 'drop_path_rates',
+                'model_names', 'register_model')
+
+__all__ = list(_KERAS_NAMES) + ['PartCost', 'cost_breakdown', 'count_macs', 'count_params',
+                                'estimate_params', 'stage_grids', 'token_grid']
+
+
+def __getattr__(name):
+  if name in _KERAS_NAMES:
+    return getattr(importlib.import_module('asvit_tf.models.asvit'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

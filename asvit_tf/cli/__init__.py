@@ -1,0 +1,1 @@
+"""absl-flags command lines: `asvit <command> [flags]` (see `asvit --help`)."""

@@ -1,0 +1,46 @@
+"""`asvit describe ARCH [--image_size=224] [--num_classes=1000] [--stride=4]`.
+
+Prints a per-part table of an As-ViT topology: token grid, width, heads, attention window,
+blocks, parameters and multiply-accumulates. Needs no TensorFlow.
+"""
+from __future__ import annotations
+
+from absl import flags
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.models import size
+
+flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
+flags.DEFINE_integer('num_classes', 1000, 'Classes of the classification head.')
+flags.DEFINE_integer('stride', 4, 'Tokenization stride of the patch embedding.')
+FLAGS = flags.FLAGS
+
+
+def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: int = 4) -> str:
+  topo = arch_lib.as_topology(arch)
+  if image_size < 1:
+    raise ValueError(f'--image_size must be positive, got {image_size}')
+  parts = size.cost_breakdown(topo, image_size, num_classes, stride)
+  header = ('part', 'grid', 'width', 'heads', 'window', 'blocks', 'params', 'MACs')
+  rows = []
+  for p in parts:
+    rows.append((p.name, f'{p.grid[0]}x{p.grid[1]}', str(p.width), str(p.heads or '-'),
+                 str(p.window or '-'), str(p.blocks or '-'), f'{p.params / 1e6:.3f} M',
+                 f'{p.macs / 1e9:.4f} G'))
+  total_p, total_m = sum(p.params for p in parts), sum(p.macs for p in parts)
+  rows.append(('total', '', '', '', '', str(topo.num_blocks), f'{total_p / 1e6:.3f} M',
+               f'{total_m / 1e9:.4f} G'))
+  widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+  line = lambda r: '  '.join(v.rjust(w) if i else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(r, widths)))
+  out = [f'{topo}  ({image_size}x{image_size}, stride {stride}, {num_classes} classes)',
+         line(header), line(tuple('-' * w for w in widths))]
+  out += [line(r) for r in rows]
+  return '\n'.join(out)
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise ValueError('describe takes one ARCH: a topology string or a variant name '
+                     f'({", ".join(arch_lib.variant_names())})')
+  print(format_table(argv[1], FLAGS.image_size, FLAGS.num_classes, FLAGS.stride))
