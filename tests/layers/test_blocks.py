@@ -1,0 +1,179 @@
+"""Shapes, semantics and serialisation of the As-ViT layers."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf import layers
+
+
+def _rand(*shape, seed=0):
+  return tf.constant(np.random.default_rng(seed).normal(size=shape).astype('float32'))
+
+
+@pytest.mark.parametrize('size, stride, dilation, grid', [
+    (224, 4, 1, 56), (64, 4, 1, 16), (96, 4, 1, 24), (256, 4, 1, 64),
+    (224, 8, 2, 28), (224, 16, 5, 14), (64, 16, 5, 4), (32, 8, 2, 4),
+    (30, 4, 1, 8),  # not a multiple of the stride: padded up, never cropped
+])
+def test_patch_embedding_grid(size, stride, dilation, grid):
+  layer = layers.PatchEmbedding(8, kernel=8, stride=stride, dilation=dilation)
+  out = layer(_rand(2, size, size, 3))
+  assert out.shape == (2, grid, grid, 8)
+
+
+@pytest.mark.parametrize('jit', [False, True])
+def test_strided_dilated_conv_matches_dilate_then_subsample(jit):
+  """The embedding's conv equals a stride-1 dilated conv, subsampled by the stride."""
+  layer = layers.PatchEmbedding(5, kernel=4, stride=8, dilation=2, use_layer_norm=False)
+  x = _rand(1, 32, 32, 3)
+  run = tf.function(layer, jit_compile=True) if jit else layer
+  out = run(x).numpy()
+  top, bottom = layers.embedding_padding(32, 4, 8, 2)
+  padded = tf.pad(x, [[0, 0], [top, bottom], [top, bottom], [0, 0]])
+  dense = tf.nn.conv2d(padded, layer.conv_kernel, strides=1, padding='VALID', dilations=2)
+  reference = (dense[:, ::8, ::8, :] + layer.conv_bias).numpy()
+  assert out.shape == (1, 4, 4, 5)
+  np.testing.assert_allclose(out, reference[:, :4, :4], rtol=1e-5, atol=1e-5)
+
+
+def test_set_tokenization_changes_grid_not_weights():
+  layer = layers.PatchEmbedding(8, kernel=8)
+  x = _rand(1, 64, 64, 3)
+  assert layer(x).shape[1:3] == (16, 16)
+  before = [w.numpy().copy() for w in layer.weights]
+  layer.set_tokenization(16, layers.retokenization_dilation(8, 16))
+  assert (layer.stride, layer.dilation) == (16, 2)
+  assert layer(x).shape[1:3] == (4, 4)
+  after = layer.weights
+  assert len(after) == len(before)
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a, b.numpy())
+  with pytest.raises(ValueError, match='stride and dilation must be >= 1'):
+    layer.set_tokenization(0, 1)
+
+
+def test_retokenization_dilation_rule():
+  # design.md §6: d = max(1, round((s-1)/(K1-1))); K1=4 gives the published 16/5 and 8/2.
+  assert layers.retokenization_dilation(4, 16) == 5
+  assert layers.retokenization_dilation(4, 8) == 2
+  assert layers.retokenization_dilation(4, 4) == 1
+  assert layers.retokenization_dilation(8, 16) == 2
+  assert layers.retokenization_dilation(1, 16) == 1
+
+
+@pytest.mark.parametrize('grid, split, window', [(8, 2, 4), (7, 2, 4), (4, 8, 1), (5, 1, 5),
+                                                 (3, 2, 2)])
+def test_split_attention_shapes(grid, split, window):
+  layer = layers.SplitAttention(16, num_heads=2, split=split)
+  assert layer.window(grid, grid) == (window, window)
+  out = layer(_rand(2, grid, grid, 16))
+  assert out.shape == (2, grid, grid, 16)
+
+
+def test_split_attention_keeps_windows_apart():
+  """A change in one window does not reach the tokens of another window."""
+  layer = layers.SplitAttention(8, num_heads=2, split=2)
+  x = _rand(1, 8, 8, 8).numpy()
+  base = layer(tf.constant(x)).numpy()
+  x[0, 0, 0] += 10.0  # top-left window (rows 0-3, cols 0-3)
+  moved = layer(tf.constant(x)).numpy()
+  changed = np.abs(moved - base).max(axis=-1)[0] > 1e-6
+  assert changed[:4, :4].any()
+  assert not changed[4:, :].any() and not changed[:, 4:].any()
+
+
+def test_global_attention_matches_manual_formula():
+  layer = layers.SplitAttention(8, num_heads=2, split=1)
+  x = _rand(1, 3, 3, 8)
+  out = layer(x).numpy().reshape(9, 8)
+  tokens = x.numpy().reshape(9, 8)
+  qkv = tokens @ layer.qkv.kernel.numpy() + layer.qkv.bias.numpy()
+  q, k, v = np.split(qkv, 3, axis=-1)
+  heads = []
+  for h in range(2):
+    sl = slice(4 * h, 4 * h + 4)
+    logits = q[:, sl] @ k[:, sl].T * 4 ** -0.5
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    heads.append((a / a.sum(-1, keepdims=True)) @ v[:, sl])
+  expected = np.concatenate(heads, -1) @ layer.proj.kernel.numpy() + layer.proj.bias.numpy()
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_inner_width_below_width():
+  """head_dim = width // heads, so 3·heads·head_dim can be below 3·width (design.md §2)."""
+  layer = layers.SplitAttention(10, num_heads=4, split=1)
+  layer(_rand(1, 2, 2, 10))
+  assert layer.qkv.kernel.shape == (10, 24)
+  assert layer.proj.kernel.shape == (8, 10)
+
+
+@pytest.mark.parametrize('grid, kernel', [(8, 2), (8, 3), (8, 4), (7, 2), (7, 3), (7, 4),
+                                          (1, 4), (2, 3)])
+def test_patch_merging_halves_rounding_up(grid, kernel):
+  layer = layers.PatchMerging(6, 12, kernel)
+  out = layer(_rand(2, grid, grid, 6))
+  assert out.shape == (2, -(-grid // 2), -(-grid // 2), 12)
+
+
+@pytest.mark.parametrize('kernel', [2, 3, 4])
+def test_patch_merging_is_a_strided_conv_without_norm(kernel):
+  """Without LayerNorm, merging = zero-pad (k-2)//2 before, conv k×k stride 2, no bias."""
+  layer = layers.PatchMerging(3, 5, kernel, use_layer_norm=False)
+  x = _rand(1, 8, 8, 3)
+  out = layer(x).numpy()
+  before = (kernel - 2) // 2
+  after = kernel - 2 - before
+  padded = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
+  conv_kernel = tf.reshape(layer.reduction.kernel, [kernel, kernel, 3, 5])
+  reference = tf.nn.conv2d(padded, conv_kernel, strides=2, padding='VALID').numpy()
+  np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_drop_path_only_in_training():
+  block = layers.TransformerBlock(8, 2, 1, 2, drop_path_rate=0.5)
+  x = _rand(16, 2, 2, 8)
+  np.testing.assert_allclose(block(x, training=False).numpy(), block(x).numpy())
+  tf.random.set_seed(1)
+  a = block(x, training=True).numpy()
+  b = block(x, training=False).numpy()
+  assert not np.allclose(a, b)
+  drop = layers.DropPath(0.5)
+  kept = drop(tf.ones([200, 3]), training=True).numpy()
+  assert set(np.unique(kept)) <= {0.0, 2.0}  # dropped, or kept and rescaled by 1/keep
+  assert 40 < (kept[:, 0] == 0).sum() < 160
+
+
+def test_layer_norm_free_block_has_no_norm_weights():
+  block = layers.TransformerBlock(8, 2, 1, 2, use_layer_norm=False)
+  block(_rand(1, 2, 2, 8))
+  assert not [w for w in block.weights if 'norm' in w.name]
+  assert len(block.weights) == 8  # qkv, proj, fc1, fc2: kernel + bias each
+
+
+def _round_trip(layer, x):
+  y = layer(x)
+  config = layer.get_config()
+  clone = type(layer).from_config(config)
+  clone(x)
+  clone.set_weights(layer.get_weights())
+  assert clone.get_config() == config
+  np.testing.assert_allclose(clone(x).numpy(), y.numpy(), rtol=1e-6, atol=1e-6)
+  # and through Keras' registry, as a SavedModel/H5 loader would do it
+  revived = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
+  assert type(revived) is type(layer)
+
+
+@pytest.mark.parametrize('make', [
+    lambda: layers.PatchEmbedding(8, 5, stride=8, dilation=2,
+                                  kernel_regularizer=tf_keras.regularizers.L2(1e-4)),
+    lambda: layers.SplitAttention(8, 2, 2),
+    lambda: layers.Mlp(8, 24),
+    lambda: layers.TransformerBlock(8, 2, 2, 3, drop_path_rate=0.1, use_layer_norm=False),
+    lambda: layers.PatchMerging(8, 16, 3),
+    lambda: layers.DropPath(0.2),
+])
+def test_get_config_round_trip(make):
+  layer = make()
+  shape = (2, 32, 32, 3) if isinstance(layer, layers.PatchEmbedding) else (2, 6, 6, 8)
+  _round_trip(layer, _rand(*shape))
