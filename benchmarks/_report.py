@@ -35,8 +35,10 @@ def command_line() -> str:
 def write_section(name: str, title: str, body: str, path: str = DOC) -> str:
   """Replaces (or appends) section `name` of docs/benchmarks.md; returns the section text."""
   stamp = time.strftime('%Y-%m-%d')
+  load = os.getloadavg()[0]  # other work on the machine slows the timings down
   section = (f'<!-- begin {name} -->\n## {title}\n\nCommand: `{command_line()}`  \n'
-             f'Run: {stamp}, Python {platform.python_version()}, {os.cpu_count()} CPU cores.\n\n'
+             f'Run: {stamp}, Python {platform.python_version()}, {os.cpu_count()} CPU cores, '
+             f'1-minute load average {load:.1f} when the run ended.\n\n'
              f'{body.strip()}\n<!-- end {name} -->')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   text = open(path).read() if os.path.exists(path) else _TITLE
