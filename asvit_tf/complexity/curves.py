@@ -1,0 +1,196 @@
+"""Length distortion, curvature and curvature-weighted length of the feature curve
+(design.md §3).
+
+The input is the great circle x(θ) = u0 cos θ + u1 sin θ through two orthonormal directions
+of R^(H·W·3), sampled at θ_k = linspace(0, 2π, n) (both ends, no √N scale). h(θ) are the
+pooled features of the network with LayerNorms removed, in training mode. All n points go
+through the network as one batch: one forward-mode pass with tangent 1 on every θ_k gives
+v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
+own θ only), and a second accumulator around the first gives a_k = d²h/dθ².
+
+Per point, with vv = v·v, aa = a·a, va = v·a and D = vv·aa − va² (in float64):
+  L^E   = Σ_k √vv
+  κ     = Σ_k √D / vv^(3/2)
+  L^E_κ = Σ_k ‖d(v/‖v‖)/dθ‖ = Σ_k √D / vv      (d(v/‖v‖)/dθ = a/‖v‖ − v·va/‖v‖³)
+D is evaluated as vv·‖a⊥‖² with a⊥ = a − (va/vv)·v, the part of a normal to v: the same
+number, without the cancellation of vv·aa − va² that leaves √eps·‖v‖‖a‖ on a straight curve.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from asvit_tf.complexity import network as network_lib
+from asvit_tf.complexity.result import MetricResult
+
+CURVE_METRICS = ('length', 'curvature', 'curvature_length')
+_NEEDS_SECOND_ORDER = ('curvature', 'curvature_length')
+
+
+def input_curve(image_shape: Sequence[int], seed: int, repeat: int = 0):
+  """(u0, u1): orthonormal directions of R^(H·W·3) as two float64 [H, W, 3] arrays."""
+  n = int(np.prod(image_shape))
+  gaussian = network_lib.rng(seed, network_lib.CURVE, repeat).standard_normal((n, 2))
+  q, _ = np.linalg.qr(gaussian)
+  return q[:, 0].reshape(image_shape), q[:, 1].reshape(image_shape)
+
+
+def angles(num_points: int) -> np.ndarray:
+  if num_points < 1:
+    raise ValueError(f'num_points must be >= 1, got {num_points}')
+  return np.linspace(0.0, 2.0 * np.pi, num_points)
+
+
+def curve_points(u0, u1, theta):
+  """x(θ_k) = u0 cos θ_k + u1 sin θ_k: [n, H, W, 3] from [H, W, 3] directions and [n] θ."""
+  c = tf.reshape(tf.cos(theta), [-1, 1, 1, 1])
+  s = tf.reshape(tf.sin(theta), [-1, 1, 1, 1])
+  return c * u0[None] + s * u1[None]
+
+
+def derivatives(features, u0, u1, theta, second_order: bool = True):
+  """(h, v, a) along the curve, each [n, F]; a is None without `second_order`.
+
+  `features` maps images [n, H, W, 3] to [n, F]. One forward-mode pass (tangent 1 on θ)
+  for v, forward-over-forward for a.
+  """
+  ones = tf.ones_like(theta)
+  zero = tf.UnconnectedGradients.ZERO
+  if not second_order:
+    with tf.autodiff.ForwardAccumulator(theta, ones) as acc:
+      h = features(curve_points(u0, u1, theta))
+    return h, acc.jvp(h, unconnected_gradients=zero), None
+  with tf.autodiff.ForwardAccumulator(theta, ones) as outer:
+    with tf.autodiff.ForwardAccumulator(theta, ones) as inner:
+      h = features(curve_points(u0, u1, theta))
+    v = inner.jvp(h, unconnected_gradients=zero)
+  return h, v, outer.jvp(v, unconnected_gradients=zero)
+
+
+def point_products(v, a=None):
+  """Per-point float64 products, each [n]: 'vv' and, with a, 'aa', 'va' and 'aperp'
+  (‖a⊥‖², a⊥ = a − (va/vv)·v)."""
+  n = tf.shape(v)[0]
+  v = tf.reshape(tf.cast(v, tf.float64), [n, -1])
+  vv = tf.reduce_sum(v * v, axis=1)
+  out = {'vv': vv}
+  if a is not None:
+    a = tf.reshape(tf.cast(a, tf.float64), [n, -1])
+    va = tf.reduce_sum(v * a, axis=1)
+    a_perp = a - (va / vv)[:, None] * v
+    out.update(aa=tf.reduce_sum(a * a, axis=1), va=va,
+               aperp=tf.reduce_sum(a_perp * a_perp, axis=1))
+  return out
+
+
+def metrics_from_products(products: Dict[str, np.ndarray]) -> Dict[str, float]:
+  """L^E and, with 'aa' and 'va' (and optionally 'aperp'), κ and L^E_κ: sums over the points.
+
+  A zero or non-finite velocity gives a non-finite value, never an exception.
+  """
+  vv = np.asarray(products['vv'], np.float64)
+  with np.errstate(all='ignore'):
+    out = {'length': float(np.sum(np.sqrt(vv)))}
+    if 'aa' in products:
+      if 'aperp' in products:
+        d = vv * np.asarray(products['aperp'], np.float64)
+      else:
+        va = np.asarray(products['va'], np.float64)
+        d = vv * np.asarray(products['aa'], np.float64) - va * va
+      # D >= 0 by Cauchy-Schwarz; rounding can push a straight curve a hair below 0.
+      root = np.where(np.isfinite(d), np.sqrt(np.maximum(d, 0.0)), np.nan)
+      out['curvature'] = float(np.sum(root / vv ** 1.5))
+      out['curvature_length'] = float(np.sum(root / vv))
+  return out
+
+
+def _check_metrics(metrics: Sequence[str]):
+  unknown = [m for m in metrics if m not in CURVE_METRICS]
+  if unknown or not metrics:
+    raise ValueError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
+
+
+def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
+                  num_points: int = 10, repeats: int = 5, seed: int = 0,
+                  metrics: Sequence[str] = CURVE_METRICS, *, width: Optional[int] = None,
+                  mode: str = 'auto') -> Dict[str, MetricResult]:
+  """Several curve metrics from one pass per repeat: {metric: MetricResult}.
+
+  Args:
+    arch_or_factory: a `Topology`, topology string or variant name (built as `AsViT` with
+      LayerNorms removed), or a factory `factory(use_layer_norm: bool) -> model` whose
+      model has `features(images, training) -> [B, F]` (called with use_layer_norm=False).
+    image_size: square input side.
+    num_points: n, the points θ_k = linspace(0, 2π, n) on the input curve.
+    repeats: independent initialisations, each with its own curve; the result averages.
+    seed: same seed, same numbers.
+    metrics: any of 'length' (L^E), 'curvature' (κ), 'curvature_length' (L^E_κ).
+    width: overrides the topology's C.
+    mode: 'eager', 'graph' (one `tf.function` traced per call, reused by the repeats),
+      'xla' (the same, XLA-compiled) or 'auto': eager for L^E alone, graph when κ or
+      L^E_κ need forward-over-forward. Measured at 224 px (docs/benchmarks.md): for L^E
+      eager costs less than a trace up to ~5 repeats on the seed, at any number on As-ViT
+      Large, and needs less memory; forward-over-forward in eager is slower and took 11 GB
+      on the seed against 4.5 GB traced.
+
+  Each result's `seconds` is the wall time of the whole call.
+  """
+  metrics = tuple(metrics)
+  _check_metrics(metrics)
+  network_lib.check_mode(mode)
+  if repeats < 1:
+    raise ValueError(f'repeats must be >= 1, got {repeats}')
+  theta_np = angles(num_points)
+  shape = network_lib.image_shape(image_size)
+  factory = network_lib.model_factory(arch_or_factory, width)
+  start = time.perf_counter()
+  values = {m: [] for m in metrics}
+  second_order = any(m in _NEEDS_SECOND_ORDER for m in metrics)
+  if mode == 'auto':
+    mode = 'graph' if second_order else 'eager'
+  net = network_lib.Network(factory, use_layer_norm=False, image_shape=shape)
+
+  def features(images):
+    return net.model.features(images, training=True)
+
+  def products(u0, u1, theta):
+    _, v, a = derivatives(features, u0, u1, theta, second_order)
+    return point_products(v, a)
+  run = network_lib.compile_mode(products, mode)
+
+  theta = tf.constant(theta_np, net.dtype)
+  for r in range(repeats):
+    net.reinitialise(seed, r)
+    u0, u1 = input_curve(shape, seed, r)
+    out = run(tf.constant(u0, net.dtype), tf.constant(u1, net.dtype), theta)
+    result = metrics_from_products({k: t.numpy() for k, t in out.items()})
+    for m in metrics:
+      values[m].append(result[m])
+    logging.vlog(1, 'curve metrics repeat %d/%d: %s', r + 1, repeats, result)
+  seconds = time.perf_counter() - start
+  return {m: MetricResult.from_values(values[m], seconds) for m in metrics}
+
+
+def length_distortion(arch_or_factory, image_size: int = 224, num_points: int = 10,
+                      repeats: int = 5, seed: int = 0, **kwargs) -> MetricResult:
+  """L^E = Σ_k ‖dh/dθ(θ_k)‖, averaged over repeats (higher is better). See `curve_metrics`."""
+  return curve_metrics(arch_or_factory, image_size, num_points, repeats, seed,
+                       ('length',), **kwargs)['length']
+
+
+def curvature(arch_or_factory, image_size: int = 224, num_points: int = 10, repeats: int = 5,
+              seed: int = 0, **kwargs) -> MetricResult:
+  """κ = Σ_k √((v·v)(a·a) − (v·a)²) / (v·v)^(3/2) (lower is better). See `curve_metrics`."""
+  return curve_metrics(arch_or_factory, image_size, num_points, repeats, seed,
+                       ('curvature',), **kwargs)['curvature']
+
+
+def curvature_weighted_length(arch_or_factory, image_size: int = 224, num_points: int = 10,
+                              repeats: int = 5, seed: int = 0, **kwargs) -> MetricResult:
+  """L^E_κ = Σ_k ‖d(v/‖v‖)/dθ‖ (the paper finds it uncorrelated). See `curve_metrics`."""
+  return curve_metrics(arch_or_factory, image_size, num_points, repeats, seed,
+                       ('curvature_length',), **kwargs)['curvature_length']

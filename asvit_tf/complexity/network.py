@@ -1,0 +1,162 @@
+"""A network built once per measurement, its weights re-drawn for every repeat.
+
+A measure builds (and, when traced, traces) its network once; a new Keras model per repeat
+would cost a build and a retrace each time. Instead every trainable variable is drawn again
+in place from the Keras initializer it was created with (captured by a variable-creator
+scope at build time), re-seeded from (seed, repeat, variable index): repeats are independent
+initialisations, the same seed gives the same weights, and the global random state is never
+touched. A variable whose initial value is not a Keras initializer cannot be re-seeded: it
+gets its initial value again at every repeat.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf import arch as arch_lib
+
+# A factory builds a fresh, unbuilt model with a `features(images, training)` method that
+# returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
+Factory = Callable[[bool], tf_keras.Model]
+ArchOrFactory = Union[arch_lib.Topology, str, Factory]
+
+# Streams of the seed words, so weights, curves and noise images never share a seed.
+WEIGHTS, CURVE, IMAGES = 0, 1, 2
+
+
+def seed_words(seed: int, *words: int) -> int:
+  """A 31-bit seed derived from (seed, *words)."""
+  entropy = [int(seed) & 0xFFFFFFFF] + [int(w) for w in words]
+  return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def rng(seed: int, *words: int) -> np.random.Generator:
+  return np.random.default_rng(seed_words(seed, *words))
+
+
+def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -> Factory:
+  """A `Factory` from a topology, topology string, variant name or a factory itself.
+
+  A topology gives `AsViT(topology with C=width, drop_path_rate=0)`; its classification
+  head is never built, as only `features` is called.
+  """
+  if callable(arch_or_factory):
+    if width is not None:
+      raise ValueError(f'width={width} applies to a topology, not to a model factory')
+    return arch_or_factory
+  topology = arch_lib.as_topology(arch_or_factory)
+  if width is not None:
+    topology = topology.replace(width=int(width))
+  from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+
+  def build(use_layer_norm: bool) -> tf_keras.Model:
+    return asvit.AsViT(topology, num_classes=1, drop_path_rate=0.0,
+                       use_layer_norm=use_layer_norm, name='measured')
+  return build
+
+
+def _reseeded(initial_value, seed: int):
+  """A new value from the Keras initializer behind `initial_value`, with `seed`."""
+  if isinstance(initial_value, functools.partial):
+    init = initial_value.func
+    if isinstance(init, tf_keras.initializers.Initializer):
+      config = init.get_config()
+      if 'seed' in config:
+        init = type(init).from_config({**config, 'seed': seed})
+      return init(*initial_value.args, **initial_value.keywords)
+  if callable(initial_value):
+    return initial_value()  # not a Keras initializer: cannot re-seed it
+  return initial_value
+
+
+class Network:
+  """A model from a factory, built for `image_shape` [H, W, C] in training mode.
+
+  Attributes:
+    model: the built model.
+    dtype: the dtype its inputs and features use.
+    variables: its trainable variables, in creation order.
+  """
+
+  def __init__(self, factory: Factory, use_layer_norm: bool, image_shape: Sequence[int]):
+    created = {}
+
+    def remember(next_creator, **kwargs):
+      variable = next_creator(**kwargs)
+      created[id(variable)] = kwargs.get('initial_value')
+      return variable
+
+    with tf.variable_creator_scope(remember):
+      self.model = factory(use_layer_norm)
+      self.dtype = tf.as_dtype(getattr(self.model, 'compute_dtype', None) or tf.float32)
+      try:
+        self.model.features(tf.zeros([1, *image_shape], self.dtype), training=True)
+      except tf.errors.InvalidArgumentError as e:
+        raise ValueError(f'the network does not run on {list(image_shape)} images: '
+                         f'{e.message.splitlines()[0]}') from None
+    self.variables: List[tf.Variable] = list(self.model.trainable_variables)
+    self._initial_values = [created.get(id(v)) for v in self.variables]
+
+  def reinitialise(self, seed: int, repeat: int):
+    """Draws every trainable variable again, seeded by (seed, repeat, index)."""
+    for i, (variable, initial) in enumerate(zip(self.variables, self._initial_values)):
+      if initial is None:
+        continue  # created outside our scope (e.g. shared): keep it
+      value = _reseeded(initial, seed_words(seed, WEIGHTS, repeat, i))
+      variable.assign(tf.cast(value, variable.dtype))
+
+  def kernels(self, include_scales: bool = False) -> List[tf.Variable]:
+    """The weights the NTK differentiates: trainable variables of rank >= 2 (Dense and
+    conv kernels). Biases and LayerNorm offsets (rank 1) are left out; LayerNorm scales
+    (gamma, rank 1) too unless `include_scales` (the authors' PyTorch code selects
+    parameters named 'weight', which includes LayerNorm scales)."""
+    out = []
+    for v in self.variables:
+      name = v.name.split('/')[-1].split(':')[0]
+      if v.shape.rank >= 2 or (include_scales and name == 'gamma'):
+        out.append(v)
+    return out
+
+
+MODES = ('auto', 'eager', 'graph', 'xla')
+
+
+def check_mode(mode: str) -> str:
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  return mode
+
+
+def compile_mode(fn, mode: str):
+  """`fn` run eagerly ('eager'), as one traced `tf.function` ('graph'), or XLA-compiled.
+
+  Forward mode dispatches one small traced JVP function per op: eager pays that dispatch
+  at every call, a trace pays it once but costs seconds per new network. What wins was
+  measured (docs/benchmarks.md): each measure's 'auto' picks it.
+  """
+  if mode == 'eager':
+    return fn
+  if mode not in ('graph', 'xla'):
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  traced = tf.function(fn, jit_compile=mode == 'xla')
+  concrete = []
+
+  def call(*tensors):
+    # One trace per measured network, by design: calling the concrete function keeps
+    # TensorFlow's "frequent retracing" warning (keyed on fn's code) out of long searches.
+    if not concrete:
+      concrete.append(traced.get_concrete_function(*tensors))
+    return concrete[0](*tensors)
+  return call
+
+
+def image_shape(image_size: Union[int, Tuple[int, int]]) -> Tuple[int, int, int]:
+  h, w = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
+  if int(h) < 1 or int(w) < 1:
+    raise ValueError(f'image_size must be positive, got {image_size}')
+  return int(h), int(w), 3

@@ -1,0 +1,141 @@
+"""Condition number of the neural tangent kernel at initialisation (design.md §3).
+
+For B images x_i, g_i is the gradient of Σ_j h_j(x_i) (the sum of the pooled features) with
+respect to the weights, Θ = G Gᵀ (B×B) and κ_Θ = λ_max / λ_min (lower is better).
+
+Weights are the kernels: trainable variables of rank >= 2 (Dense and conv kernels); biases
+and LayerNorm γ/β are left out (`include_scales=True` adds the LayerNorm γ, as the authors'
+selection of PyTorch parameters named 'weight' does). LayerNorms stay in the network.
+
+All g_i come from one vectorised computation: `tf.vectorized_map` over the images of a
+per-image forward and backward pass, so the per-image matmuls become batched matmuls and
+the per-image kernel gradients come out stacked [B, ...] without a Python loop. Θ is
+accumulated kernel by kernel in float64 so that the full G is never concatenated.
+"""
+from __future__ import annotations
+
+import logging as logging_lib
+import time
+from typing import Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from asvit_tf.complexity import network as network_lib
+from asvit_tf.complexity.result import MetricResult
+
+
+class _QuietPforFallback(logging_lib.Filter):
+  """Drops pfor's "<op> uses a while_loop. Fix that!" warning: the per-image gradient of a
+  strided conv kernel (the patch embedding) has no vectorised rule and falls back to a loop
+  over the images; it is correct, cheap here, and would otherwise be logged per topology."""
+
+  def filter(self, record):
+    return 'uses a while_loop. Fix that!' not in record.getMessage()
+
+
+def _quiet_pfor():
+  logger = logging_lib.getLogger('tensorflow')
+  if not any(isinstance(f, _QuietPforFallback) for f in logger.filters):
+    logger.addFilter(_QuietPforFallback())
+
+
+def per_image_gradients(features, weights, images):
+  """Per-image gradients of Σ_j features(x_i)_j: a list with one [B, *w.shape] per weight
+  (weights the features do not depend on are left out)."""
+  def one_image(x):
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(weights)
+      total = tf.reduce_sum(features(x[None]))
+    grads = tape.gradient(total, weights)
+    return [g for g in grads if g is not None]
+  _quiet_pfor()
+  return tf.vectorized_map(one_image, images)
+
+
+def kernel_matrix(per_image):
+  """Θ = Σ_w G_w G_wᵀ in float64, [B, B], from per-image gradients [B, ...] per weight."""
+  theta = None
+  for g in per_image:
+    g = tf.cast(tf.reshape(g, [tf.shape(g)[0], -1]), tf.float64)
+    term = tf.matmul(g, g, transpose_b=True)
+    theta = term if theta is None else theta + term
+  return theta
+
+
+def condition_number(theta: np.ndarray) -> float:
+  """λ_max / λ_min of a symmetric PSD matrix; inf when it is singular in floating point
+  (λ_min <= 0), nan when it holds a non-finite entry."""
+  theta = np.asarray(theta, np.float64)
+  if not np.all(np.isfinite(theta)):
+    return float('nan')
+  eig = np.linalg.eigvalsh((theta + theta.T) / 2)
+  if eig[0] <= 0.0:
+    return float('inf')
+  return float(eig[-1] / eig[0])
+
+
+def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.ndarray:
+  """Gaussian noise images [B, H, W, 3] for one repeat."""
+  return network_lib.rng(seed, network_lib.IMAGES, repeat).standard_normal(
+      (batch_size, *image_shape))
+
+
+def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
+                         repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
+                         *, width: Optional[int] = None, include_scales: bool = False,
+                         mode: str = 'auto') -> MetricResult:
+  """κ_Θ averaged over `repeats` independent initialisations (lower is better).
+
+  Args:
+    arch_or_factory: a `Topology`, topology string or variant name (built as `AsViT` with
+      its LayerNorms), or a factory `factory(use_layer_norm: bool) -> model` whose model
+      has `features(images, training) -> [B, F]` (called with use_layer_norm=True).
+    image_size: square side of the noise images (ignored when `images` is given).
+    repeats: independent initialisations; without `images` each gets its own noise.
+    seed: same seed, same numbers.
+    images: optional real images [B, H, W, 3], used for every repeat.
+    batch_size: B when `images` is None.
+    width: overrides the topology's C.
+    include_scales: also differentiate LayerNorm γ (the authors' parameter selection).
+    mode: 'auto' (= 'graph': one traced function reused by the repeats), 'xla' (the same,
+      XLA-compiled) or 'eager' (no outer `tf.function`; `tf.vectorized_map` then traces
+      its body at every repeat).
+
+  A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
+  """
+  if repeats < 1:
+    raise ValueError(f'repeats must be >= 1, got {repeats}')
+  network_lib.check_mode(mode)
+  if images is not None:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] < 1:
+      raise ValueError(f'images must be a [B, H, W, C] batch, got shape {images.shape}')
+    shape = tuple(int(s) for s in images.shape[1:])
+  else:
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    shape = network_lib.image_shape(image_size)
+  factory = network_lib.model_factory(arch_or_factory, width)
+  start = time.perf_counter()
+  net = network_lib.Network(factory, use_layer_norm=True, image_shape=shape)
+  weights = net.kernels(include_scales)
+  if not weights:
+    raise ValueError('the model has no kernels (trainable variables of rank >= 2)')
+
+  def features(x):
+    return net.model.features(x, training=True)
+
+  def kernel(batch):
+    return kernel_matrix(per_image_gradients(features, weights, batch))
+  run = network_lib.compile_mode(kernel, 'graph' if mode == 'auto' else mode)
+
+  values = []
+  for r in range(repeats):
+    net.reinitialise(seed, r)
+    batch = images if images is not None else noise_images(batch_size, shape, seed, r)
+    value = condition_number(run(tf.constant(batch, net.dtype)).numpy())
+    values.append(value)
+    logging.vlog(1, 'NTK repeat %d/%d: %s', r + 1, repeats, value)
+  return MetricResult.from_values(values, time.perf_counter() - start)

@@ -1,0 +1,40 @@
+"""`MetricResult`: what every complexity measure returns."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricResult:
+  """One complexity measure averaged over independent initialisations.
+
+  Attributes:
+    mean: the mean of `values` (nan or inf when a repeat was not finite).
+    values: one float per repeat (per initialisation and input).
+    bad: True when any value is not finite (the network is reported, not raised).
+    seconds: wall time of the whole measurement (build, trace and all repeats).
+  """
+  mean: float
+  values: List[float]
+  bad: bool
+  seconds: float = 0.0
+
+  @classmethod
+  def from_values(cls, values: Sequence[float], seconds: float = 0.0) -> 'MetricResult':
+    values = [float(v) for v in values]
+    bad = not values or not all(math.isfinite(v) for v in values)
+    if not values:
+      mean = math.nan
+    elif all(math.isfinite(v) for v in values):
+      mean = math.fsum(values) / len(values)
+    else:
+      # The plain mean, but without numpy warnings: nan wins, then a signed inf.
+      mean = (math.nan if any(math.isnan(v) for v in values)
+              or (math.inf in values and -math.inf in values)
+              else next(v for v in values if math.isinf(v)))
+    return cls(mean=mean, values=values, bad=bad, seconds=float(seconds))
+
+  def to_dict(self) -> Dict[str, object]:
+    return dataclasses.asdict(self)

@@ -1,0 +1,275 @@
+"""Speed and memory of the complexity measures (issue 3), against the brute-force references.
+
+For each topology (the official seed at C=32, depths 1,1,1,1, and As-ViT Large; 224 px,
+10 curve points, 1 repeat, 16 NTK images) it times:
+  * L^E and κ: one forward-mode pass (forward-over-forward for κ), cold (the first call on a
+    new topology: what the search pays) and warm (a further repeat on the same network);
+  * one plain forward pass of the same 10-image batch (eager and traced);
+  * the per-coordinate reference (one reverse pass per feature, nested tapes for κ): timed on
+    a few coordinates and extrapolated linearly to all F features (it is a loop, one
+    coordinate costs the same as the next);
+  * κ_Θ: the vectorised per-image gradients, against the authors' loop (one forward of the
+    batch, then one reverse pass per image through it) and a loop of per-image forward and
+    reverse passes (eager, and with a traced per-image step);
+  * the peak resident memory of each measurement (each runs in its own process).
+Then it prints a table with the ratios and writes its section of docs/benchmarks.md.
+
+  python benchmarks/complexity_speed.py            # the full run (As-ViT Large: long)
+  python benchmarks/complexity_speed.py --quick    # the seed at 64 px; docs untouched
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _report  # pylint: disable=g-import-not-at-top
+
+SEED = 'asvit_seed'
+LARGE = 'asvit_large'
+
+
+def _peak_rss_gb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # KiB on Linux
+
+
+def _timed(fn, *args):
+  start = time.perf_counter()
+  out = fn(*args)
+  if hasattr(out, 'numpy'):
+    out.numpy()
+  elif isinstance(out, dict):
+    [t.numpy() for t in out.values()]
+  elif isinstance(out, (list, tuple)):
+    [t.numpy() for t in out if hasattr(t, 'numpy')]
+  return time.perf_counter() - start, out
+
+
+def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: int,
+           coords: int) -> dict:
+  """One measurement in this process; returns seconds (and peak memory)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from asvit_tf.complexity import curves  # pylint: disable=g-import-not-at-top
+  from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top
+  from asvit_tf.complexity import ntk  # pylint: disable=g-import-not-at-top
+  from asvit_tf.complexity import reference  # pylint: disable=g-import-not-at-top
+
+  shape = (image_size, image_size, 3)
+  factory = network.model_factory(arch)
+  out = {}
+  start = time.perf_counter()
+  net = network.Network(factory, use_layer_norm=task.startswith('ntk'), image_shape=shape)
+  net.reinitialise(0, 0)
+  out['build'] = time.perf_counter() - start
+  features = lambda x: net.model.features(x, training=True)
+  u0, u1 = (tf.constant(u, tf.float32) for u in curves.input_curve(shape, 0))
+  theta = tf.constant(curves.angles(num_points), tf.float32)
+  if task in ('length', 'curvature', 'length_eager'):
+    second = task == 'curvature'
+    # As `curve_metrics` runs it: traced once per network by default, or eagerly.
+    run = network.compile_mode(
+        lambda: curves.point_products(*curves.derivatives(features, u0, u1, theta, second)[1:]),
+        'eager' if task == 'length_eager' else 'graph')
+    out['cold'], products = _timed(run)
+    out['warm'], _ = _timed(run)
+    out['value'] = curves.metrics_from_products(
+        {k: v.numpy() for k, v in products.items()})[task.replace('_eager', '')]
+  elif task == 'forward':
+    x = curves.curve_points(u0, u1, theta)
+    _timed(features, x)
+    out['eager'], _ = _timed(features, x)
+    traced = tf.function(features)
+    _timed(traced, x)
+    out['graph'], _ = _timed(traced, x)
+  elif task in ('reference_length', 'reference_curvature'):
+    second = task == 'reference_curvature'
+    x = curves.curve_points(u0, u1, theta)
+    out['features'] = int(features(x[:1]).shape[-1])
+    # T(m) = t0 + m·c: time m and 2m coordinates, extrapolate to all F of them. Nested
+    # tapes go one coordinate per forward (chunk=1): recording them all does not fit.
+    ref = lambda m: reference.curve_derivatives(features, u0, u1, theta, second, range(m),
+                                                chunk=1)
+    t1, _ = _timed(ref, coords)
+    t2, _ = _timed(ref, 2 * coords)
+    per_coord = max(t2 - t1, 1e-9) / coords
+    out.update(per_coordinate=per_coord, timed_coordinates=3 * coords,
+               total=max(t1 - coords * per_coord, 0.0) + out['features'] * per_coord)
+  elif task == 'ntk':
+    weights = net.kernels()
+    images = tf.constant(ntk.noise_images(batch_size, shape, 0, 0), tf.float32)
+    traced = tf.function(
+        lambda: ntk.kernel_matrix(ntk.per_image_gradients(features, weights, images)))
+    out['cold'], _ = _timed(traced)   # trace + first run, as the measure does
+    out['warm'], theta_fast = _timed(traced)
+    out['value'] = ntk.condition_number(theta_fast.numpy())
+  elif task == 'ntk_loop':
+    weights = net.kernels()
+    images = tf.constant(ntk.noise_images(batch_size, shape, 0, 0), tf.float32)
+    out['authors'], _ = _timed(lambda: reference.authors_ntk(features, weights, images))
+    out['eager'], _ = _timed(lambda: reference.per_image_gradient_loop(features, weights,
+                                                                       images))
+
+    @tf.function
+    def step(x):
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(weights)
+        total = tf.reduce_sum(features(x))
+      return [g for g in tape.gradient(total, weights) if g is not None]
+    step(images[:1])   # trace once; the loop below is then warm
+    out['traced'], theta_loop = _timed(
+        lambda: reference.per_image_gradient_loop(features, weights, images, step))
+    out['value'] = ntk.condition_number(theta_loop)
+  else:
+    raise ValueError(f'unknown task {task!r}')
+  out['peak_gb'] = _peak_rss_gb()
+  return out
+
+
+def run_worker(task, arch, args) -> dict:
+  """Runs `worker` in a fresh process (own memory peak; an OOM kill is reported)."""
+  cmd = [sys.executable, os.path.abspath(__file__), '--worker', task, '--arch', arch,
+         '--image_size', str(args.image_size), '--num_points', str(args.num_points),
+         '--batch_size', str(args.batch_size), '--coords', str(args.coords)]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  wall = time.perf_counter() - start
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  if proc.returncode or not lines:
+    tail = (proc.stderr.strip().splitlines() or ['?'])[-1]
+    print(f'  {arch} {task}: failed (exit {proc.returncode}): {tail}', flush=True)
+    return {'error': f'exit {proc.returncode}'}
+  out = json.loads(lines[-1][len('RESULT '):])
+  out['process'] = wall
+  print(f'  {arch} {task}: {json.dumps(out)}', flush=True)
+  return out
+
+
+def _s(x):
+  return '—' if x is None else (f'{x:.2f} s' if x < 100 else f'{x:.0f} s')
+
+
+def _x(a, b):
+  return '—' if a is None or b is None or b <= 0 else f'{a / b:.1f}×'
+
+
+def summarise(arch, r) -> list:
+  """Table rows of one topology."""
+  g = lambda task, key: r.get(task, {}).get(key)
+  fwd_e, fwd_g = g('forward', 'eager'), g('forward', 'graph')
+  peak = lambda task: '—' if g(task, 'peak_gb') is None else f'{g(task, "peak_gb"):.2f} GB'
+  vs_forward = lambda warm: f'{_x(warm, fwd_e)} eager / {_x(warm, fwd_g)} traced'
+  rows = []
+  # (row, task, reference): the measures' default modes first (L^E eager, κ traced).
+  for label, task, ref in (('L^E (eager, default)', 'length_eager', 'reference_length'),
+                           ('L^E (mode=graph)', 'length', 'reference_length'),
+                           ('κ (graph, default)', 'curvature', 'reference_curvature')):
+    warm, cold, ref_total = g(task, 'warm'), g(task, 'cold'), g(ref, 'total')
+    ref_text = ('—' if ref_total is None else f'{_s(ref_total)} ({g(ref, "timed_coordinates")}'
+                f' of {g(ref, "features")} coords timed)')
+    rows.append([arch, label, _s(cold), _s(warm), ref_text, _x(ref_total, warm),
+                 vs_forward(warm) if warm else '—', peak(task)])
+  warm, cold = g('ntk', 'warm'), g('ntk', 'cold')
+  loop_a, loop_e = g('ntk_loop', 'authors'), g('ntk_loop', 'eager')
+  loop_t = g('ntk_loop', 'traced')
+  loops = (f'authors\' loop {_s(loop_a)}; per-image loop {_s(loop_e)} eager, {_s(loop_t)} '
+           'traced') if loop_a else '—'
+  ratios = f'{_x(loop_a, warm)}; {_x(loop_e, warm)}, {_x(loop_t, warm)}' if loop_a else '—'
+  rows.append([arch, 'κ_Θ (16 images)', _s(cold), _s(warm), loops, ratios, '—', peak('ntk')])
+  rows.append([arch, 'plain forward (10 images)', '—',
+               f'{_s(fwd_e)} eager, {_s(fwd_g)} traced', '—', '—', '1×', peak('forward')])
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true',
+                      help='the seed only, at 64 px, 2 coordinates; docs untouched')
+  parser.add_argument('--image_size', type=int, default=224)
+  parser.add_argument('--num_points', type=int, default=10)
+  parser.add_argument('--batch_size', type=int, default=16)
+  parser.add_argument('--coords', type=int, default=None,
+                      help='coordinates the reference is timed on, then twice as many '
+                      '(default 4, 1 for As-ViT Large)')
+  parser.add_argument('--archs', default=None, help='comma-separated, default seed,large')
+  parser.add_argument('--note', default='', help='a line added to the docs section')
+  parser.add_argument('--no_write', action='store_true')
+  parser.add_argument('--skip', default='',
+                      help='comma-separated ARCH:TASK measurements not to run')
+  parser.add_argument('--cache', default=None,
+                      help='JSON file of finished measurements: reused, so an interrupted '
+                      'run resumes where it stopped')
+  parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+  parser.add_argument('--arch', default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    out = worker(args.worker, args.arch, args.image_size, args.num_points, args.batch_size,
+                 args.coords)
+    print('RESULT ' + json.dumps(out), flush=True)
+    return
+  if args.quick:
+    args.image_size = 64 if args.image_size == 224 else args.image_size
+    args.coords = args.coords or 2
+    args.archs = args.archs or SEED
+    args.no_write = True
+  archs = (args.archs or f'{SEED},{LARGE}').split(',')
+  tasks = ('length', 'length_eager', 'curvature', 'forward', 'reference_length', 'reference_curvature',
+           'ntk', 'ntk_loop')
+  load = os.getloadavg()[0]
+  start = time.perf_counter()
+  rows = []
+  cache = {}
+  if args.cache and os.path.exists(args.cache):
+    with open(args.cache) as f:
+      cache = json.load(f)
+  coords = args.coords
+  for arch in archs:
+    # The reference is timed on few coordinates of As-ViT Large (one costs minutes).
+    args.coords = coords or (1 if arch == LARGE else 4)
+    results = {}
+    for task in tasks:
+      key = f'{arch}|{task}|{args.image_size}|{args.num_points}|{args.batch_size}'
+      if f'{arch}:{task}' in args.skip.split(','):
+        print(f'  {arch} {task}: skipped', flush=True)
+        results[task] = {}
+        continue
+      if key in cache:
+        print(f'  {arch} {task}: cached', flush=True)
+      else:
+        cache[key] = run_worker(task, arch, args)
+        if args.cache and 'error' not in cache[key]:
+          with open(args.cache, 'w') as f:
+            json.dump({k: v for k, v in cache.items() if 'error' not in v}, f, indent=1)
+      results[task] = cache[key]
+    rows += summarise(arch, results)
+  load = max(load, os.getloadavg()[0])
+  header = ['topology', 'measure', 'cold (1st call)', 'warm (1 repeat)', 'reference',
+            'reference / warm', 'vs plain forward', 'peak RSS']
+  table = _report.markdown_table(header, rows)
+  print(table)
+  print(f'total {time.perf_counter() - start:.0f} s, load average up to {load:.1f}')
+  if args.no_write:
+    return
+  body = (
+      f'{args.image_size}×{args.image_size}, {args.num_points} curve points, 1 repeat, '
+      f'{args.batch_size} NTK images, float32; each measure in its default mode (L^E '
+      'eager, κ and κ_Θ traced once per network; one row shows L^E traced). *Cold* is the '
+      'first call on a new network in a fresh process (per-op JVP functions are traced '
+      'then; later topologies in the same process pay less), *warm* a further repeat. The '
+      'per-coordinate reference (eager, like the authors\' PyTorch loop) is timed on m and '
+      '2m coordinates (m = 4, 1 for Large) and extrapolated to all F. Peak RSS is that of '
+      'the process running the one measurement (TensorFlow itself included).\n\n'
+      f'Load average during the run up to {load:.1f} on {os.cpu_count()} cores (other jobs '
+      'were running): absolute times are pessimistic and noisy; ratios less so.\n'
+      + (f'\n{args.note}\n' if args.note else '') + '\n' + table)
+  _report.write_section('complexity_speed', 'Complexity measures: speed and memory', body)
+
+
+if __name__ == '__main__':
+  main()

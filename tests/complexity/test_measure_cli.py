@@ -1,0 +1,34 @@
+"""`asvit measure`: the table, the JSON and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asvit_tf.cli import measure
+from tests.complexity.conftest import TINY
+
+
+def test_table_and_json_of_a_tiny_asvit():
+  results = measure.measure(TINY, ['length', 'ntk'], image_size=32, repeats=1,
+                            num_points=3, batch_size=3)
+  table = measure.format_table(TINY, results, 32)
+  assert 'L^E (length distortion)' in table and 'kappa_Theta' in table
+  data = json.loads(measure.to_json(TINY, results, 32))
+  assert sorted(data['metrics']) == ['length', 'ntk']
+  assert data['metrics']['length']['bad'] is False
+  assert len(data['metrics']['ntk']['values']) == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['measure', 'not_a_model'], 'unknown variant'),
+    (['measure', '8,2,3|4,1,2|4,1,4|4,1,6|12'], 'H must be divisible by 8'),
+    (['measure', 'asvit_seed', '--metrics=speed'], '--metrics must be'),
+    (['measure', 'asvit_seed', '--width=2'], 'too narrow'),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
+  proc = subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main'] + args,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and message in lines[0], proc.stderr

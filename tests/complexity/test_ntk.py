@@ -1,0 +1,124 @@
+"""NTK condition number: closed form of a model linear in its weights, determinism, bad
+networks, and the As-ViT wrappers (issue 3, correctness c, d, e)."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf import complexity
+from asvit_tf.complexity import network
+from asvit_tf.complexity import ntk
+from asvit_tf.complexity import reference
+from tests.complexity.conftest import TINY
+from tests.complexity.conftest import linear_factory
+
+
+class TwoLayer(tf_keras.Model):
+  """relu(x W1) W2: its NTK depends on the weights, so a bad weight shows."""
+
+  def __init__(self, w1, w2):
+    super().__init__()
+    const = tf_keras.initializers.Constant
+    self.d1 = tf_keras.layers.Dense(w1.shape[1], kernel_initializer=const(w1))
+    self.d2 = tf_keras.layers.Dense(w2.shape[1], kernel_initializer=const(w2))
+
+  def features(self, images, training=None):
+    return self.d2(tf.nn.relu(self.d1(tf.reshape(images, [tf.shape(images)[0], -1]))))
+
+
+def test_linear_in_weights_closed_form(float64):
+  """(c) h(x) = x W1 + tanh(x) W2 + b: g_i(W1) = x_i ⊗ 1_F, g_i(W2) = tanh(x_i) ⊗ 1_F, so
+  Θ = F (X Xᵀ + T Tᵀ); the bias is not a kernel and stays out."""
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(6, 4, 4, 3))
+  f = 5
+  w1, w2 = rng.normal(size=(48, f)), rng.normal(size=(48, f))
+  got = complexity.ntk_condition_number(linear_factory(w1, w2, bias=True), images=images,
+                                        repeats=1)
+  x = images.reshape(6, -1)
+  t = np.tanh(x)
+  eig = np.linalg.eigvalsh(f * (x @ x.T + t @ t.T))
+  assert not got.bad
+  assert got.mean == pytest.approx(eig[-1] / eig[0], rel=1e-9)
+
+
+def test_vectorised_gradients_match_per_image_loop(float64):
+  """The vectorised Θ of a tiny As-ViT (LayerNorms on) equals a loop over the images."""
+  shape = (32, 32, 3)
+  net = network.Network(network.model_factory(TINY), True, shape)
+  net.reinitialise(0, 0)
+  images = ntk.noise_images(3, shape, 0, 0)
+  features = lambda x: net.model.features(x, training=True)
+  weights = net.kernels()
+  assert all(w.shape.rank >= 2 for w in weights)
+  fast = ntk.kernel_matrix(ntk.per_image_gradients(features, weights, images)).numpy()
+  slow = reference.per_image_gradient_loop(features, weights, images)
+  np.testing.assert_allclose(fast, slow, rtol=1e-9)
+
+
+def test_kernel_selection():
+  net = network.Network(network.model_factory(TINY), True, (32, 32, 3))
+  names = lambda vs: sorted({v.name.split('/')[-1].split(':')[0] for v in vs})
+  assert names(net.kernels()) == ['kernel']
+  assert names(net.kernels(include_scales=True)) == ['gamma', 'kernel']
+  # qkv, proj, fc1, fc2 of 4 blocks, 3 patch mergings, the patch embedding; no head.
+  assert len(net.kernels()) == 4 * 4 + 3 + 1
+
+
+def test_asvit_wrapper_finite_and_independent_repeats():
+  """A tiny As-ViT at 32 px (by topology string, at another width) gives finite κ_Θ >= 1,
+  a different one per repeat."""
+  r = complexity.ntk_condition_number(TINY, image_size=32, repeats=2, seed=1, batch_size=4,
+                                      width=16)
+  assert not r.bad and all(v >= 1 for v in r.values) and r.values[0] != r.values[1]
+
+
+class RandomTwoLayer(TwoLayer):
+  def __init__(self):
+    tf_keras.Model.__init__(self)
+    self.d1 = tf_keras.layers.Dense(6)   # glorot uniform kernels, re-seeded per repeat
+    self.d2 = tf_keras.layers.Dense(3)
+
+
+def test_same_seed_same_numbers():
+  """(d) Same seed, same weights, noise and κ_Θ; another seed, other numbers."""
+  run = lambda seed: complexity.ntk_condition_number(
+      lambda _: RandomTwoLayer(), image_size=4, repeats=2, seed=seed, batch_size=4).values
+  a, b, c = run(1), run(1), run(2)
+  assert a == b and a[0] != a[1] and c[0] not in a
+
+
+@pytest.mark.parametrize('bad', [np.inf, np.nan])
+def test_non_finite_weight_is_bad_not_an_error(bad):
+  """(e) An inf or nan weight gives bad=True and a non-finite value; nothing is raised."""
+  w1, w2 = np.ones((48, 6), 'float32'), np.ones((6, 3), 'float32')
+  w1[0, 0] = bad
+  r = complexity.ntk_condition_number(lambda _: TwoLayer(w1, w2), image_size=4, repeats=2,
+                                      batch_size=3)
+  assert r.bad and not math.isfinite(r.mean) and len(r.values) == 2
+
+
+def test_singular_kernel_is_bad():
+  """More images than input dimensions: X Xᵀ is singular, κ_Θ = inf."""
+  w = np.ones((3, 2), 'float32')
+  r = complexity.ntk_condition_number(linear_factory(w), image_size=1, repeats=1,
+                                      batch_size=5)
+  assert r.bad and r.mean == math.inf
+
+
+def test_condition_number():
+  assert ntk.condition_number(np.diag([4.0, 2.0, 1.0])) == 4.0
+  assert ntk.condition_number(np.diag([1.0, 0.0])) == math.inf
+  assert math.isnan(ntk.condition_number(np.array([[1.0, np.inf], [np.inf, 1.0]])))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'images': np.zeros((4, 4, 3))}, 'images must be'),
+    ({'batch_size': 0}, 'batch_size'),
+    ({'repeats': 0}, 'repeats'),
+])
+def test_user_errors(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    complexity.ntk_condition_number(TINY, image_size=32, **kwargs)
