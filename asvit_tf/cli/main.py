@@ -62,6 +62,10 @@ def run(argv: Optional[List[str]] = None):
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up chatter out
   module = importlib.import_module(COMMANDS[command][0])
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  # `--help` lists the key flags of the main module: make the command's flags those.
+  for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(user_errors(module.main), argv=[f'asvit {command}'] + argv[2:])
 
 

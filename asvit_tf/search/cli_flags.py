@@ -1,0 +1,47 @@
+"""Flags and helpers shared by `asvit search` and `asvit grow` (absl)."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Mapping, Sequence
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_common_flags(seed_help: str):
+  """--image_size --repeats (None: the preset's) --seed --data --data_dir --output_dir
+  --progress."""
+  flags.DEFINE_integer('image_size', None, 'Input side for the metrics (paper 224, quick 32).')
+  flags.DEFINE_integer('repeats', None,
+                       'Initialisations each metric averages (paper 5, quick 1).')
+  flags.DEFINE_integer('seed', 0, seed_help)
+  flags.DEFINE_string('data', '', 'Images for κ_Θ: a TFDS name (with --data_dir) or a folder '
+                      'of images; default Gaussian noise.')
+  flags.DEFINE_string('data_dir', '', 'TFDS data directory (nothing is downloaded).')
+  flags.DEFINE_string('output_dir', '', 'Where the run writes (and resumes from).')
+  flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+
+
+def preset_values(presets: Mapping[str, Dict], names: Sequence[str]) -> Dict:
+  """The chosen --preset's values, overridden by the flags among `names` given explicitly
+  (a None default means "the preset's")."""
+  values = dict(presets[FLAGS.preset])
+  for name in names:
+    if FLAGS[name].value is not None:
+      value = FLAGS[name].value
+      values[name] = int(round(value)) if isinstance(value, float) else value
+  return values
+
+
+def common_config() -> Dict:
+  return dict(seed=FLAGS.seed, data=FLAGS.data, data_dir=FLAGS.data_dir)
+
+
+def check_argv(command: str, argv: Sequence[str]):
+  if len(argv) > 1:
+    raise ValueError(f'{command} takes no positional arguments, got {" ".join(argv[1:])}')
+  if not FLAGS.output_dir:
+    raise ValueError('--output_dir is required')
+  # tf.vectorized_map warns about its while_loop fallback for every measured network.
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)

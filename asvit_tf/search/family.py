@@ -1,0 +1,142 @@
+"""Renders a scaling run (its grow.jsonl) as Markdown: the series table and docs/family.md.
+
+    python -m asvit_tf.search.family runs/family_paper [--out docs/family.md]
+
+picks As-ViT Small and Base as the steps closest to the paper's 29.0 M and 52.6 M
+parameters and compares the last step with As-ViT Large.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.models import size
+
+PAPER_SIZES = {'asvit_small': (29.0e6, 5.3e9), 'asvit_base': (52.6e6, 8.9e9),
+               'asvit_large': (88.1e6, 22.6e9)}
+
+
+def _fmt(x, spec):
+  return '–' if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  """A plain (unpadded) Markdown table; the '|' of topology strings is escaped."""
+  cell = lambda v: str(v).replace('|', '\\|')
+  lines = ['| ' + ' | '.join(map(cell, header)) + ' |', '|' + '---|' * len(header)]
+  return '\n'.join(lines + ['| ' + ' | '.join(map(cell, r)) + ' |' for r in rows])
+
+
+def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None) -> str:
+  """Markdown table: one row per accepted model of the series."""
+  marks = marks or {}
+  header = ('step', 'choice', 'topology (real width)', 'blocks', 'C', 'params (M)',
+            'MACs (G)', 'L^E (proxy)', 'κ_Θ (proxy)')
+  rows = []
+  for r in records:
+    c = r.get('choice')
+    choice = 'start' if not c else f'+1 stage {c["stage"]}, +{c["percent"]} %'
+    if c and c.get('tie_break'):
+      choice += f' (tie → {c["tie_break"]})'
+    step = str(r['step']) + (f' **{marks[r["step"]]}**' if r['step'] in marks else '')
+    rows.append((step, choice, f'`{r["arch"]}`', sum(r['depths']), r['width'],
+                 f'{r["params"] / 1e6:.2f}', f'{r["macs"] / 1e9:.2f}',
+                 _fmt(r.get('length'), '.4g'), _fmt(r.get('ntk'), '.4g')))
+  return markdown_table(header, rows)
+
+
+def read_records(path: str) -> List[Dict]:
+  """The records of a grow.jsonl (or of the grow.jsonl inside a run directory)."""
+  if os.path.isdir(path):
+    path = os.path.join(path, 'grow.jsonl')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist')
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def closest(records: Sequence[Dict], params: float) -> Dict:
+  return min(records, key=lambda r: (abs(r['params'] - params), r['step']))
+
+
+def render_doc(run_dir: str) -> str:
+  """docs/family.md for the scaling run in `run_dir`."""
+  records = read_records(run_dir)
+  if not records:
+    raise ValueError(f'{run_dir} has no scaling steps yet')
+  state_path = os.path.join(run_dir, 'grow_state.json') if os.path.isdir(run_dir) else ''
+  state = {}
+  if state_path and os.path.exists(state_path):
+    with open(state_path) as f:
+      state = json.load(f)
+  config = state.get('config', {})
+  small = closest(records, PAPER_SIZES['asvit_small'][0])
+  base = closest(records, PAPER_SIZES['asvit_base'][0])
+  marks = {small['step']: 'Small', base['step']: 'Base'}
+  if small['step'] == base['step']:
+    marks = {small['step']: 'Small, Base'}
+  last = records[-1]
+  large = arch_lib.as_topology('asvit_large')
+  large_params, large_macs = size.estimate_params(large), size.count_macs(large, 224)
+  done = bool(state.get('done'))
+  status = ('finished: ' + state.get('stop_reason', '')) if done else \
+      f'in progress, {len(records)} steps so far'
+  lines = [
+      '# The As-ViT family from one scaling run',
+      '',
+      f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (design.md §5) '
+      f'with metrics at {config.get("image_size", "?")}×{config.get("image_size", "?")}, '
+      f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
+      f'{config.get("target_params", 0) / 1e6:g} M, ceiling {config.get("max_params", 0) / 1e6:g} M '
+      f'parameters. Run: `{run_dir}` ({status}).',
+      'Parameters at 1000 classes and MACs at 224×224 are counted from the topology '
+      '(`asvit_tf.models.size`); L^E and κ_Θ are measured on the proxy width C/4.',
+      f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out docs/family.md`.',
+      '',
+      '## The series',
+      '',
+      series_table(records, marks),
+      '',
+      '## As-ViT Small and Base',
+      '',
+      'The paper gives sizes, not strings; ours are the steps of this run closest to them'
+      + ('.' if done else ' so far (provisional: the run has not finished).'),
+      '',
+  ]
+  rows = []
+  for name, r in (('asvit_small', small), ('asvit_base', base)):
+    p, m = PAPER_SIZES[name]
+    rows.append((name, r['step'], f'`{r["arch"]}`', f'{r["params"] / 1e6:.2f} M',
+                 f'{p / 1e6:.1f} M', f'{r["macs"] / 1e9:.2f} G', f'{m / 1e9:.1f} B'))
+  lines += [markdown_table(('variant', 'step', 'topology', 'params', 'paper params', 'MACs',
+                            'paper FLOPs'), rows), '']
+  lines += ['## Last step vs. As-ViT Large', '',
+            markdown_table(('model', 'topology', 'depths', 'C', 'params', 'MACs'), [
+                (f'step {last["step"]}', f'`{last["arch"]}`',
+                 ','.join(map(str, last['depths'])), last['width'],
+                 f'{last["params"] / 1e6:.2f} M', f'{last["macs"] / 1e9:.2f} G'),
+                ('As-ViT Large (authors)', f'`{large}`', ','.join(map(str, large.depths)),
+                 large.width, f'{large_params / 1e6:.2f} M', f'{large_macs / 1e9:.2f} G'),
+            ]), '']
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('run_dir', help='output dir of `asvit grow` (or its grow.jsonl)')
+  parser.add_argument('--out', default='', help='write here instead of printing')
+  args = parser.parse_args(argv)
+  text = render_doc(args.run_dir)
+  if args.out:
+    from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
+    state_lib.atomic_write(args.out, text)
+  else:
+    print(text)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,354 @@
+"""Training-free scaling ("grow", design.md §5), resumable after a kill.
+
+From the seed at proxy width h=8 (real width C=4h) and depths 1,1,1,1, each step builds the
+candidates "+1 block in one stage and width h' = round(h·(1+r)), r ∈ {5,10,15,20} %" (a width
+equal to the previous ratio's is skipped), drops those whose real-width model has more than
+`max_params` parameters, measures L^E and κ_Θ on the proxy-width candidates, and accepts
+the candidate with the smallest sum of dense ranks. It stops at the first accepted model
+with at least `target_params` parameters, or when no candidate is left (or, if set, after
+`max_steps` steps: the quick preset's bound on its run time).
+
+Choices the design leaves to us (documented here, kept deterministic):
+- Rounding is half-up in exact arithmetic: h' = floor(h·(100+p)/100 + 1/2).
+- Candidates are enumerated width-major (ratios 5→20 %), stages 1→4 inside: the order of
+  Algorithm 2's C × D and the last resort of the tie-break.
+- All candidates of a step are measured with the same seed (derived from (seed, step)),
+  i.e. the same input curves and noise batches: common random numbers for a fair comparison.
+- A bad candidate (non-finite κ_Θ) ranks last in κ_Θ; a non-finite L^E ranks last in L^E.
+- Tie-break of equal rank sums: the metric whose relative range (max − min) / mean|·| over
+  this step's candidates is larger decides, preferring its better value (higher L^E, lower
+  κ_Θ; the authors' code takes the minimum even for L^E, a bug not copied); then the other
+  metric; then enumeration order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from fractions import Fraction
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.models import size
+from asvit_tf.search import plots
+from asvit_tf.search import state as state_lib
+from asvit_tf.search.measure import MeasureFn, measure_from_config
+
+KIND = 'grow'
+LOG_FILE = 'grow.jsonl'
+TABLE_FILE = 'family.md'
+PLOT_FILE = 'scaling.png'
+RESULT_FILE = 'family.txt'
+RATIOS_PERCENT = (5, 10, 15, 20)
+WIDTH_FACTOR = 4  # real width C = 4 · proxy width h
+
+
+@dataclasses.dataclass(frozen=True)
+class GrowConfig:
+  """Everything that determines a scaling run's result (a resume must match it)."""
+  arch: str = arch_lib.SEED  # the seed form of the starting topology
+  target_params: int = 80_000_000
+  max_params: int = 110_000_000
+  image_size: int = 224
+  repeats: int = 5
+  seed: int = 0
+  start_width: int = 8  # proxy width h of the start
+  max_steps: int = 0  # stop after so many scaling steps (0: only target / no candidate)
+  num_classes: int = 1000  # for the parameter counts
+  data: str = ''
+  data_dir: str = ''
+  batch_size: int = 16
+
+  def validate(self):
+    arch_lib.as_topology(self.arch)
+    for name in ('target_params', 'max_params', 'image_size', 'repeats', 'start_width',
+                 'num_classes', 'batch_size'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'--{name} must be >= 1, got {getattr(self, name)}')
+    if self.max_steps < 0:
+      raise ValueError(f'--max_steps must be >= 0, got {self.max_steps}')
+    if self.image_size % 4:
+      raise ValueError(f'--image_size must be a multiple of 4 (the token stride), '
+                       f'got {self.image_size}')
+    if self.target_params > self.max_params:
+      raise ValueError(f'--target_params ({self.target_params}) must not exceed '
+                       f'--max_params ({self.max_params})')
+    return self
+
+
+PRESETS: Dict[str, Dict] = {
+    'paper': dict(image_size=224, repeats=5, target_params=80_000_000,
+                  max_params=110_000_000, max_steps=0),
+    # The first 3 steps at 32×32, 1 repeat: on a CPU each candidate costs seconds of graph
+    # tracing, whatever the image size, and a whole run is 15-30 steps of up to 16.
+    'quick': dict(image_size=32, repeats=1, target_params=80_000_000,
+                  max_params=110_000_000, max_steps=3),
+}
+
+
+def scale_width(h: int, percent: int) -> int:
+  """round(h · (1 + percent/100)), half-up, in exact arithmetic."""
+  return math.floor(Fraction(h * (100 + percent), 100) + Fraction(1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One scaling choice: +1 block in `stage` (0-based) and proxy width `width`."""
+  stage: int
+  percent: int
+  width: int  # proxy width h'
+  depths: Tuple[int, int, int, int]
+
+  def proxy(self, seed: arch_lib.Topology) -> arch_lib.Topology:
+    return seed.replace(depths=self.depths, width=self.width)
+
+  def real(self, seed: arch_lib.Topology) -> arch_lib.Topology:
+    return seed.replace(depths=self.depths, width=WIDTH_FACTOR * self.width)
+
+  @property
+  def key(self) -> str:
+    return f'{self.width}:{",".join(map(str, self.depths))}'
+
+
+def candidates(h: int, depths: Sequence[int],
+               ratios: Sequence[int] = RATIOS_PERCENT) -> List[Candidate]:
+  """The scaling choices of one step, width-major; a width equal to the previous ratio's
+  is skipped."""
+  out, previous = [], None
+  for percent in ratios:
+    width = scale_width(h, percent)
+    if width == previous:
+      continue
+    previous = width
+    for stage in range(arch_lib.NUM_STAGES):
+      new_depths = list(depths)
+      new_depths[stage] += 1
+      out.append(Candidate(stage, percent, width, tuple(new_depths)))
+  return out
+
+
+def filter_by_params(cands: Sequence[Candidate], seed: arch_lib.Topology, max_params: int,
+                     num_classes: int = 1000) -> Tuple[List[Candidate], List[Candidate]]:
+  """(kept, dropped): dropped are those whose real-width model exceeds `max_params`."""
+  kept, dropped = [], []
+  for c in cands:
+    n = size.estimate_params(c.real(seed), num_classes=num_classes)
+    (kept if n <= max_params else dropped).append(c)
+  return kept, dropped
+
+
+def dense_ranks(values: Sequence[Optional[float]], higher_is_better: bool) -> List[int]:
+  """Dense ranks from 1 (best); equal values share a rank; non-finite values rank last."""
+  def key(v):
+    if v is None or not math.isfinite(v):
+      return math.inf
+    return -v if higher_is_better else v
+  keys = [key(v) for v in values]
+  order = {k: i + 1 for i, k in enumerate(sorted(set(keys)))}
+  return [order[k] for k in keys]
+
+
+def relative_range(values: Sequence[Optional[float]]) -> float:
+  """(max − min) / mean(|v|) over the finite values (0 with fewer than two)."""
+  v = [x for x in values if x is not None and math.isfinite(x)]
+  if len(v) < 2:
+    return 0.0
+  scale = sum(abs(x) for x in v) / len(v)
+  return (max(v) - min(v)) / scale if scale > 0 else 0.0
+
+
+@dataclasses.dataclass
+class Selection:
+  index: int
+  rank_length: List[int]
+  rank_ntk: List[int]
+  rank_sum: List[int]
+  tied: List[int]
+  tie_break: str  # '' without a tie, else the metric that decided ('length'/'ntk'/'order')
+
+
+def select(lengths: Sequence[Optional[float]], ntks: Sequence[Optional[float]]) -> Selection:
+  """The candidate with the smallest rank sum (L^E descending, κ_Θ ascending), tie-broken
+  by the metric with the larger relative range (see the module docstring)."""
+  if not lengths or len(lengths) != len(ntks):
+    raise ValueError('select needs the same non-zero number of L^E and κ_Θ values')
+  rl, rk = dense_ranks(lengths, True), dense_ranks(ntks, False)
+  sums = [a + b for a, b in zip(rl, rk)]
+  best = min(sums)
+  tied = [i for i, s in enumerate(sums) if s == best]
+  if len(tied) == 1:
+    return Selection(tied[0], rl, rk, sums, tied, '')
+  by_metric = {'length': rl, 'ntk': rk}
+  first = 'length' if relative_range(lengths) >= relative_range(ntks) else 'ntk'
+  remaining = tied
+  for metric in (first, 'ntk' if first == 'length' else 'length'):
+    top = min(by_metric[metric][i] for i in remaining)
+    narrowed = [i for i in remaining if by_metric[metric][i] == top]
+    if len(narrowed) == 1:
+      return Selection(narrowed[0], rl, rk, sums, tied, metric)
+    remaining = narrowed
+  return Selection(remaining[0], rl, rk, sums, tied, 'order')
+
+
+@dataclasses.dataclass
+class GrowResult:
+  records: List[Dict]
+  stop_reason: str
+  output_dir: str
+
+  @property
+  def topologies(self) -> List[str]:
+    return [r['arch'] for r in self.records]
+
+
+def _fresh_state(config: GrowConfig) -> Dict:
+  return {'kind': KIND, 'config': dataclasses.asdict(config), 'step': 0, 'done': False,
+          'stop_reason': '', 'width': config.start_width, 'depths': [1, 1, 1, 1],
+          'pending': {}, 'records': []}
+
+
+def _clean(x):
+  return x if x is None or math.isfinite(x) else None
+
+
+def _model_record(step, seed_topo, h, depths, metrics, config) -> Dict:
+  real = seed_topo.replace(depths=tuple(depths), width=WIDTH_FACTOR * h)
+  return {'step': step, 'arch': str(real), 'proxy_arch': str(real.replace(width=h)),
+          'proxy_width': h, 'width': real.width, 'depths': list(depths),
+          'params': size.estimate_params(real, num_classes=config.num_classes),
+          'macs': size.count_macs(real, 224, config.num_classes),
+          'length': _clean(metrics.get('length')), 'ntk': _clean(metrics.get('ntk')),
+          'bad': bool(metrics.get('bad', False))}
+
+
+def family_table(records: Sequence[Dict]) -> str:
+  """Markdown table of the scaling series."""
+  from asvit_tf.search import family  # pylint: disable=g-import-not-at-top
+  return family.series_table(records)
+
+
+def _write_outputs(output_dir: str, records: List[Dict], config: GrowConfig, title: str):
+  state_lib.write_jsonl(os.path.join(output_dir, LOG_FILE), records)
+  text = (f'# Scaling series of {config.arch}\n\n{title}\n\n' + family_table(records) + '\n')
+  state_lib.atomic_write(os.path.join(output_dir, TABLE_FILE), text)
+  if records:
+    plots.plot_scaling(records, os.path.join(output_dir, PLOT_FILE), config.target_params,
+                       f'grow {config.arch}')
+
+
+def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] = None,
+             progress: bool = True, on_measure: Optional[Callable[[Dict], None]] = None
+             ) -> GrowResult:
+  """Runs (or resumes, or just reports a finished) scaling run in `output_dir`.
+
+  Args:
+    config: the run's configuration; a saved run with another one is refused.
+    measure: (topology, seed) -> {'length', 'ntk', 'bad'}; default `make_measure`.
+    on_measure: called after each saved candidate measurement (tests use it to stop).
+
+  Returns the series of accepted models (step 0 is the start) and why it stopped.
+  """
+  config.validate()
+  seed_topo = arch_lib.as_topology(config.arch)
+  output_dir, state = state_lib.open_run(output_dir, KIND, config)
+  if state is None:
+    state = _fresh_state(config)
+  if measure is None and not state['done']:
+    measure = measure_from_config(('length', 'ntk'), config)
+  records = state['records']
+  title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
+           f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
+           f'width at 224x224, {config.num_classes} classes.')
+  if not state['done']:
+    _write_outputs(output_dir, records, config, title)
+
+  def measured(key: str, topo: arch_lib.Topology, seed: int) -> Dict:
+    # Each measurement is saved before moving on, so a kill loses at most one.
+    if key not in state['pending']:
+      m = measure(topo, seed)
+      state['pending'][key] = {'length': _clean(m.get('length')), 'ntk': _clean(m.get('ntk')),
+                               'bad': bool(m.get('bad', False))}
+      state_lib.save_state(output_dir, state)
+      if on_measure is not None:
+        on_measure(state['pending'][key])
+    return state['pending'][key]
+
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(desc='grow', unit='candidate', disable=not progress or state['done'],
+             dynamic_ncols=True)
+  try:
+    while not state['done']:
+      step, h, depths = state['step'], state['width'], state['depths']
+      step_seed = state_lib.derive_seed(config.seed, step)
+      start = time.time()
+      if step == 0:
+        bar.set_postfix_str(f'start {seed_topo.replace(width=WIDTH_FACTOR * h)}')
+        m = measured('start', seed_topo.replace(depths=tuple(depths), width=h), step_seed)
+        record = _model_record(0, seed_topo, h, depths, m, config)
+        record.update(choice=None, candidates=[], seconds=round(time.time() - start, 3))
+      else:
+        kept, dropped = filter_by_params(candidates(h, depths), seed_topo, config.max_params,
+                                         config.num_classes)
+        if not kept:
+          state.update(done=True, stop_reason=f'no candidate under --max_params '
+                       f'{config.max_params} ({len(dropped)} dropped)')
+          break
+        results = []
+        for i, c in enumerate(kept):
+          bar.set_postfix_str(f'step {step} candidate {i + 1}/{len(kept)}')
+          results.append(measured(c.key, c.proxy(seed_topo), step_seed))
+          bar.update(1)
+        sel = select([r['length'] for r in results], [r['ntk'] for r in results])
+        chosen = kept[sel.index]
+        record = _model_record(step, seed_topo, chosen.width, chosen.depths,
+                               results[sel.index], config)
+        record.update(
+            choice={'stage': chosen.stage + 1, 'percent': chosen.percent,
+                    'rank_sum': sel.rank_sum[sel.index], 'tied': len(sel.tied),
+                    'tie_break': sel.tie_break},
+            candidates=[{'arch': str(c.real(seed_topo)), 'stage': c.stage + 1,
+                         'percent': c.percent, 'length': r['length'], 'ntk': r['ntk'],
+                         'bad': r['bad'], 'rank_length': sel.rank_length[i],
+                         'rank_ntk': sel.rank_ntk[i], 'rank_sum': sel.rank_sum[i]}
+                        for i, (c, r) in enumerate(zip(kept, results))],
+            dropped=len(dropped), seconds=round(time.time() - start, 3))
+      records.append(record)
+      state.update(step=step + 1, width=record['proxy_width'], depths=record['depths'],
+                   pending={})
+      if record['params'] >= config.target_params:
+        state.update(done=True, stop_reason=f'reached --target_params {config.target_params}')
+      elif config.max_steps and step >= config.max_steps:
+        state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
+      state_lib.save_state(output_dir, state)
+      _write_outputs(output_dir, records, config, title)
+      logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
+                   record['params'] / 1e6)
+      if progress:
+        bar.write(f'step {step}: {record["arch"]}  {record["params"] / 1e6:.2f} M params')
+  finally:
+    bar.close()
+  # Final files: rewritten atomically with the same content if a kill fell among them.
+  state_lib.save_state(output_dir, state)
+  _write_outputs(output_dir, records, config, title + f'\n\nStopped: {state["stop_reason"]}.')
+  state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
+                         ''.join(r['arch'] + '\n' for r in records))
+  return GrowResult(records, state['stop_reason'], output_dir)
+
+
+def resolve_arch(arch: str) -> str:
+  """The seed string of --arch: a topology string, a variant name, `@file` (a seed.txt) or
+  a search output directory (its seed.txt)."""
+  from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
+  arch = (arch or '').strip()
+  if not arch:
+    raise ValueError('--arch is required: a seed topology such as 8,2,3|4,1,2|4,1,4|4,1,6|32, '
+                     '@path/to/seed.txt or a search output directory')
+  if arch.startswith('@'):
+    arch = reinforce.read_seed(os.path.expanduser(arch[1:]))
+  elif '|' not in arch and os.path.isdir(os.path.expanduser(arch)):
+    arch = reinforce.read_seed(os.path.expanduser(arch))
+  topo = arch_lib.as_topology(arch)
+  return topo.seed_string

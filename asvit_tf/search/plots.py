@@ -1,0 +1,94 @@
+"""PNG plots of a search (reward, entropy, both metrics per step) and of a scaling path.
+
+matplotlib with the Agg backend (no display); every PNG is written atomically.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+from asvit_tf.search import state as state_lib
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _series(records, key):
+  xs, ys = [], []
+  for r in records:
+    v = r.get(key)
+    if v is not None and math.isfinite(v):
+      xs.append(r['step'])
+      ys.append(v)
+  return xs, ys
+
+
+def _save(fig, path):
+  plt = _pyplot()
+  with state_lib.atomic_path(path) as tmp:
+    fig.savefig(tmp, format='png', dpi=100)
+  plt.close(fig)
+
+
+def plot_search(records: Sequence[Mapping], path: str, title: str = ''):
+  """Reward and baseline, policy entropy, L^E and κ_Θ over the search steps."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+  panels = [(axes[0, 0], (('reward', 'reward'), ('baseline', 'baseline')), 'reward', False),
+            (axes[0, 1], (('entropy', 'entropy (nats)'),), 'policy entropy', False),
+            (axes[1, 0], (('length', 'L^E'),), 'length distortion L^E', False),
+            (axes[1, 1], (('ntk', 'κ_Θ'),), 'NTK condition number κ_Θ', True)]
+  for ax, keys, name, log in panels:
+    for key, label in keys:
+      xs, ys = _series(records, key)
+      if xs:
+        ax.plot(xs, ys, '.-' if len(xs) < 60 else '-', label=label, lw=1, ms=3)
+    ys = _series(records, 'ntk')[1]
+    if log and ys and min(ys) > 0 and max(ys) / min(ys) > 20:  # κ_Θ can span decades
+      ax.set_yscale('log')
+    if not ax.get_lines():
+      ax.text(0.5, 0.5, 'not measured', ha='center', va='center', transform=ax.transAxes)
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    if len(keys) > 1:
+      ax.legend()
+  for ax in axes[1]:
+    ax.set_xlabel('step')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0.0,
+                 title: str = ''):
+  """Scaling path: total depth vs. width C, and parameters per step."""
+  plt = _pyplot()
+  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+  widths = [r['width'] for r in records]
+  depths = [sum(r['depths']) for r in records]
+  ax0.plot(widths, depths, 'o-', ms=4)
+  for r, w, d in zip(records, widths, depths):
+    ax0.annotate(str(r['step']), (w, d), textcoords='offset points', xytext=(3, 3),
+                 fontsize=7)
+  ax0.set_xlabel('width C (stage 1)')
+  ax0.set_ylabel('total depth (blocks)')
+  ax0.set_title('scaling path')
+  ax0.grid(alpha=0.3)
+  steps = [r['step'] for r in records]
+  ax1.plot(steps, [r['params'] / 1e6 for r in records], 'o-', ms=4)
+  if target_params:
+    ax1.axhline(target_params / 1e6, color='gray', ls='--', lw=1, label='target')
+    ax1.legend()
+  ax1.set_xlabel('step')
+  ax1.set_ylabel('parameters (M)')
+  ax1.set_title('parameters per step')
+  ax1.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)

@@ -1,0 +1,161 @@
+"""Seconds per search step and per grow step, both presets; projected paper search + grow.
+
+    python benchmarks/search_speed.py [--presets quick,paper] [--search_steps 3]
+                                      [--grow_candidates 3] [--write]
+
+A search step is timed by running the real search for a few steps (its first step also pays
+TensorFlow's warm-up and is reported apart). A grow step is 16 (or fewer) candidates, each
+one measurement of L^E and κ_Θ on the proxy width: a few candidates of the first step are
+timed and multiplied. Wall and CPU seconds are both reported (the machine is shared). Each
+measurement's CPU time is also split into a fixed cost (building the network and tracing
+its tf.functions, paid once per topology) and the cost per repeat, from 1 and 3 repeats. The projection multiplies by 500 search steps (an upper bound:
+the search reuses the measurement of a topology it samples again) and by the number of
+measurements of a whole scaling run, counted by replaying the grow with stand-in metrics
+that pick a random candidate (the real path depends on the metrics).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
+from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
+from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
+from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
+from asvit_tf.search.measure import make_measure  # pylint: disable=g-import-not-at-top
+from benchmarks import _report  # pylint: disable=g-import-not-at-top
+
+
+class Clock:
+  """Wall and CPU (all threads of this process) seconds since the last `lap`."""
+
+  def __init__(self):
+    self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+  def lap(self):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = (wall - self.wall, cpu - self.cpu)
+    self.wall, self.cpu = wall, cpu
+    return out
+
+
+def time_search(preset: str, steps: int):
+  """[(wall, cpu)] of each search step; the first also pays TensorFlow's warm-up."""
+  config = reinforce.SearchConfig(**{**reinforce.PRESETS[preset], 'steps': steps})
+  laps = []
+  clock = Clock()
+  with tempfile.TemporaryDirectory() as out:
+    reinforce.run_search(config, out, progress=False, tensorboard=False, plot_every=0,
+                         on_step=lambda record: laps.append(clock.lap()))
+  return laps
+
+
+def time_candidates(preset: str, count: int):
+  """[(wall, cpu)] of `count` candidate measurements of the first grow step (after a
+  warm-up measurement), and the CPU seconds of the same candidate at 1 and at 3 repeats."""
+  p = grow.PRESETS[preset]
+  seed = arch_lib.Topology.parse(arch_lib.SEED)
+  cands = grow.candidates(8, (1, 1, 1, 1))[:count + 1]
+  full = make_measure(('length', 'ntk'), p['image_size'], p['repeats'])
+  full(cands[0].proxy(seed), 0)  # warm-up: TensorFlow's first trace, not a candidate's cost
+  clock = Clock()
+  laps = []
+  for c in cands[1:]:
+    full(c.proxy(seed), 1)
+    laps.append(clock.lap())
+  cpu = {}
+  for repeats in (1, 3):
+    make_measure(('length', 'ntk'), p['image_size'], repeats)(cands[1].proxy(seed), 2)
+    cpu[repeats] = clock.lap()[1]
+  return laps, cpu
+
+
+def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, runs=3):
+  """(steps, measurements) averaged over `runs` scaling runs that pick a random candidate
+  each step (stand-in metrics: the real path depends on L^E and κ_Θ; always taking the
+  smallest candidate would need thousands of steps, so there is no useful upper bound)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  counts = []
+  for run in range(runs):
+    rng = np.random.default_rng(run)
+
+    def measure(topo, seed, rng=rng):
+      del topo, seed
+      v = rng.random()
+      return {'length': v, 'ntk': -v, 'bad': False}
+    config = grow.GrowConfig(target_params=target, max_params=max_params,
+                             max_steps=max_steps, image_size=32, repeats=1)
+    with tempfile.TemporaryDirectory() as d:
+      result = grow.run_grow(config, d, measure=measure, progress=False)
+    counts.append((len(result.records) - 1,
+                   1 + sum(len(r['candidates']) for r in result.records)))
+  return tuple(round(statistics.mean(c[i] for c in counts)) for i in range(2))
+
+
+def _mean(laps, i):
+  return statistics.mean(l[i] for l in laps)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--presets', default='quick,paper')
+  parser.add_argument('--search_steps', type=int, default=3)
+  parser.add_argument('--grow_candidates', type=int, default=2)
+  parser.add_argument('--write', action='store_true', help='update docs/benchmarks.md')
+  args = parser.parse_args()
+  load = os.getloadavg()[0]
+  rows, totals, splits = [], [], []
+  for preset in args.presets.split(','):
+    laps = time_search(preset, args.search_steps)
+    later = laps[1:] or laps
+    cands, cpu = time_candidates(preset, args.grow_candidates)
+    g, s = grow.PRESETS[preset], reinforce.PRESETS[preset]
+    steps, measurements = grow_measurements(g['target_params'], g['max_params'], g['max_steps'])
+    per_repeat = max(0.0, (cpu[3] - cpu[1]) / 2)
+    fixed = max(0.0, cpu[1] - per_repeat)
+    share = fixed / max(1e-9, fixed + g['repeats'] * per_repeat)
+    splits.append(f'{preset}: {fixed:.1f} s fixed + {g["repeats"]} × {per_repeat:.1f} s '
+                  f'(fixed share {100 * share:.0f} %)')
+    step_wall, step_cpu = _mean(later, 0), _mean(later, 1)
+    cand_wall, cand_cpu = _mean(cands, 0), _mean(cands, 1)
+    rows.append((preset, f'{s["image_size"]}, {s["repeats"]}',
+                 f'{laps[0][0]:.0f}', f'{step_wall:.1f} / {step_cpu:.1f}',
+                 f'{cand_wall:.1f} / {cand_cpu:.1f}', f'{fixed:.1f} + {per_repeat:.1f}/repeat',
+                 f'{16 * cand_wall:.0f} / {16 * cand_cpu:.0f}',
+                 f'{steps} steps, {measurements} measurements'))
+    print(rows[-1], flush=True)
+    n = s['steps']
+    for name, step, cand in (('wall', step_wall, cand_wall), ('CPU', step_cpu, cand_cpu)):
+      totals.append(f'- **{preset}**, {name} times: search {n} × {step:.1f} s ≈ '
+                    f'{n * step / 60:.0f} min (no credit for re-sampled topologies) + grow '
+                    f'{measurements} × {cand:.1f} s ≈ {measurements * cand / 60:.0f} min = '
+                    f'**{(n * step + measurements * cand) / 60:.0f} min**.')
+      print(totals[-1], flush=True)
+  header = ('preset', 'image, repeats', 'search step 0 (s)', 'search step (s, wall / CPU)',
+            'grow candidate (s, wall / CPU)', 'candidate CPU split (s)',
+            'grow step of 16 (s, wall / CPU)', 'whole grow (typical)')
+  body = [_report.markdown_table(header, rows), '', 'Projected search + grow:', ''] + totals
+  body += ['', f'Load average at the start: {load:.1f} on {os.cpu_count()} cores: other '
+           'jobs (a paper-preset scaling run among them) shared the CPU, so wall times are '
+           'inflated; CPU times (all threads of the process) are closer to what an idle '
+           'machine would take.', '',
+           'What dominates, per measured topology (CPU, grow candidate): '
+           + '; '.join(splits) + '. The fixed part is building the Keras model twice (with '
+           'and without LayerNorm) and tracing the tf.functions of `asvit_tf.complexity`, '
+           'whatever the image size; each repeat executes one 16-image NTK (per-image '
+           'gradients) and one 10-point curve, which at 224×224 is most of the cost. A '
+           'search step measures at C=32, a grow candidate at the proxy width C/4.']
+  if args.write:
+    _report.write_section('search_speed', 'Search and grow speed (`asvit search`, '
+                          '`asvit grow`)', '\n'.join(body))
+
+
+if __name__ == '__main__':
+  main()
