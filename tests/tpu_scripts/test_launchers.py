@@ -2,6 +2,7 @@
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +68,26 @@ def test_bad_flags_fail_with_one_line(script, args, message):
   assert result.stderr.strip().splitlines() == [f'error: {message}'] or \
       message in result.stderr.strip()
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _defined_flags(command):
+  """Flag names the `asvit COMMAND` module defines (in a fresh process: absl flags are global)."""
+  code = ('import importlib; from absl import flags; '
+          f'importlib.import_module("asvit_tf.cli.{command}"); print(" ".join(flags.FLAGS))')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  return set(result.stdout.split())
+
+
+@pytest.mark.parametrize('script, args', [
+    ('search.sh', ['--output_dir=o', '--data=d', '--data_dir=dd']),
+    ('grow.sh', ['--output_dir=o']),
+    ('train.sh', ['--model_dir=m', '--params_override=a.b=1']),
+    ('export.sh', ['--model_dir=m', '--export_dir=e']),
+])
+def test_launched_commands_use_flags_the_cli_defines(script, args):
+  argv = _dry(script, *args)
+  assert argv[0] == 'asvit'
+  used = {a[2:].split('=', 1)[0] for a in argv[2:]}
+  assert used <= _defined_flags(argv[1])
