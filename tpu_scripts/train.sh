@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # As-ViT ImageNet training with progressive re-tokenization on a Cloud TPU.
-#   tpu_scripts/train.sh --variant=small --model_dir=gs://BUCKET/asvit/small --tpu=local [--dry_run]
+#   tpu_scripts/train.sh --variant=large --model_dir=gs://BUCKET/asvit/large --tpu=local [--dry_run]
 source "$(dirname "$0")/_common.sh"
-opt variant small 'small, base or large: picks official_configs/asvit_VARIANT_imagenet_tpu.yaml'
+opt variant large 'small, base or large: picks official_configs/asvit_VARIANT_imagenet_tpu.yaml'
 opt model_dir '' 'checkpoints and summaries, a gs:// path on TPU (required)'
 opt tpu local 'TPU name or address for TPUClusterResolver (local on a TPU VM)'
 opt mode train_and_eval 'Model Garden mode'
@@ -12,8 +12,12 @@ require model_dir
 case ${OPT[variant]} in small|base|large) ;; *)
   echo "error: --variant must be small, base or large, got '${OPT[variant]}'" >&2; exit 2 ;;
 esac
+config="official_configs/asvit_${OPT[variant]}_imagenet_tpu.yaml"
+if [[ -z ${OPT[tpu_vm]} && ! -f "$(dirname "$0")/../$config" ]]; then
+  echo "error: $config is not in this checkout" >&2; exit 2
+fi
 args=(asvit train --experiment=asvit_imagenet "--mode=${OPT[mode]}"
-      "--config_file=official_configs/asvit_${OPT[variant]}_imagenet_tpu.yaml"
+      "--config_file=$config"
       "--model_dir=${OPT[model_dir]}" "--tpu=${OPT[tpu]}")
 if [[ -n ${OPT[params_override]} ]]; then args+=("--params_override=${OPT[params_override]}"); fi
 launch "${args[@]}"

@@ -10,9 +10,14 @@ from absl import flags
 from asvit_tf import arch as arch_lib
 from asvit_tf.models import size
 
-flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
-flags.DEFINE_integer('num_classes', 1000, 'Classes of the classification head.')
-flags.DEFINE_integer('stride', 4, 'Tokenization stride of the patch embedding.')
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
+  flags.DEFINE_integer('num_classes', 1000, 'Classes of the classification head.')
+  flags.DEFINE_integer('stride', 4, 'Tokenization stride of the patch embedding.')
+
+
 FLAGS = flags.FLAGS
 
 

@@ -15,17 +15,22 @@ from absl import flags
 from asvit_tf.search import cli_flags
 from asvit_tf.search import grow
 
-flags.DEFINE_string('arch', '', 'Seed topology, variant name, @seed.txt or a search dir.')
-flags.DEFINE_enum('preset', 'paper', sorted(grow.PRESETS), 'Defaults of --image_size, '
-                  '--repeats, --target_params, --max_params and --max_steps.')
-flags.DEFINE_float('target_params', None, 'Stop at the first model with at least this many '
-                   'parameters (paper and quick 80e6).')
-flags.DEFINE_float('max_params', None, 'Drop candidates above this many parameters '
-                   '(paper and quick 110e6).')
-flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
-                     'limit, quick 3).')
-cli_flags.define_common_flags('Seed of the measurements.')
-flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  flags.DEFINE_string('arch', '', 'Seed topology, variant name, @seed.txt or a search dir.')
+  flags.DEFINE_enum('preset', 'paper', sorted(grow.PRESETS), 'Defaults of --image_size, '
+                    '--repeats, --target_params, --max_params and --max_steps.')
+  flags.DEFINE_float('target_params', None, 'Stop at the first model with at least this many '
+                     'parameters (paper and quick 80e6).')
+  flags.DEFINE_float('max_params', None, 'Drop candidates above this many parameters '
+                     '(paper and quick 110e6).')
+  flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
+                       'limit, quick 3).')
+  cli_flags.define_common_flags('Seed of the measurements.')
+  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
+
+
 FLAGS = flags.FLAGS
 
 

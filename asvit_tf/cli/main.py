@@ -1,6 +1,7 @@
 """`asvit <command> [--flags]`: one console script, one absl-flags module per command.
 
-Only the chosen command's module is imported, so each command defines its own flags and
+Only the chosen command's module is imported, and its flags are defined (`define_flags()`)
+only when it runs: commands may share flag names, importing one defines nothing, and
 TensorFlow is loaded only by the commands that need it.
 """
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run(argv: Optional[List[str]] = None):
   module = importlib.import_module(COMMANDS[command][0])
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  module.define_flags()
   # `--help` lists the key flags of the main module: make the command's flags those.
   for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

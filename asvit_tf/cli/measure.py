@@ -21,17 +21,22 @@ TITLES = {'length': 'L^E (length distortion)', 'curvature': 'kappa (curvature)',
           'curvature_length': 'L^E_kappa (curvature-weighted length)',
           'ntk': 'kappa_Theta (NTK condition number)'}
 
-flags.DEFINE_list('metrics', list(METRICS), f'Metrics to measure, any of {METRICS}.')
-flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
-flags.DEFINE_integer('repeats', 5, 'Independent initialisations to average over.')
-flags.DEFINE_integer('seed', 0, 'Random seed (same seed, same numbers).')
-flags.DEFINE_integer('num_points', 10, 'Points on the input curve (curve metrics).')
-flags.DEFINE_integer('batch_size', 16, 'Noise images for the NTK.')
-flags.DEFINE_integer('width', None, 'Overrides the width C of the topology.')
-flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
-                  'Execution of the measures: auto picks per measure what was measured '
-                  'fastest (see asvit_tf.complexity.curve_metrics).')
-flags.DEFINE_bool('json', False, 'Print JSON instead of a table.')
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  flags.DEFINE_list('metrics', list(METRICS), f'Metrics to measure, any of {METRICS}.')
+  flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
+  flags.DEFINE_integer('repeats', 5, 'Independent initialisations to average over.')
+  flags.DEFINE_integer('seed', 0, 'Random seed (same seed, same numbers).')
+  flags.DEFINE_integer('num_points', 10, 'Points on the input curve (curve metrics).')
+  flags.DEFINE_integer('batch_size', 16, 'Noise images for the NTK.')
+  flags.DEFINE_integer('width', None, 'Overrides the width C of the topology.')
+  flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
+                    'Execution of the measures: auto picks per measure what was measured '
+                    'fastest (see asvit_tf.complexity.curve_metrics).')
+  flags.DEFINE_bool('json', False, 'Print JSON instead of a table.')
+
+
 FLAGS = flags.FLAGS
 
 

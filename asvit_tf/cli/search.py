@@ -14,14 +14,19 @@ from asvit_tf.search import cli_flags
 from asvit_tf.search import reinforce
 from asvit_tf.search import reward as reward_lib
 
-flags.DEFINE_enum('preset', 'paper', sorted(reinforce.PRESETS), 'Defaults of --steps, '
-                  '--image_size and --repeats: the paper\'s, or a few minutes on a CPU.')
-flags.DEFINE_integer('steps', None, 'REINFORCE steps (paper 500, quick 10).')
-flags.DEFINE_enum('reward', 'length_ntk', list(reward_lib.REWARDS),
-                  'Relative-change reward: L^E and κ_Θ (the paper), one of them, or params / '
-                  'MACs as cheap baseline proxies.')
-cli_flags.define_common_flags('Seed of the policy, the samples and the measurements.')
-flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  flags.DEFINE_enum('preset', 'paper', sorted(reinforce.PRESETS), 'Defaults of --steps, '
+                    '--image_size and --repeats: the paper\'s, or a few minutes on a CPU.')
+  flags.DEFINE_integer('steps', None, 'REINFORCE steps (paper 500, quick 10).')
+  flags.DEFINE_enum('reward', 'length_ntk', list(reward_lib.REWARDS),
+                    'Relative-change reward: L^E and κ_Θ (the paper), one of them, or params / '
+                    'MACs as cheap baseline proxies.')
+  cli_flags.define_common_flags('Seed of the policy, the samples and the measurements.')
+  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
+
+
 FLAGS = flags.FLAGS
 
 

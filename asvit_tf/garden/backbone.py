@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -17,6 +17,7 @@ from official.vision.configs import backbones as backbones_cfg
 from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.garden.retokenization import RetokenizationPhase
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
@@ -31,15 +32,19 @@ class AsViTConfig(hyperparams.Config):
   Attributes:
     arch: a topology string or a variant name ('asvit_small', 'asvit_large', ...).
     drop_path_rate: stochastic depth of the last block (linear from 0).
-    stride, dilation: initial tokenization of the patch embedding.
+    stride, dilation: tokenization of the patch embedding the model is built with (what
+      evaluation and export use); a re-tokenization schedule must end with these values.
     pre_logits: add the As-ViT head's LayerNorm -> pool -> Dense(F) -> tanh as endpoint
       'pre_logits' (classification); off for detection.
+    retokenization: progressive re-tokenization schedule, phases (start_step, stride,
+      dilation) applied by `asvit_tf.garden.trainer.AsViTTrainer`; empty = fixed tokenization.
   """
   arch: str = 'asvit_seed'
   drop_path_rate: float = 0.0
   stride: int = 4
   dilation: int = 1
   pre_logits: bool = True
+  retokenization: List[RetokenizationPhase] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

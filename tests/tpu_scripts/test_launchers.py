@@ -23,10 +23,10 @@ def _dry(script, *args):
 
 
 def test_train_command():
-  argv = _dry('train.sh', '--variant=base', '--model_dir=gs://bucket/run', '--tpu=my-tpu',
+  argv = _dry('train.sh', '--variant=large', '--model_dir=gs://bucket/run', '--tpu=my-tpu',
               '--params_override=task.train_data.global_batch_size=512')
   assert argv == ['asvit', 'train', '--experiment=asvit_imagenet', '--mode=train_and_eval',
-                  '--config_file=official_configs/asvit_base_imagenet_tpu.yaml',
+                  '--config_file=official_configs/asvit_large_imagenet_tpu.yaml',
                   '--model_dir=gs://bucket/run', '--tpu=my-tpu',
                   '--params_override=task.train_data.global_batch_size=512']
   assert os.path.exists(os.path.join(REPO, argv[4].split('=', 1)[1]))
@@ -73,7 +73,8 @@ def test_bad_flags_fail_with_one_line(script, args, message):
 def _defined_flags(command):
   """Flag names the `asvit COMMAND` module defines (in a fresh process: absl flags are global)."""
   code = ('import importlib; from absl import flags; '
-          f'importlib.import_module("asvit_tf.cli.{command}"); print(" ".join(flags.FLAGS))')
+          f'importlib.import_module("asvit_tf.cli.{command}").define_flags(); '
+          'print(" ".join(flags.FLAGS))')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
   assert result.returncode == 0, result.stderr

@@ -1,0 +1,51 @@
+"""`asvit demo`: run an exported detector on an image and write a PNG with its detections.
+
+  asvit demo --saved_model=EXPORT_DIR --image=photo.png --output=detections.png
+"""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  flags.DEFINE_string('saved_model', None, 'Directory of a SavedModel from `asvit export`.')
+  flags.DEFINE_string('image', None, 'Image file (PNG, JPEG, TIFF).')
+  flags.DEFINE_string('output', 'detections.png', 'PNG to write.')
+  flags.DEFINE_float('score_threshold', 0.3, 'Draw detections scoring at least this.')
+  flags.DEFINE_list('class_names', [], 'Names of class ids 0, 1, ... (default: the ids).')
+
+
+FLAGS = flags.FLAGS
+
+
+def run(saved_model: str, image_path: str, output: str, score_threshold: float = 0.3,
+        class_names=()):
+  """Returns the selected detections (dict of numpy arrays) after writing `output`."""
+  if not os.path.isdir(saved_model):
+    raise FileNotFoundError(f'--saved_model {saved_model} is not a directory')
+  if not os.path.isfile(image_path):
+    raise FileNotFoundError(f'--image {image_path} does not exist')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from asvit_tf.serving import draw  # pylint: disable=g-import-not-at-top
+  image = draw.load_image(image_path)
+  serve = tf.saved_model.load(saved_model).signatures['serving_default']
+  outputs = {k: v.numpy() for k, v in serve(inputs=tf.constant(image[None])).items()}
+  if 'detection_boxes' not in outputs:
+    raise ValueError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')
+  detections = draw.select(outputs, score_threshold)
+  draw.draw_detections(image, detections, list(class_names) or None).save(output)
+  return detections
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.saved_model or not FLAGS.image:
+    raise ValueError('--saved_model and --image are required')
+  detections = run(FLAGS.saved_model, FLAGS.image, FLAGS.output, FLAGS.score_threshold,
+                   FLAGS.class_names)
+  print(f'{len(detections["boxes"])} detections with score >= {FLAGS.score_threshold} '
+        f'drawn to {FLAGS.output}')

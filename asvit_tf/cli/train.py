@@ -1,0 +1,42 @@
+"""`asvit train`: Model Garden training of As-ViT with progressive re-tokenization.
+
+The flags of Model Garden's `official/vision/train.py` (`--experiment --mode --model_dir
+--config_file --params_override --tpu --tf_data_service --gin_file --gin_params`), with the
+As-ViT registrations imported and the `AsViTTrainer` that applies the schedule. The config is
+checked before anything is built: an unknown variant, an image size the strides do not divide
+or a bad schedule ends the command with one line. Example:
+
+  asvit train --experiment=asvit_imagenet --mode=train_and_eval \
+      --config_file=official_configs/asvit_tiny_cpu.yaml --model_dir=/tmp/asvit_tiny
+"""
+from __future__ import annotations
+
+from absl import flags
+import gin
+
+from official.common import flags as tfm_flags
+from official.core import train_utils
+
+from asvit_tf.garden import train_lib
+
+
+def define_flags():
+  """Defines the flags of this command (the dispatcher calls it before parsing)."""
+  tfm_flags.define_flags()
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments {argv[1:]}; train takes only flags')
+  for name in ('experiment', 'mode', 'model_dir'):
+    if not FLAGS[name].value:
+      raise ValueError(f'--{name} is required')
+  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
+  params = train_lib.parse_configuration(
+      FLAGS.experiment, FLAGS.config_file, FLAGS.params_override, FLAGS.tpu,
+      FLAGS.tf_data_service)
+  train_lib.run_experiment(params, FLAGS.model_dir, FLAGS.mode)
+  train_utils.save_gin_config(FLAGS.mode, FLAGS.model_dir)

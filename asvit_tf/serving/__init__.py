@@ -1,0 +1,1 @@
+"""SavedModel export of As-ViT classifiers and detectors (`asvit export`)."""

@@ -1,0 +1,252 @@
+"""Cascade Mask R-CNN with As-ViT: backbone levels, the experiment, its config errors, the
+nuclei data set and a tiny train + COCO evaluation run."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf.garden import backbone as asvit_backbone
+from asvit_tf.garden import detection
+from asvit_tf.garden.data import make_nuclei_coco
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_YAML = os.path.join(REPO, 'official_configs', 'cascadercnn_asvit_tiny_cpu.yaml')
+LARGE_YAML = os.path.join(REPO, 'official_configs', 'cascadercnn_asvit_large_coco_tpu.yaml')
+TINY_ARCH = '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|16,16'
+
+
+# ---- backbone levels at detection sizes -----------------------------------------------------
+@pytest.mark.parametrize('height,width', [(128, 128), (256, 192), (320, 320)])
+def test_backbone_levels_at_detection_sizes(height, width):
+  spec = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
+  model = asvit_backbone.AsViTBackbone(TINY_ARCH, input_specs=spec, pre_logits=False)
+  out = model(tf.zeros([1, height, width, 3]))
+  assert sorted(out) == ['2', '3', '4', '5']
+  for i, level in enumerate('2345'):
+    stride = 2**int(level)
+    expected = (1, height // stride, width // stride, 16 * 2**i)
+    assert out[level].shape == expected
+    assert model.output_specs[level].as_list() == [None, *expected[1:]]
+
+
+def test_large_backbone_specs_at_1024():
+  params = detection.cascadercnn_asvit_coco()
+  spec = tf_keras.layers.InputSpec(shape=[None] + params.task.model.input_size)
+  model = asvit_backbone.build_asvit(spec, params.task.model.backbone, None)
+  specs = {k: v.as_list() for k, v in model.output_specs.items()}
+  assert specs == {'2': [None, 256, 256, 180], '3': [None, 128, 128, 360],
+                   '4': [None, 64, 64, 720], '5': [None, 32, 32, 1024]}
+
+
+# ---- the experiment --------------------------------------------------------------------------
+def test_experiment_has_the_cascade_settings():
+  params = detection.detection_config()
+  model = params.task.model
+  assert isinstance(params, detection.DetectionExperimentConfig)
+  assert model.backbone.type == 'asvit' and model.backbone.asvit.arch == 'asvit_large'
+  assert not model.backbone.asvit.pre_logits
+  assert model.input_size == [1024, 1024, 3]
+  assert (model.min_level, model.max_level) == (2, 6)
+  assert model.decoder.type == 'fpn'
+  assert model.roi_sampler.foreground_iou_threshold == 0.5
+  assert model.roi_sampler.cascade_iou_thresholds == [0.6, 0.7]
+  assert model.detection_head.class_agnostic_bbox_pred
+  assert model.detection_head.cascade_class_ensemble
+  assert model.include_mask
+  # No SpineNet restriction survives the rebuild (it would pin min_level to spinenet's 3).
+  assert params.task.model.backbone.spinenet.min_level != model.min_level
+  super(detection.DetectionExperimentConfig, params).validate()
+
+
+def test_large_tpu_yaml_is_the_experiment_with_bucket_paths():
+  default = detection.detection_config().as_dict()
+  tpu = detection.detection_config([LARGE_YAML]).as_dict()
+  differing = []
+
+  def walk(a, b, prefix=''):
+    for key in a:
+      if isinstance(a[key], dict):
+        walk(a[key], b[key], f'{prefix}{key}.')
+      elif a[key] != b[key]:
+        differing.append(prefix + key)
+  walk(tpu, default)
+  assert sorted(differing) == sorted([
+      'runtime.distribution_strategy', 'task.annotation_file', 'task.init_checkpoint',
+      'task.train_data.input_path', 'task.validation_data.input_path'])
+
+
+# ---- config errors: one clear ValueError line each ---------------------------------------
+@pytest.fixture()
+def small_data(tmp_path):
+  """An annotation file with category ids 1 and 3 and (empty) record files."""
+  annotations = tmp_path / 'instances_val.json'
+  annotations.write_text(json.dumps({
+      'images': [{'id': 1, 'file_name': 'a.jpg', 'height': 128, 'width': 128}],
+      'annotations': [{'id': 1, 'image_id': 1, 'category_id': 3, 'bbox': [1, 1, 5, 5],
+                       'area': 25.0, 'iscrowd': 0, 'segmentation': [[1, 1, 6, 1, 6, 6]]}],
+      'categories': [{'id': 1, 'name': 'a'}, {'id': 3, 'name': 'c'}]}))
+  for name in ('train-00000-of-00001.tfrecord', 'val-00000-of-00001.tfrecord'):
+    (tmp_path / name).write_bytes(b'')
+  return {
+      'task.annotation_file': str(annotations),
+      'task.train_data.input_path': str(tmp_path / 'train-*'),
+      'task.validation_data.input_path': str(tmp_path / 'val-*'),
+      'task.model.num_classes': 4,
+      'task.model.input_size': [128, 128, 3],
+  }
+
+
+def _validate(overrides):
+  params = detection.detection_config([TINY_YAML])
+  params.override(_nested(overrides), is_strict=True)
+  params.validate()  # what parse_configuration runs before a run
+
+
+def _nested(flat):
+  out = {}
+  for key, value in flat.items():
+    node = out
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+def _assert_one_line(error, *words):
+  message = str(error.value)
+  assert '\n' not in message
+  for word in words:
+    assert word in message
+
+
+def test_valid_small_config_passes(small_data):
+  _validate(small_data)
+
+
+@pytest.mark.parametrize('size,max_level', [(96, 6), (200, 6), (128, 8)])
+def test_image_size_not_divisible(small_data, size, max_level):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, 'task.model.input_size': [size, size, 3],
+               'task.model.max_level': max_level})
+  _assert_one_line(error, f'{size}x{size}', f'2^max_level = {2**max_level}')
+
+
+@pytest.mark.parametrize('num_classes', [2, 3])
+def test_num_classes_not_above_largest_category(small_data, num_classes):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, 'task.model.num_classes': num_classes})
+  _assert_one_line(error, 'num_classes', 'largest category id 3', 'set it to 4')
+
+
+def test_missing_annotation_file(small_data, tmp_path):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, 'task.annotation_file': str(tmp_path / 'nope.json')})
+  _assert_one_line(error, 'task.annotation_file', 'nope.json', 'does not exist')
+
+
+def test_empty_annotation_file_needs_num_examples(small_data):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, 'task.annotation_file': ''})
+  _assert_one_line(error, 'task.annotation_file is empty')
+  _validate({**small_data, 'task.annotation_file': '',
+             'task.validation_data.num_examples': 4})
+
+
+@pytest.mark.parametrize('split', ['train_data', 'validation_data'])
+def test_missing_input_files(small_data, tmp_path, split):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, f'task.{split}.input_path': str(tmp_path / 'nothing-*')})
+  _assert_one_line(error, f'task.{split}.input_path', 'matches no file')
+
+
+@pytest.mark.parametrize('key,value,words', [
+    ('task.model.backbone.asvit.pre_logits', True, ['pre_logits must be false']),
+    ('task.model.backbone.asvit.stride', 8, ['stride must be 4']),
+    ('task.model.detection_head.class_agnostic_bbox_pred', False, ['class_agnostic']),
+    ('task.model.backbone.asvit.arch', 'asvit_huge', ['asvit.arch', 'asvit_huge']),
+])
+def test_model_errors(small_data, key, value, words):
+  with pytest.raises(ValueError) as error:
+    _validate({**small_data, key: value})
+  _assert_one_line(error, *words)
+
+
+def test_detection_config_and_build_detector_check_the_model():
+  with pytest.raises(ValueError, match='not divisible'):
+    detection.detection_config([TINY_YAML], {'task': {'model': {'input_size': [96, 96, 3]}}})
+  params = detection.detection_config([TINY_YAML])  # data paths are not checked here
+  with pytest.raises(ValueError, match='not divisible'):
+    detection.build_detector(params, image_size=(160, 160))
+
+
+# ---- the nuclei data set and a tiny run ------------------------------------------------------
+@pytest.fixture(scope='module')
+def nuclei(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('nuclei_coco'))
+  return make_nuclei_coco.make_nuclei_coco(out, tile=128, val_tiles=4)
+
+
+def test_nuclei_dataset(nuclei):
+  assert (nuclei.num_train, nuclei.num_val) == (12, 4)
+  image, labels = make_nuclei_coco.read_stardist_nuclei()
+  assert image.shape == labels.shape == (512, 512)
+  assert len(np.unique(labels)) - 1 == 125
+  # Every nucleus appears (cut ones possibly twice, tiny border slivers dropped).
+  assert 120 <= nuclei.num_train_instances + nuclei.num_val_instances <= 200
+  from pycocotools import mask as mask_lib
+  data = json.load(open(nuclei.val_json))
+  assert data['categories'] == [make_nuclei_coco.CATEGORY]
+  first = data['images'][0]
+  origin = make_nuclei_coco.tile_origins(512, 512, 128)[-4]
+  tile_labels = labels[origin[0]:origin[0] + 128, origin[1]:origin[1] + 128]
+  for ann in (a for a in data['annotations'] if a['image_id'] == first['id']):
+    x, y, w, h = ann['bbox']
+    assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128
+    drawn = mask_lib.decode(mask_lib.merge(mask_lib.frPyObjects(ann['segmentation'], 128,
+                                                                128))).astype(bool)
+    values, counts = np.unique(tile_labels[drawn], return_counts=True)
+    truth = tile_labels == values[np.argmax(counts)]
+    assert (drawn & truth).sum() / (drawn | truth).sum() > 0.95
+  for pattern in (nuclei.train_pattern, nuclei.val_pattern):
+    files = tf.io.gfile.glob(pattern)
+    assert len(files) == 1
+  assert sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(nuclei.val_pattern))) == 4
+
+
+def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
+  from official.core import task_factory
+  from official.core import train_lib
+  from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
+  params = detection.detection_config([TINY_YAML], {
+      'task': {'annotation_file': nuclei.val_json,
+               'train_data': {'input_path': nuclei.train_pattern},
+               'validation_data': {'input_path': nuclei.val_pattern}},
+      'trainer': {'train_steps': 2, 'steps_per_loop': 2, 'checkpoint_interval': 2,
+                  'validation_interval': 2, 'validation_steps': 2}})
+  params.validate()
+  params.lock()
+  model_dir = str(tmp_path / 'run')
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+  runner = train_lib.OrbitExperimentRunner(
+      distribution_strategy=strategy, task=task, mode='train_and_eval', params=params,
+      model_dir=model_dir)
+  with strategy.scope():
+    runner.controller.train(steps=2)
+    logs = runner.controller.evaluate(steps=2)
+  for key in ('AP', 'AP50', 'mask_AP', 'mask_AP50'):
+    assert key in logs and np.isfinite(float(logs[key]))
+  assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-2')
+
+  # The exporter's path: a detector built from the config and the run's checkpoint.
+  detector = detection.build_detector(params, model_dir)
+  trained = runner.trainer.model
+  np.testing.assert_array_equal(detector.backbone.weights[0].numpy(),
+                                trained.backbone.weights[0].numpy())
+  np.testing.assert_array_equal(detector.mask_head.weights[-1].numpy(),
+                                trained.mask_head.weights[-1].numpy())
