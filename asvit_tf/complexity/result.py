@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,3 @@ class MetricResult:
               or (math.inf in values and -math.inf in values)
               else next(v for v in values if math.isinf(v)))
     return cls(mean=mean, values=values, bad=bad, seconds=float(seconds))
-
-  def to_dict(self) -> Dict[str, object]:
-    return dataclasses.asdict(self)

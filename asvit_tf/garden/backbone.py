@@ -6,7 +6,6 @@ Importing this module registers the backbone builder 'asvit' with
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Dict, List, Optional
 
 import tensorflow as tf
@@ -23,6 +22,7 @@ from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
+from asvit_tf.models import size
 
 
 @dataclasses.dataclass
@@ -99,14 +99,13 @@ class AsViTBackbone(tf_keras.Model):
   @property
   def output_specs(self) -> Dict[str, tf.TensorShape]:
     """Shapes of the outputs at the current tokenization."""
-    shape = self._input_specs.shape
-    h, w = shape[1], shape[2]
-    stride = self.encoder.tokenization[0]
-    specs = {}
-    for i, (level, width) in enumerate(zip(LEVELS, self.topology.stage_widths)):
-      rows = None if h is None else math.ceil(math.ceil(h / stride) / 2**i)
-      cols = None if w is None else math.ceil(math.ceil(w / stride) / 2**i)
-      specs[level] = tf.TensorShape([None, rows, cols, width])
+    h, w = self._input_specs.shape[1:3]
+    if h is None or w is None:
+      grids = [(None, None)] * len(LEVELS)
+    else:
+      grids = size.stage_grids((h, w), self.encoder.tokenization[0])
+    specs = {level: tf.TensorShape([None, rows, cols, width]) for level, (rows, cols), width
+             in zip(LEVELS, grids, self.topology.stage_widths)}
     if self._pre_logits:
       specs['pre_logits'] = tf.TensorShape([None, 1, 1, self.topology.head_width])
     return specs

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
@@ -23,6 +22,7 @@ import tf_keras
 from official.modeling import hyperparams
 
 from asvit_tf.layers.blocks import retokenization_dilation
+from asvit_tf.models import size
 
 # The published schedule (300 epochs): stride 16 until epoch ~80, stride 8 until ~132, then 4.
 PUBLISHED_EPOCHS = 300
@@ -123,14 +123,9 @@ def tokenization_at(schedule, step: int, default: Tuple[int, int]) -> Tuple[int,
   return phases[i - 1].stride, phases[i - 1].dilation
 
 
-def token_grid(image_size: Sequence[int], stride: int) -> Tuple[int, int]:
-  """Rows and columns of the stage-1 token grid of an image [H, W, ...]."""
-  return math.ceil(image_size[0] / stride), math.ceil(image_size[1] / stride)
-
-
 def tokenization_logs(image_size: Sequence[int], stride: int, dilation: int) -> dict:
   """Scalars for TensorBoard: the stage-1 grid and the tokens per image."""
-  rows, cols = token_grid(image_size, stride)
+  rows, cols = size.token_grid(image_size[:2], stride)
   return {'retokenization/stride': stride, 'retokenization/dilation': dilation,
           'retokenization/grid_rows': rows, 'retokenization/grid_cols': cols,
           'retokenization/tokens_per_image': rows * cols}

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from official.common import distribute_utils
 from official.core import config_definitions as cfg
+from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_lib
 from official.core import train_utils
@@ -29,10 +30,22 @@ MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval', 'continuous_train
          'train_and_post_eval')
 
 
+def check_config_files(config_files: Sequence[str]):
+  """FileNotFoundError (one line) for a --config_file that does not exist."""
+  for path in config_files or ():
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f'--config_file {path} does not exist')
+
+
 def parse_configuration(experiment: str, config_files: Sequence[str] = (),
                         params_override: str = '', tpu: str = '',
                         tf_data_service: str = '') -> cfg.ExperimentConfig:
   """The locked, validated experiment config; ValueError (one line) on any config error."""
+  try:
+    exp_factory.get_exp_config(experiment)
+  except LookupError:
+    raise ValueError(f'config error: unknown experiment {experiment!r}') from None
+  check_config_files(config_files)
   options = train_utils.ParseConfigOptions(
       experiment=experiment, config_file=list(config_files or []), tpu=tpu or '',
       tf_data_service=tf_data_service or '', params_override=params_override or '')

@@ -23,6 +23,7 @@ import gin
 from official.core import base_trainer
 
 from asvit_tf.garden import retokenization as retok
+from asvit_tf.models import size
 
 
 @gin.configurable
@@ -59,7 +60,7 @@ class AsViTTrainer(base_trainer.Trainer):
     due = retok.tokenization_at(self._phases, step, self._final)
     if tuple(target.tokenization) == tuple(due):
       return False
-    rows, cols = retok.token_grid(self._image_size, due[0])
+    rows, cols = size.token_grid(self._image_size[:2], due[0])
     logging.info('re-tokenization for step %d: stride/dilation %s -> %s, grid %dx%d '
                  '(%d tokens per image); re-tracing the train and eval loops', step,
                  tuple(target.tokenization), tuple(due), rows, cols, rows * cols)

@@ -116,10 +116,6 @@ class PatchEmbedding(tf_keras.layers.Layer):
     self.norm.build(tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 
-  def output_grid(self, image_size) -> Tuple[int, int]:
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    return math.ceil(h / self.stride), math.ceil(w / self.stride)
-
   def call(self, images):
     h, w = _static_hw(images, 'PatchEmbedding')
     top, bottom = embedding_padding(h, self.kernel, self.stride, self.dilation)

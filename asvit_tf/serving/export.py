@@ -13,54 +13,31 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from official.core import config_definitions as cfg
-from official.core import exp_factory
-from official.core import train_utils
 from official.vision.configs import image_classification as img_cls_cfg
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.serving import export_saved_model_lib
 
 from asvit_tf.garden import detection
-from asvit_tf.garden import registry_imports  # pylint: disable=unused-import
-from asvit_tf.garden.configs import validate_experiment
+from asvit_tf.garden import train_lib
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
 
 
 def load_params(experiment: str, config_files: Sequence[str] = (),
                 params_override: str = '') -> cfg.ExperimentConfig:
-  """Experiment config + YAML files + overrides, validated for export; ValueError on errors."""
-  try:
-    exp_factory.get_exp_config(experiment)
-  except LookupError:
-    raise ValueError(f'unknown experiment {experiment!r}') from None
-  for path in config_files:
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f'--config_file {path} does not exist')
+  """Experiment config + YAML files + overrides, checked as `asvit train` checks them, but
+  without the data files (exporting needs none); ValueError on errors."""
   if experiment == detection.DETECTION_EXPERIMENT:
-    # Its config's validate() checks the data files too; exporting needs none of them.
+    train_lib.check_config_files(config_files)
+    # Its config's validate() checks the data files too: check the model part only.
     return detection.detection_config(config_files, params_override or None,
                                       validate_data=False)
-  options = train_utils.ParseConfigOptions(
-      experiment=experiment, config_file=list(config_files), tpu='', tf_data_service='',
-      params_override=params_override or '')
-  try:
-    params = train_utils.parse_configuration(options, print_return=False)
-  except KeyError as e:
-    raise ValueError(f'config error: {e.args[0] if e.args else e}') from None
-  validate_for_export(params)
-  return params
-
-
-def validate_for_export(params: cfg.ExperimentConfig):
-  """The model part of the experiment's own checks (no data files are needed to export)."""
+  params = train_lib.parse_configuration(experiment, config_files, params_override)
   task = params.task
-  if isinstance(task, img_cls_cfg.ImageClassificationTask):
-    validate_experiment(params)
-  elif isinstance(task, maskrcnn_cfg.MaskRCNNTask):
-    detection.validate_detection(params, check_data=False)
-  else:
+  if not isinstance(task, (img_cls_cfg.ImageClassificationTask, maskrcnn_cfg.MaskRCNNTask)):
     raise ValueError(f'cannot export a {type(task).__name__}: only image classification and '
                      'Mask R-CNN experiments are supported')
+  return params
 
 
 def resolve_checkpoint(checkpoint_path: str) -> str:
