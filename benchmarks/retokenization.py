@@ -84,25 +84,23 @@ def main(argv):
     model = models.AsViT(topo, num_classes=1000)
     model(images[:1])
     full_macs = models.count_macs(topo, size, 1000)
-    phase = []
+    phases = []  # (start epoch, stride, dilation, MACs, seconds, fraction of the schedule)
     for start, stride, frac in zip(starts, strides, fractions):
       dilation = layers.retokenization_dilation(topo.kernels[0], stride)
       model.set_tokenization(stride, dilation)
       macs = models.count_macs(topo, size, 1000, stride=stride)
       seconds = time_train_step(model, images, labels, FLAGS.steps, FLAGS.jit)
-      grid = models.token_grid(size, stride)
-      phase.append((macs, seconds, frac))
+      phases.append((start, stride, dilation, macs, seconds, frac))
       print(f'{name} stride {stride}/d{dilation}: {macs / 1e9:.3f} GMACs, '
             f'{seconds * 1e3:.0f} ms/step', flush=True)
+    full_seconds = phases[-1][4]
+    for start, stride, dilation, macs, seconds, _ in phases:
+      grid = models.token_grid(size, stride)
       rows.append((name, f'{start}-', f'{stride}/{dilation}', f'{grid[0]}x{grid[1]}',
                    f'{macs / 1e9:.3f}', f'{100 * macs / full_macs:.1f}',
-                   f'{seconds * 1e3:.0f}', ''))
-    full_seconds = phase[-1][1]
-    mac_cost = sum(m * f for m, _, f in phase) / full_macs
-    time_cost = sum(s * f for _, s, f in phase) / full_seconds
-    for i, (m, s, f) in enumerate(phase):
-      rows[len(rows) - len(phase) + i] = rows[len(rows) - len(phase) + i][:7] + (
-          f'{100 * s / full_seconds:.1f}',)
+                   f'{seconds * 1e3:.0f}', f'{100 * seconds / full_seconds:.1f}'))
+    mac_cost = sum(p[3] * p[5] for p in phases) / full_macs
+    time_cost = sum(p[4] * p[5] for p in phases) / full_seconds
     mac_saving, time_saving = 1 - mac_cost, 1 - time_cost
     gap = abs(time_saving - mac_saving) / mac_saving if mac_saving else float('nan')
     summary.append((name, f'{100 * mac_saving:.1f}', f'{100 * time_saving:.1f}',
