@@ -39,6 +39,6 @@ def config_from_flags() -> reinforce.SearchConfig:
 def main(argv):
   cli_flags.check_argv('search', argv)
   result = reinforce.run_search(config_from_flags(), FLAGS.output_dir,
-                                progress=FLAGS.progress)
+                                progress=FLAGS.progress, workers=cli_flags.workers())
   print(f'seed topology: {result.seed_string}   '
         f'({len(result.records)} steps, {result.output_dir}/seed.txt)')

@@ -11,7 +11,7 @@ FLAGS = flags.FLAGS
 
 def define_common_flags(seed_help: str):
   """--image_size --repeats (None: the preset's) --seed --data --data_dir --output_dir
-  --progress."""
+  --progress --workers."""
   flags.DEFINE_integer('image_size', None, 'Input side for the metrics (paper 224, quick 32).')
   flags.DEFINE_integer('repeats', None,
                        'Initialisations each metric averages (paper 5, quick 1).')
@@ -21,6 +21,9 @@ def define_common_flags(seed_help: str):
   flags.DEFINE_string('data_dir', '', 'TFDS data directory (nothing is downloaded).')
   flags.DEFINE_string('output_dir', '', 'Where the run writes (and resumes from).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+  flags.DEFINE_integer('workers', 0, 'Processes that measure side by side (L^E and κ_Θ of a '
+                       'topology, the candidates of a grow step); 0: one per core. The '
+                       'result does not depend on it.', lower_bound=0)
 
 
 def preset_values(presets: Mapping[str, Dict], names: Sequence[str]) -> Dict:
@@ -32,6 +35,14 @@ def preset_values(presets: Mapping[str, Dict], names: Sequence[str]) -> Dict:
       value = FLAGS[name].value
       values[name] = int(round(value)) if isinstance(value, float) else value
   return values
+
+
+def workers() -> int:
+  """--workers, with 0 meaning one per core."""
+  if FLAGS.workers:
+    return FLAGS.workers
+  from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
+  return parallel.default_workers()
 
 
 def common_config() -> Dict:

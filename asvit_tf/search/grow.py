@@ -240,14 +240,17 @@ def _write_outputs(output_dir: str, records: List[Dict], config: GrowConfig, tit
 
 
 def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] = None,
-             progress: bool = True, on_measure: Optional[Callable[[Dict], None]] = None
-             ) -> GrowResult:
+             progress: bool = True, on_measure: Optional[Callable[[Dict], None]] = None,
+             workers: int = 1) -> GrowResult:
   """Runs (or resumes, or just reports a finished) scaling run in `output_dir`.
 
   Args:
     config: the run's configuration; a saved run with another one is refused.
     measure: (topology, seed) -> {'length', 'ntk', 'bad'}; default `make_measure`.
     on_measure: called after each saved candidate measurement (tests use it to stop).
+    workers: processes that measure a step's candidates side by side (default measure only;
+      the result does not depend on it). A `measure` with a `map` method (such as
+      `parallel.PoolMeasure`) is used the same way.
 
   Returns the series of accepted models (step 0 is the start) and why it stopped.
   """
@@ -256,8 +259,9 @@ def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] =
   output_dir, state = state_lib.open_run(output_dir, KIND, config)
   if state is None:
     state = _fresh_state(config)
-  if measure is None and not state['done']:
-    measure = measure_from_config(('length', 'ntk'), config)
+  owned = measure is None and not state['done']
+  if owned:
+    measure = measure_from_config(('length', 'ntk'), config, workers)
   records = state['records']
   title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
            f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
@@ -265,15 +269,17 @@ def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] =
   if not state['done']:
     _write_outputs(output_dir, records, config, title)
 
+  def save(key: str, m: Dict):
+    # Each measurement is saved as it arrives, so a kill loses at most those under way.
+    state['pending'][key] = {'length': _clean(m.get('length')), 'ntk': _clean(m.get('ntk')),
+                             'bad': bool(m.get('bad', False))}
+    state_lib.save_state(output_dir, state)
+    if on_measure is not None:
+      on_measure(state['pending'][key])
+
   def measured(key: str, topo: arch_lib.Topology, seed: int) -> Dict:
-    # Each measurement is saved before moving on, so a kill loses at most one.
     if key not in state['pending']:
-      m = measure(topo, seed)
-      state['pending'][key] = {'length': _clean(m.get('length')), 'ntk': _clean(m.get('ntk')),
-                               'bad': bool(m.get('bad', False))}
-      state_lib.save_state(output_dir, state)
-      if on_measure is not None:
-        on_measure(state['pending'][key])
+      save(key, measure(topo, seed))
     return state['pending'][key]
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
@@ -296,11 +302,19 @@ def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] =
           state.update(done=True, stop_reason=f'no candidate under --max_params '
                        f'{config.max_params} ({len(dropped)} dropped)')
           break
-        results = []
-        for i, c in enumerate(kept):
-          bar.set_postfix_str(f'step {step} candidate {i + 1}/{len(kept)}')
-          results.append(measured(c.key, c.proxy(seed_topo), step_seed))
-          bar.update(1)
+        todo = [c for c in kept if c.key not in state['pending']]
+        bar.update(len(kept) - len(todo))
+        if hasattr(measure, 'map'):
+          bar.set_postfix_str(f'step {step}: {len(todo)} of {len(kept)} candidates')
+          for i, m in measure.map([(c.proxy(seed_topo), step_seed) for c in todo]):
+            save(todo[i].key, m)
+            bar.update(1)
+        else:
+          for c in todo:
+            bar.set_postfix_str(f'step {step} candidate {kept.index(c) + 1}/{len(kept)}')
+            measured(c.key, c.proxy(seed_topo), step_seed)
+            bar.update(1)
+        results = [state['pending'][c.key] for c in kept]
         sel = select([r['length'] for r in results], [r['ntk'] for r in results])
         chosen = kept[sel.index]
         record = _model_record(step, seed_topo, chosen.width, chosen.depths,
@@ -330,6 +344,8 @@ def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] =
         bar.write(f'step {step}: {record["arch"]}  {record["params"] / 1e6:.2f} M params')
   finally:
     bar.close()
+    if owned and hasattr(measure, 'close'):
+      measure.close()
   # Final files: rewritten atomically with the same content if a kill fell among them.
   state_lib.save_state(output_dir, state)
   _write_outputs(output_dir, records, config, title + f'\n\nStopped: {state["stop_reason"]}.')

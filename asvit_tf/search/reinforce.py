@@ -144,7 +144,8 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureFn] = None,
                progress: bool = True, tensorboard: bool = True, plot_every: int = 10,
-               on_step: Optional[Callable[[Dict], None]] = None) -> SearchResult:
+               on_step: Optional[Callable[[Dict], None]] = None,
+               workers: int = 1) -> SearchResult:
   """Runs (or resumes, or just reports a finished) search in `output_dir`.
 
   Args:
@@ -153,6 +154,8 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
       on Gaussian noise or `config.data`.
     plot_every: redraw the PNG every so many steps (and at the end).
     on_step: called with each new record after its state is saved (tests use it to stop).
+    workers: processes for the default measure: a topology's L^E and κ_Θ are measured side
+      by side (the result does not depend on it).
 
   Returns the argmax topology and all step records.
   """
@@ -160,8 +163,9 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
   output_dir, state = state_lib.open_run(output_dir, KIND, config)
   if state is None:
     state = _fresh_state(config)
-  if measure is None and not state['done']:
-    measure = measure_from_config(reward_lib.reward_metrics(config.reward), config)
+  owned = measure is None and not state['done']
+  if owned:
+    measure = measure_from_config(reward_lib.reward_metrics(config.reward), config, workers)
 
   policy = policy_lib.Policy(config.seed)
   policy.load_state(state['logits'])
@@ -221,6 +225,8 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
         on_step(record)
   finally:
     bar.close()
+    if owned and hasattr(measure, 'close'):
+      measure.close()
 
   result = arch_lib.Topology.from_decisions(policy.argmax(), width=config.width)
   if not state['done']:

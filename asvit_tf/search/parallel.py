@@ -1,0 +1,150 @@
+"""Measuring topologies in worker processes: a `MeasureFn` that uses every core.
+
+Measuring a topology is two independent jobs (L^E and κ_Θ), each of which spends seconds in
+single-threaded Python (building the Keras model, tracing the forward-mode and per-image
+gradient functions) before the multi-threaded execution of its repeats. One process leaves
+a core idle for much of that time. `PoolMeasure` runs each (metric, topology, seed) job in
+one of `workers` spawned processes, each with an equal share of the intra-op threads:
+
+- `measure(topology, seed)` (the `MeasureFn` protocol, used by the search) runs the metrics
+  of one topology side by side and merges them;
+- `measure.map(items)` (used by grow) submits every metric of every candidate of a step and
+  yields each topology's merged metrics as soon as it is complete, so the caller can save it.
+
+A metric's value depends only on (topology, seed, settings): every repeat re-draws its weights
+and inputs from the seed (`asvit_tf.complexity.network`), never from a process's history, so
+the result does not depend on which worker measured what, nor on their number.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from asvit_tf import arch as arch_lib
+
+_COMPLEXITY = ('length', 'ntk')
+_worker_measures: Dict[str, object] = {}
+
+
+def default_workers() -> int:
+  """One worker per core this process may use."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # not Linux
+    return max(1, os.cpu_count() or 1)
+
+
+def _init_worker(settings: Dict, threads: int):
+  import logging  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  tf.config.threading.set_inter_op_parallelism_threads(threads)
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  for metric in _COMPLEXITY:
+    _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
+
+
+def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
+  return _worker_measures[metric](arch_lib.as_topology(arch), seed)
+
+
+def _merge(parts: Sequence[Dict]) -> Dict:
+  out: Dict[str, object] = {'bad': False}
+  for part in parts:
+    bad = bool(part.get('bad', False))
+    out.update(part)
+    out['bad'] = bool(out['bad']) or bad
+  return out
+
+
+class PoolMeasure:
+  """A `MeasureFn` (plus `map`) whose complexity metrics run in `workers` processes.
+
+  Args:
+    metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
+    workers: processes (>= 1); each gets max(1, cores // workers) intra-op threads.
+    image_size, repeats, images, batch_size, num_points, num_classes: as `make_measure`.
+
+  Use it as a context manager (or call `close`) to stop the workers. A worker that dies
+  (e.g. out of memory) raises `RuntimeError` in the caller; what was saved stays saved.
+  """
+
+  def __init__(self, metrics: Sequence[str], workers: int, image_size: int = 224,
+               repeats: int = 5, images: Optional[np.ndarray] = None, batch_size: int = 16,
+               num_points: int = 10, num_classes: int = 1000):
+    from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
+    if workers < 1:
+      raise ValueError(f'workers must be >= 1, got {workers}')
+    unknown = [m for m in metrics if m not in measure_lib.METRICS]
+    if unknown:
+      raise ValueError(f'unknown metric(s) {unknown}; known: {measure_lib.METRICS}')
+    self.metrics = tuple(metrics)
+    self.workers = int(workers)
+    self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
+    self._counts = measure_lib.make_measure(
+        tuple(m for m in self.metrics if m not in _COMPLEXITY), image_size=image_size,
+        num_classes=num_classes)
+    self._settings = dict(image_size=image_size, repeats=repeats, images=images,
+                          batch_size=batch_size, num_points=num_points,
+                          num_classes=num_classes)
+    self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+
+  def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+    if self._pool is None:
+      threads = max(1, default_workers() // self.workers)
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
+          initializer=_init_worker, initargs=(self._settings, threads))
+    return self._pool
+
+  def __call__(self, topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
+    for _, metrics in self.map([(topology, seed)]):
+      return metrics
+    raise AssertionError('unreachable')
+
+  def map(self, items: Iterable[Tuple[arch_lib.Topology, int]]
+          ) -> Iterator[Tuple[int, Dict[str, object]]]:
+    """Yields (index into `items`, metrics) for each topology, in order of completion."""
+    items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
+    parts: List[List[Dict]] = [[self._counts(t, s)] for t, s in items]
+    if not self._complexity:
+      yield from enumerate(_merge(p) for p in parts)
+      return
+    pool = self._executor()
+    futures = {}
+    for i, (topology, seed) in enumerate(items):
+      for metric in self._complexity:
+        futures[pool.submit(_measure_in_worker, metric, str(topology), seed)] = i
+    waiting = {i: len(self._complexity) for i in range(len(items))}
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        i = futures[future]
+        try:
+          parts[i].append(future.result())
+        except concurrent.futures.process.BrokenProcessPool as e:
+          raise RuntimeError(f'a measuring worker died ({e}); the saved state is intact: '
+                             'run the same command again (with fewer --workers if it ran '
+                             'out of memory)') from None
+        waiting[i] -= 1
+        if not waiting[i]:
+          yield i, _merge(parts[i])
+    finally:
+      for future in futures:
+        future.cancel()
+
+  def close(self):
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+      self._pool = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,65 @@
+"""Measuring in worker processes: the same metrics as in-process, in any completion order."""
+import pytest
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.search import grow
+from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
+from tests.search.fakes import fake_measure
+
+TINY = ['8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|32,8', '4,1,3,1|4,1,2,2|4,1,4,1|4,1,6,1|16,8']
+
+
+def test_pool_measures_what_one_process_measures():
+  items = [(arch_lib.as_topology(t), 5 + i) for i, t in enumerate(TINY)]
+  metrics = ('length', 'ntk', 'params')
+  with parallel.PoolMeasure(metrics, workers=2, image_size=16, repeats=2,
+                            batch_size=4) as pool:
+    got = dict(pool.map(items))
+    single = pool(*items[0])
+  serial = measure_lib.make_measure(metrics, image_size=16, repeats=2, batch_size=4)
+  assert sorted(got) == [0, 1]
+  for i, (topology, seed) in enumerate(items):
+    want = serial(topology, seed)
+    assert got[i]['params'] == want['params']
+    assert got[i]['bad'] is False
+    for metric in ('length', 'ntk'):
+      # one intra-op thread per worker may round differently from two: 1e-9, not bits
+      assert got[i][metric] == pytest.approx(want[metric], rel=1e-9)
+      assert len(got[i][f'{metric}_values']) == 2
+  assert single['length'] == got[0]['length'] and single['ntk'] == got[0]['ntk']
+
+
+def test_pool_rejects_bad_arguments():
+  with pytest.raises(ValueError, match='workers must be >= 1'):
+    parallel.PoolMeasure(('length',), workers=0)
+  with pytest.raises(ValueError, match='unknown metric'):
+    parallel.PoolMeasure(('speed',), workers=2)
+
+
+class _ReversedPool:
+  """A `map`-capable measure that completes the candidates of a step in reverse order."""
+
+  def __init__(self):
+    self.batches = []
+
+  def __call__(self, topology, seed):
+    return fake_measure(topology, seed)
+
+  def map(self, items):
+    items = list(items)
+    self.batches.append(len(items))
+    for i in reversed(range(len(items))):
+      yield i, fake_measure(*items[i])
+
+
+def test_grow_with_a_pool_gives_the_serial_series(tmp_path):
+  config = grow.GrowConfig(target_params=30_000_000, max_params=40_000_000, image_size=32,
+                           repeats=1, seed=3)
+  serial = grow.run_grow(config, str(tmp_path / 'a'), measure=fake_measure, progress=False)
+  pool = _ReversedPool()
+  pooled = grow.run_grow(config, str(tmp_path / 'b'), measure=pool, progress=False)
+  strip = lambda rs: [{k: v for k, v in r.items() if k != 'seconds'} for r in rs]
+  assert strip(pooled.records) == strip(serial.records)
+  # every step's candidates went out together
+  assert pool.batches == [len(r['candidates']) for r in serial.records[1:]]
