@@ -1,12 +1,14 @@
 """Seconds per search step and per grow step, both presets; projected paper search + grow.
 
     python benchmarks/search_speed.py [--presets quick,paper] [--search_steps 3]
-                                      [--grow_candidates 3] [--write]
+                                      [--grow_candidates 4] [--workers 0] [--write]
 
-A search step is timed by running the real search for a few steps (its first step also pays
+A search step is timed by running the real search for a few steps with `--workers`
+processes, as `asvit search` does (its first step also pays the workers' start and
 TensorFlow's warm-up and is reported apart). A grow step is 16 (or fewer) candidates, each
 one measurement of L^E and κ_Θ on the proxy width: a few candidates of the first step are
-timed and multiplied. Wall and CPU seconds are both reported (the machine is shared). Each
+timed, in one process and together in the worker pool as `asvit grow` measures them, and
+multiplied. Wall and CPU seconds of the single process are both reported. Each
 measurement's CPU time is also split into a fixed cost (building the network and tracing
 its tf.functions, paid once per topology) and the cost per repeat, from 1 and 3 repeats. The projection multiplies by 500 search steps (an upper bound:
 the search reuses the measurement of a topology it samples again) and by the number of
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
 from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
+from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
 from asvit_tf.search.measure import make_measure  # pylint: disable=g-import-not-at-top
 from benchmarks import _report  # pylint: disable=g-import-not-at-top
@@ -46,15 +49,29 @@ class Clock:
     return out
 
 
-def time_search(preset: str, steps: int):
+def time_search(preset: str, steps: int, workers: int):
   """[(wall, cpu)] of each search step; the first also pays TensorFlow's warm-up."""
   config = reinforce.SearchConfig(**{**reinforce.PRESETS[preset], 'steps': steps})
   laps = []
   clock = Clock()
   with tempfile.TemporaryDirectory() as out:
     reinforce.run_search(config, out, progress=False, tensorboard=False, plot_every=0,
-                         on_step=lambda record: laps.append(clock.lap()))
+                         on_step=lambda record: laps.append(clock.lap()), workers=workers)
   return laps
+
+
+def time_pool(preset: str, count: int, workers: int):
+  """Wall seconds per candidate when `count` candidates of the first grow step are measured
+  together by `workers` processes (after a warm-up measurement that starts them)."""
+  p = grow.PRESETS[preset]
+  seed = arch_lib.Topology.parse(arch_lib.SEED)
+  cands = grow.candidates(8, (1, 1, 1, 1))[:count + 1]
+  with parallel.PoolMeasure(('length', 'ntk'), workers, p['image_size'],
+                            p['repeats']) as pool:
+    pool(cands[0].proxy(seed), 0)
+    start = time.perf_counter()
+    list(pool.map([(c.proxy(seed), 1) for c in cands[1:]]))
+    return (time.perf_counter() - start) / count
 
 
 def time_candidates(preset: str, count: int):
@@ -107,15 +124,19 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--presets', default='quick,paper')
   parser.add_argument('--search_steps', type=int, default=3)
-  parser.add_argument('--grow_candidates', type=int, default=2)
+  parser.add_argument('--grow_candidates', type=int, default=4)
+  parser.add_argument('--workers', type=int, default=0,
+                      help='measuring processes (0: one per core, as the commands)')
   parser.add_argument('--write', action='store_true', help='update docs/benchmarks.md')
   args = parser.parse_args()
+  workers = args.workers or parallel.default_workers()
   load = os.getloadavg()[0]
   rows, totals, splits = [], [], []
   for preset in args.presets.split(','):
-    laps = time_search(preset, args.search_steps)
+    laps = time_search(preset, args.search_steps, workers)
     later = laps[1:] or laps
     cands, cpu = time_candidates(preset, args.grow_candidates)
+    pooled = time_pool(preset, args.grow_candidates, workers)
     g, s = grow.PRESETS[preset], reinforce.PRESETS[preset]
     steps, measurements = grow_measurements(g['target_params'], g['max_params'], g['max_steps'])
     per_repeat = max(0.0, (cpu[3] - cpu[1]) / 2)
@@ -123,29 +144,31 @@ def main():
     share = fixed / max(1e-9, fixed + g['repeats'] * per_repeat)
     splits.append(f'{preset}: {fixed:.1f} s fixed + {g["repeats"]} × {per_repeat:.1f} s '
                   f'(fixed share {100 * share:.0f} %)')
-    step_wall, step_cpu = _mean(later, 0), _mean(later, 1)
+    step_wall = _mean(later, 0)
     cand_wall, cand_cpu = _mean(cands, 0), _mean(cands, 1)
     rows.append((preset, f'{s["image_size"]}, {s["repeats"]}',
-                 f'{laps[0][0]:.0f}', f'{step_wall:.1f} / {step_cpu:.1f}',
-                 f'{cand_wall:.1f} / {cand_cpu:.1f}', f'{fixed:.1f} + {per_repeat:.1f}/repeat',
-                 f'{16 * cand_wall:.0f} / {16 * cand_cpu:.0f}',
+                 f'{laps[0][0]:.0f}', f'{step_wall:.1f}',
+                 f'{cand_wall:.1f} / {cand_cpu:.1f}', f'{pooled:.1f}',
+                 f'{fixed:.1f} + {per_repeat:.1f}/repeat', f'{16 * pooled:.0f}',
                  f'{steps} steps, {measurements} measurements'))
     print(rows[-1], flush=True)
     n = s['steps']
-    for name, step, cand in (('wall', step_wall, cand_wall), ('CPU', step_cpu, cand_cpu)):
-      totals.append(f'- **{preset}**, {name} times: search {n} × {step:.1f} s ≈ '
+    for name, cand in (('one process', cand_wall), (f'{workers} workers', pooled)):
+      step = step_wall
+      totals.append(f'- **{preset}**, grow in {name}: search {n} × {step:.1f} s ≈ '
                     f'{n * step / 60:.0f} min (no credit for re-sampled topologies) + grow '
                     f'{measurements} × {cand:.1f} s ≈ {measurements * cand / 60:.0f} min = '
                     f'**{(n * step + measurements * cand) / 60:.0f} min**.')
       print(totals[-1], flush=True)
-  header = ('preset', 'image, repeats', 'search step 0 (s)', 'search step (s, wall / CPU)',
-            'grow candidate (s, wall / CPU)', 'candidate CPU split (s)',
-            'grow step of 16 (s, wall / CPU)', 'whole grow (typical)')
-  body = [_report.markdown_table(header, rows), '', 'Projected search + grow:', ''] + totals
-  body += ['', f'Load average at the start: {load:.1f} on {os.cpu_count()} cores: other '
-           'jobs (a paper-preset scaling run among them) shared the CPU, so wall times are '
-           'inflated; CPU times (all threads of the process) are closer to what an idle '
-           'machine would take.', '',
+  header = ('preset', 'image, repeats', 'search step 0 (s)',
+            f'search step (s, {workers} workers)', 'grow candidate, one process (s, wall / CPU)',
+            f'grow candidate, {workers} workers (s)', 'candidate CPU split (s)',
+            f'grow step of 16, {workers} workers (s)', 'whole grow (typical)')
+  body = [_report.markdown_table(header, rows), '', 'Projected search + grow (wall):',
+          ''] + totals
+  body += ['', f'Load average at the start: {load:.1f} on {os.cpu_count()} cores'
+           + (' (other jobs shared the CPU: wall times are inflated).' if load > 0.5 * (
+               os.cpu_count() or 1) else ' (a quiet machine).'), '',
            'What dominates, per measured topology (CPU, grow candidate): '
            + '; '.join(splits) + '. The fixed part is building the Keras model twice (with '
            'and without LayerNorm) and tracing the tf.functions of `asvit_tf.complexity`, '
