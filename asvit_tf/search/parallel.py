@@ -27,6 +27,10 @@ import numpy as np
 from asvit_tf import arch as arch_lib
 
 _COMPLEXITY = ('length', 'ntk')
+# A worker is replaced after so many measurements: what TensorFlow keeps of each traced
+# network (and the allocator's high-water mark) is then returned to the system. Starting
+# one costs a few seconds, a measurement at 224×224 tens.
+TASKS_PER_WORKER = 24
 _worker_measures: Dict[str, object] = {}
 
 
@@ -51,7 +55,15 @@ def _init_worker(settings: Dict, threads: int):
 
 
 def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
-  return _worker_measures[metric](arch_lib.as_topology(arch), seed)
+  import gc  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  try:
+    return _worker_measures[metric](arch_lib.as_topology(arch), seed)
+  finally:
+    # Each topology leaves a model and its traced functions behind: free them, so a worker
+    # that measures hundreds of topologies does not grow.
+    tf_keras.backend.clear_session()
+    gc.collect()
 
 
 def _merge(parts: Sequence[Dict]) -> Dict:
@@ -100,7 +112,8 @@ class PoolMeasure:
       threads = max(1, default_workers() // self.workers)
       self._pool = concurrent.futures.ProcessPoolExecutor(
           max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(self._settings, threads))
+          initializer=_init_worker, initargs=(self._settings, threads),
+          max_tasks_per_child=TASKS_PER_WORKER)
     return self._pool
 
   def __call__(self, topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
