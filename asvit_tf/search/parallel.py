@@ -42,8 +42,24 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(settings: Dict, threads: int):
+def _die_with_parent(parent: int):
+  """Linux: the kernel kills this worker when the process that started it dies (a killed
+  search must not leave workers computing for nobody); if it died already, exit now."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    import signal  # pylint: disable=g-import-not-at-top
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+  except (OSError, AttributeError):  # not Linux: the pool's own shutdown has to do
+    pass
+  if os.getppid() != parent:
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _init_worker(parent: int, settings: Dict, threads: int):
   import logging  # pylint: disable=g-import-not-at-top
+  _die_with_parent(parent)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
@@ -112,7 +128,7 @@ class PoolMeasure:
       threads = max(1, default_workers() // self.workers)
       self._pool = concurrent.futures.ProcessPoolExecutor(
           max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(self._settings, threads),
+          initializer=_init_worker, initargs=(os.getpid(), self._settings, threads),
           max_tasks_per_child=TASKS_PER_WORKER)
     return self._pool
 

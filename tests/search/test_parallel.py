@@ -63,3 +63,44 @@ def test_grow_with_a_pool_gives_the_serial_series(tmp_path):
   assert strip(pooled.records) == strip(serial.records)
   # every step's candidates went out together
   assert pool.batches == [len(r['candidates']) for r in serial.records[1:]]
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+  """SIGKILL of a running grow leaves no measuring worker behind."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  script = tmp_path / 'run.py'
+  script.write_text(
+      'import sys\n'
+      'from asvit_tf.search import grow\n'
+      'if __name__ == "__main__":  # the workers are spawned: they import this file\n'
+      '  config = grow.GrowConfig(image_size=32, repeats=1, max_steps=1)\n'
+      '  grow.run_grow(config, sys.argv[1], progress=False, workers=2)\n')
+  proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / 'out')],
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+  def children():
+    out = subprocess.run(['ps', '-ww', '-eo', 'pid,ppid,cmd'], capture_output=True, text=True).stdout
+    return [int(l.split()[0]) for l in out.splitlines()[1:]
+            if 'spawn_main' in l and int(l.split()[1]) == proc.pid]
+
+  def alive(pid):
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        return f.read().rsplit(')', 1)[1].split()[0] != 'Z'  # a zombie is dead
+    except FileNotFoundError:
+      return False
+  deadline = time.time() + 120
+  while time.time() < deadline and len(children()) < 2:
+    time.sleep(0.5)
+  workers = children()
+  assert len(workers) >= 2, "the pool did not start"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 30
+  while time.time() < deadline and any(alive(p) for p in workers):
+    time.sleep(0.5)
+  assert not any(alive(p) for p in workers)
