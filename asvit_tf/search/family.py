@@ -3,7 +3,8 @@
     python -m asvit_tf.search.family runs/family_paper [--out docs/family.md]
 
 picks As-ViT Small and Base as the steps closest to the paper's 29.0 M and 52.6 M
-parameters and compares the last step with As-ViT Large.
+parameters and compares the last step with As-ViT Large. With --out, the run's scaling.png
+is copied beside the document (as family_scaling.png) and shown in it.
 """
 from __future__ import annotations
 
@@ -63,8 +64,11 @@ def closest(records: Sequence[Dict], params: float) -> Dict:
   return min(records, key=lambda r: (abs(r['params'] - params), r['step']))
 
 
-def render_doc(run_dir: str) -> str:
-  """docs/family.md for the scaling run in `run_dir`."""
+PLOT_NAME = 'family_scaling.png'
+
+
+def render_doc(run_dir: str, plot: bool = False) -> str:
+  """docs/family.md for the scaling run in `run_dir` (`plot`: link PLOT_NAME beside it)."""
   records = read_records(run_dir)
   if not records:
     raise ValueError(f'{run_dir} has no scaling steps yet')
@@ -83,6 +87,8 @@ def render_doc(run_dir: str) -> str:
   large = arch_lib.as_topology('asvit_large')
   large_params, large_macs = size.estimate_params(large), size.count_macs(large, 224)
   done = bool(state.get('done'))
+  measurements = 1 + sum(len(r.get('candidates') or []) for r in records)
+  minutes = sum(r.get('seconds') or 0.0 for r in records) / 60
   status = ('finished: ' + state.get('stop_reason', '')) if done else \
       f'in progress, {len(records)} steps so far'
   lines = [
@@ -95,11 +101,16 @@ def render_doc(run_dir: str) -> str:
       f'parameters. Run: `{run_dir}` ({status}).',
       'Parameters at 1000 classes and MACs at 224×224 are counted from the topology '
       '(`asvit_tf.models.size`); L^E and κ_Θ are measured on the proxy width C/4.',
+      f'{measurements} measurements (L^E and κ_Θ each) took {minutes:.0f} min in all: the sum '
+      'of the steps\' wall times on this machine (a step resumed after a stop counts from the '
+      'restart).',
       f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out docs/family.md`.',
       '',
       '## The series',
       '',
       series_table(records, marks),
+      '',
+      f'![scaling path]({PLOT_NAME})' if plot else '',
       '',
       '## As-ViT Small and Base',
       '',
@@ -130,9 +141,16 @@ def main(argv=None):
   parser.add_argument('run_dir', help='output dir of `asvit grow` (or its grow.jsonl)')
   parser.add_argument('--out', default='', help='write here instead of printing')
   args = parser.parse_args(argv)
-  text = render_doc(args.run_dir)
+  plot = os.path.join(args.run_dir, 'scaling.png') if os.path.isdir(args.run_dir) else ''
+  plot = plot if plot and os.path.exists(plot) and args.out else ''
+  text = render_doc(args.run_dir, plot=bool(plot))
   if args.out:
+    import shutil  # pylint: disable=g-import-not-at-top
     from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    if plot:
+      shutil.copyfile(plot, os.path.join(out_dir, PLOT_NAME))
     state_lib.atomic_write(args.out, text)
   else:
     print(text)

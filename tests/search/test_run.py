@@ -104,6 +104,12 @@ def test_grow_stops_at_the_target_and_writes_its_outputs(tmp_path):
   small = family.closest(result.records, 29.0e6)
   assert '`{}`'.format(small['arch'].replace('|', '\\|')) in doc and '**Small' in doc
   assert 'As-ViT Large (authors)' in doc and 'finished: reached --target_params' in doc
+  # the command: the document and, beside it, the scaling plot it shows
+  family.main([str(out), '--out', str(tmp_path / 'docs' / 'family.md')])
+  written = (tmp_path / 'docs' / 'family.md').read_text()
+  assert f'{1 + sum(len(r["candidates"]) for r in result.records)} measurements' in written
+  assert f'![scaling path]({family.PLOT_NAME})' in written
+  assert (tmp_path / 'docs' / family.PLOT_NAME).read_bytes() == (out / 'scaling.png').read_bytes()
 
 
 def test_grow_stops_after_max_steps(tmp_path):
