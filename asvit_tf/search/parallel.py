@@ -27,9 +27,11 @@ import numpy as np
 from asvit_tf import arch as arch_lib
 
 _COMPLEXITY = ('length', 'ntk')
-# A worker is replaced after so many measurements: what TensorFlow keeps of each traced
-# network (and the allocator's high-water mark) is then returned to the system. Starting
-# one costs a few seconds, a measurement at 224×224 tens.
+# The workers are replaced (between two calls, never during one) once they have made so many
+# measurements each: what TensorFlow keeps of each traced network, and the allocator's
+# high-water mark, is then returned to the system. Starting one costs a few seconds, a
+# measurement at 224×224 tens. (Not `max_tasks_per_child`: its replacement of a worker
+# can hang the pool in Python 3.11.)
 TASKS_PER_WORKER = 24
 _worker_measures: Dict[str, object] = {}
 
@@ -122,14 +124,17 @@ class PoolMeasure:
                           batch_size=batch_size, num_points=num_points,
                           num_classes=num_classes)
     self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+    self._tasks = 0  # submitted to the current workers
 
   def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+    if self._pool is not None and self._tasks >= TASKS_PER_WORKER * self.workers:
+      self.close()
     if self._pool is None:
+      self._tasks = 0
       threads = max(1, default_workers() // self.workers)
       self._pool = concurrent.futures.ProcessPoolExecutor(
           max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(os.getpid(), self._settings, threads),
-          max_tasks_per_child=TASKS_PER_WORKER)
+          initializer=_init_worker, initargs=(os.getpid(), self._settings, threads))
     return self._pool
 
   def __call__(self, topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
@@ -150,6 +155,7 @@ class PoolMeasure:
     for i, (topology, seed) in enumerate(items):
       for metric in self._complexity:
         futures[pool.submit(_measure_in_worker, metric, str(topology), seed)] = i
+        self._tasks += 1
     waiting = {i: len(self._complexity) for i in range(len(items))}
     try:
       for future in concurrent.futures.as_completed(futures):

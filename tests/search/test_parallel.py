@@ -10,13 +10,16 @@ from tests.search.fakes import fake_measure
 TINY = ['8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|32,8', '4,1,3,1|4,1,2,2|4,1,4,1|4,1,6,1|16,8']
 
 
-def test_pool_measures_what_one_process_measures():
+def test_pool_measures_what_one_process_measures(monkeypatch):
   items = [(arch_lib.as_topology(t), 5 + i) for i, t in enumerate(TINY)]
   metrics = ('length', 'ntk', 'params')
+  monkeypatch.setattr(parallel, 'TASKS_PER_WORKER', 2)  # the map's 4 jobs use them up
   with parallel.PoolMeasure(metrics, workers=2, image_size=16, repeats=2,
                             batch_size=4) as pool:
     got = dict(pool.map(items))
-    single = pool(*items[0])
+    first_workers = pool._pool  # pylint: disable=protected-access
+    single = pool(*items[0])  # on new workers
+    assert pool._pool is not first_workers  # pylint: disable=protected-access
   serial = measure_lib.make_measure(metrics, image_size=16, repeats=2, batch_size=4)
   assert sorted(got) == [0, 1]
   for i, (topology, seed) in enumerate(items):
