@@ -192,6 +192,13 @@ def asvit_seed(**kwargs) -> AsViT:
 
 
 @register_model
+def asvit_small(**kwargs) -> AsViT:
+  """As-ViT Small: step 6 of our scaling run of the official seed (docs/family.md),
+  29.87 M params, 5.90 G MACs at 224 (paper: 29.0 M, 5.3 G)."""
+  return AsViT(arch_lib.VARIANTS['asvit_small'], **kwargs)
+
+
+@register_model
 def asvit_large(**kwargs) -> AsViT:
   """As-ViT Large, the authors' string (87.58 M params, 22.36 G MACs at 224)."""
   return AsViT(arch_lib.VARIANTS['asvit_large'], **kwargs)
