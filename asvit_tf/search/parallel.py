@@ -13,7 +13,8 @@ one of `workers` spawned processes, each with an equal share of the intra-op thr
 
 A metric's value depends only on (topology, seed, settings): every repeat re-draws its weights
 and inputs from the seed (`asvit_tf.complexity.network`), never from a process's history, so
-the result does not depend on which worker measured what, nor on their number.
+the result does not depend on which worker measured what. Their number sets the intra-op
+threads of each, which may round the last bits differently (about 1e-15 relative).
 """
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
     plot_every: redraw the PNG every so many steps (and at the end).
     on_step: called with each new record after its state is saved (tests use it to stop).
     workers: processes for the default measure: a topology's L^E and κ_Θ are measured side
-      by side (the result does not depend on it).
+      by side (the result does not depend on it, but for floating-point rounding).
 
   Returns the argmax topology and all step records.
   """
