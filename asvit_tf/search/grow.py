@@ -249,8 +249,8 @@ def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] =
     measure: (topology, seed) -> {'length', 'ntk', 'bad'}; default `make_measure`.
     on_measure: called after each saved candidate measurement (tests use it to stop).
     workers: processes that measure a step's candidates side by side (default measure only;
-      the result does not depend on it, but for floating-point rounding). A `measure` with a `map` method (such as
-      `parallel.PoolMeasure`) is used the same way.
+      the result does not depend on it, but for floating-point rounding). A `measure` with
+      a `map` method (such as `parallel.PoolMeasure`) is used the same way.
 
   Returns the series of accepted models (step 0 is the start) and why it stopped.
   """
