@@ -199,6 +199,13 @@ def asvit_small(**kwargs) -> AsViT:
 
 
 @register_model
+def asvit_base(**kwargs) -> AsViT:
+  """As-ViT Base: step 8 of our scaling run of the official seed (docs/family.md),
+  57.70 M params, 12.52 G MACs at 224 (paper: 52.6 M, 8.9 G)."""
+  return AsViT(arch_lib.VARIANTS['asvit_base'], **kwargs)
+
+
+@register_model
 def asvit_large(**kwargs) -> AsViT:
   """As-ViT Large, the authors' string (87.58 M params, 22.36 G MACs at 224)."""
   return AsViT(arch_lib.VARIANTS['asvit_large'], **kwargs)

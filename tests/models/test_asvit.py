@@ -116,7 +116,7 @@ def test_xla_forward_matches_eager():
 
 @pytest.mark.parametrize('name, params, macs', [
     ('asvit_seed', 2.32e6, 0.49e9), ('asvit_small', 29.87e6, 5.90e9),
-    ('asvit_large', 87.58e6, 22.36e9)])
+    ('asvit_base', 57.70e6, 12.52e9), ('asvit_large', 87.58e6, 22.36e9)])
 def test_reference_sizes(name, params, macs):
   model = models.create_model(name, image_size=32)
   assert models.count_params(model) == pytest.approx(params, rel=0.005)
@@ -152,7 +152,7 @@ def test_count_macs_by_hand_for_a_tiny_network():
 
 
 def test_create_model_errors_and_names():
-  assert {'asvit_seed', 'asvit_small', 'asvit_large'} <= set(models.model_names())
+  assert {'asvit_seed', 'asvit_small', 'asvit_base', 'asvit_large'} <= set(models.model_names())
   with pytest.raises(ValueError, match="unknown model 'asvit_tiny'"):
     models.create_model('asvit_tiny')
   with pytest.raises(ValueError, match='num_classes must be >= 1'):
