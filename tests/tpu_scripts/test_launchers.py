@@ -32,6 +32,14 @@ def test_train_command():
   assert os.path.exists(os.path.join(REPO, argv[4].split('=', 1)[1]))
 
 
+@pytest.mark.parametrize('variant', ['small', 'base'])
+def test_train_command_of_each_variant(variant):
+  argv = _dry('train.sh', f'--variant={variant}', '--model_dir=gs://bucket/run')
+  config = f'official_configs/asvit_{variant}_imagenet_tpu.yaml'
+  assert f'--config_file={config}' in argv
+  assert os.path.exists(os.path.join(REPO, config))
+
+
 def test_search_grow_export_commands():
   assert _dry('search.sh', '--output_dir=gs://b/s', '--data=imagenet2012',
               '--data_dir=gs://b/tfds') == [
