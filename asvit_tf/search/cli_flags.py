@@ -22,8 +22,9 @@ def define_common_flags(seed_help: str):
   flags.DEFINE_string('output_dir', '', 'Where the run writes (and resumes from).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
   flags.DEFINE_integer('workers', 0, 'Processes that measure side by side (L^E and κ_Θ of a '
-                       'topology, the candidates of a grow step); 0: one per core. The '
-                       'result does not depend on it.', lower_bound=0)
+                       'topology, the candidates of a grow step); 0: one per core. Each '
+                       'holds one measurement in memory (up to ~9 GB at 224 px late in a '
+                       'paper-preset grow): use fewer when memory is short.', lower_bound=0)
 
 
 def preset_values(presets: Mapping[str, Dict], names: Sequence[str]) -> Dict:
