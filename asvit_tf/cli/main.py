@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Callable, List, Optional
 
+from asvit_tf.errors import UserFacingError
+
 COMMANDS = {
     'describe': ('asvit_tf.cli.describe', 'per-stage table of a topology: grid, width, '
                  'heads, window, blocks, params, MACs'),
@@ -47,7 +49,8 @@ def user_errors(main: Callable[[List[str]], Optional[int]]):
   def wrapped(argv):
     try:
       return main(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+            UserFacingError) as e:
       fail(str(e) or type(e).__name__)
   return wrapped
 

@@ -26,6 +26,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserFacingError
 
 _COMPLEXITY = ('length', 'ntk')
 # The workers are replaced (between two calls, never during one) once they have made so many
@@ -35,6 +36,10 @@ _COMPLEXITY = ('length', 'ntk')
 # can hang the pool in Python 3.11.)
 TASKS_PER_WORKER = 24
 _worker_measures: Dict[str, object] = {}
+
+
+class WorkerDied(UserFacingError):
+  """A measuring process died (killed, e.g. for memory); the pool is closed."""
 
 
 def default_workers() -> int:
@@ -103,7 +108,7 @@ class PoolMeasure:
     image_size, repeats, images, batch_size, num_points, num_classes: as `make_measure`.
 
   Use it as a context manager (or call `close`) to stop the workers. A worker that dies
-  (e.g. out of memory) raises `RuntimeError` in the caller; what was saved stays saved.
+  (e.g. out of memory) raises `WorkerDied` in the caller; what was saved stays saved.
   """
 
   def __init__(self, metrics: Sequence[str], workers: int, image_size: int = 224,
@@ -163,10 +168,11 @@ class PoolMeasure:
         i = futures[future]
         try:
           parts[i].append(future.result())
-        except concurrent.futures.process.BrokenProcessPool as e:
-          raise RuntimeError(f'a measuring worker died ({e}); the saved state is intact: '
-                             'run the same command again (with fewer --workers if it ran '
-                             'out of memory)') from None
+        except concurrent.futures.process.BrokenProcessPool:
+          self.close()
+          raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
+                           'saved: run the same command again, with fewer --workers if '
+                           'memory is short') from None
         waiting[i] -= 1
         if not waiting[i]:
           yield i, _merge(parts[i])

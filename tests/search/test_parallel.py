@@ -107,3 +107,20 @@ def test_workers_die_with_a_killed_parent(tmp_path):
   while time.time() < deadline and any(alive(p) for p in workers):
     time.sleep(0.5)
   assert not any(alive(p) for p in workers)
+
+
+def test_a_killed_worker_is_one_clear_error():
+  import threading
+  import time
+  pool = parallel.PoolMeasure(('length',), workers=1, image_size=64, repeats=3)
+
+  def kill_the_worker():
+    while pool._pool is None or not pool._pool._processes:  # pylint: disable=protected-access
+      time.sleep(0.1)
+    time.sleep(1)
+    for process in list(pool._pool._processes.values()):  # pylint: disable=protected-access
+      process.kill()
+  threading.Thread(target=kill_the_worker, daemon=True).start()
+  with pytest.raises(parallel.WorkerDied, match='run the same command again'):
+    list(pool.map([(arch_lib.as_topology(TINY[0]), 0)]))
+  assert pool._pool is None  # pylint: disable=protected-access
