@@ -19,6 +19,14 @@ MeasureFn = Callable[[arch_lib.Topology, int], Dict[str, object]]
 METRICS = ('length', 'ntk', 'params', 'macs')
 
 
+def check_metrics(metrics: Sequence[str]) -> tuple:
+  """`metrics` as a tuple; a ValueError names any not in METRICS."""
+  unknown = [m for m in metrics if m not in METRICS]
+  if unknown:
+    raise ValueError(f'unknown metric(s) {unknown}; known: {METRICS}')
+  return tuple(metrics)
+
+
 def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
                  images: Optional[np.ndarray] = None, batch_size: int = 16,
                  num_points: int = 10, num_classes: int = 1000) -> MeasureFn:
@@ -30,10 +38,7 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
     repeats: independent initialisations each complexity metric averages over.
     images: optional [B, H, W, 3] batch for κ_Θ (default: Gaussian noise).
   """
-  unknown = [m for m in metrics if m not in METRICS]
-  if unknown:
-    raise ValueError(f'unknown metric(s) {unknown}; known: {METRICS}')
-  metrics = tuple(metrics)
+  metrics = check_metrics(metrics)
 
   def measure(topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
     out: Dict[str, object] = {'bad': False}

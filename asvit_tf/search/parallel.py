@@ -91,11 +91,11 @@ def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
 
 
 def _merge(parts: Sequence[Dict]) -> Dict:
-  out: Dict[str, object] = {'bad': False}
+  """One topology's metrics from the parts measured apart; bad if any part is."""
+  out: Dict[str, object] = {}
   for part in parts:
-    bad = bool(part.get('bad', False))
     out.update(part)
-    out['bad'] = bool(out['bad']) or bad
+  out['bad'] = any(bool(part.get('bad', False)) for part in parts)
   return out
 
 
@@ -117,10 +117,7 @@ class PoolMeasure:
     from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
     if workers < 1:
       raise ValueError(f'workers must be >= 1, got {workers}')
-    unknown = [m for m in metrics if m not in measure_lib.METRICS]
-    if unknown:
-      raise ValueError(f'unknown metric(s) {unknown}; known: {measure_lib.METRICS}')
-    self.metrics = tuple(metrics)
+    self.metrics = measure_lib.check_metrics(metrics)
     self.workers = int(workers)
     self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
     self._counts = measure_lib.make_measure(

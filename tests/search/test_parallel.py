@@ -124,3 +124,15 @@ def test_a_killed_worker_is_one_clear_error():
   with pytest.raises(parallel.WorkerDied, match='run the same command again'):
     list(pool.map([(arch_lib.as_topology(TINY[0]), 0)]))
   assert pool._pool is None  # pylint: disable=protected-access
+
+
+def test_a_part_that_is_bad_makes_the_topology_bad():
+  """Whatever order the metrics of a topology come back in, one bad part marks it bad."""
+  counts = {'params': 5, 'bad': False}
+  bad_ntk = {'ntk': float('inf'), 'ntk_values': [float('inf')], 'bad': True}
+  length = {'length': 0.5, 'length_values': [0.5], 'bad': False}
+  for parts in ([counts, bad_ntk, length], [counts, length, bad_ntk]):
+    merged = parallel._merge(parts)  # pylint: disable=protected-access
+    assert merged['bad'] is True
+    assert merged['length'] == 0.5 and merged['params'] == 5 and merged['ntk'] == float('inf')
+  assert parallel._merge([counts, length])['bad'] is False  # pylint: disable=protected-access
