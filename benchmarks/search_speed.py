@@ -60,17 +60,22 @@ def time_search(preset: str, steps: int, workers: int):
   return laps
 
 
+def first_step_proxies(count: int):
+  """A warm-up topology and `count` candidates of the first grow step, at proxy width."""
+  seed = arch_lib.Topology.parse(arch_lib.SEED)
+  return [c.proxy(seed) for c in grow.candidates(8, (1, 1, 1, 1))[:count + 1]]
+
+
 def time_pool(preset: str, count: int, workers: int):
   """Wall seconds per candidate when `count` candidates of the first grow step are measured
   together by `workers` processes (after a warm-up measurement that starts them)."""
   p = grow.PRESETS[preset]
-  seed = arch_lib.Topology.parse(arch_lib.SEED)
-  cands = grow.candidates(8, (1, 1, 1, 1))[:count + 1]
+  warm_up, *cands = first_step_proxies(count)
   with parallel.PoolMeasure(('length', 'ntk'), workers, p['image_size'],
                             p['repeats']) as pool:
-    pool(cands[0].proxy(seed), 0)
+    pool(warm_up, 0)
     start = time.perf_counter()
-    list(pool.map([(c.proxy(seed), 1) for c in cands[1:]]))
+    list(pool.map([(c, 1) for c in cands]))
     return (time.perf_counter() - start) / count
 
 
@@ -78,18 +83,17 @@ def time_candidates(preset: str, count: int):
   """[(wall, cpu)] of `count` candidate measurements of the first grow step (after a
   warm-up measurement), and the CPU seconds of the same candidate at 1 and at 3 repeats."""
   p = grow.PRESETS[preset]
-  seed = arch_lib.Topology.parse(arch_lib.SEED)
-  cands = grow.candidates(8, (1, 1, 1, 1))[:count + 1]
+  warm_up, *cands = first_step_proxies(count)
   full = make_measure(('length', 'ntk'), p['image_size'], p['repeats'])
-  full(cands[0].proxy(seed), 0)  # warm-up: TensorFlow's first trace, not a candidate's cost
+  full(warm_up, 0)  # warm-up: TensorFlow's first trace, not a candidate's cost
   clock = Clock()
   laps = []
-  for c in cands[1:]:
-    full(c.proxy(seed), 1)
+  for c in cands:
+    full(c, 1)
     laps.append(clock.lap())
   cpu = {}
   for repeats in (1, 3):
-    make_measure(('length', 'ntk'), p['image_size'], repeats)(cands[1].proxy(seed), 2)
+    make_measure(('length', 'ntk'), p['image_size'], repeats)(cands[0], 2)
     cpu[repeats] = clock.lap()[1]
   return laps, cpu
 
