@@ -2,6 +2,7 @@
 
     python benchmarks/search_speed.py [--presets quick,paper] [--search_steps 3]
                                       [--grow_candidates 4] [--workers 0] [--write]
+                                      [--search_run DIR] [--grow_run DIR]
 
 A search step is timed by running the real search for a few steps with `--workers`
 processes, as `asvit search` does (its first step also pays the workers' start and
@@ -14,10 +15,16 @@ its tf.functions, paid once per topology) and the cost per repeat, from 1 and 3 
 the search reuses the measurement of a topology it samples again) and by the number of
 measurements of a whole scaling run, counted by replaying the grow with stand-in metrics
 that pick a random candidate (the real path depends on the metrics).
+
+`--search_run` and `--grow_run` add what real runs of `asvit search` and `asvit grow` logged
+(their JSONL records: seconds per step, which search steps re-used a measurement): the
+summed step times, and the share of search steps that measured a new topology, which then
+replaces the upper bound in the projection.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -120,6 +127,29 @@ def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, ru
   return tuple(round(statistics.mean(c[i] for c in counts)) for i in range(2))
 
 
+def read_run(directory: str, kind: str):
+  """Figures of a real run from its JSONL log: a dict with 'steps', 'measured' (topologies
+  measured), 'seconds' (summed step wall time) and, for a search, 'cached' (steps that
+  re-used a measurement) and 'result' (the derived topology after the last step)."""
+  log = os.path.join(directory, reinforce.LOG_FILE if kind == 'search' else grow.LOG_FILE)
+  if not os.path.exists(log):
+    raise SystemExit(f'error: no {os.path.basename(log)} in {directory}')
+  with open(log) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  if not records:
+    raise SystemExit(f'error: {log} has no records')
+  out = {'steps': len(records), 'seconds': sum(r['seconds'] for r in records)}
+  if kind == 'search':
+    out['cached'] = sum(bool(r['cached']) for r in records)
+    out['measured'] = out['steps'] - out['cached']
+    out['result'] = records[-1]['derived']
+  else:
+    out['measured'] = sum(1 + len(r['candidates']) if r['step'] == 0 else len(r['candidates'])
+                          for r in records)
+    out['result'] = records[-1]['arch']
+  return out
+
+
 def _mean(laps, i):
   return statistics.mean(l[i] for l in laps)
 
@@ -131,8 +161,14 @@ def main():
   parser.add_argument('--grow_candidates', type=int, default=4)
   parser.add_argument('--workers', type=int, default=0,
                       help='measuring processes (0: one per core, as the commands)')
+  parser.add_argument('--search_run', default='',
+                      help='output dir of a real `asvit search` run to report')
+  parser.add_argument('--grow_run', default='',
+                      help='output dir of a real `asvit grow` run to report')
   parser.add_argument('--write', action='store_true', help='update docs/benchmarks.md')
   args = parser.parse_args()
+  runs = {kind: read_run(d, kind) for kind, d in (('search', args.search_run),
+                                                   ('grow', args.grow_run)) if d}
   workers = args.workers or parallel.default_workers()
   load = os.getloadavg()[0]
   rows, totals, splits = [], [], []
@@ -156,11 +192,16 @@ def main():
                  f'{fixed:.1f} + {per_repeat:.1f}/repeat', f'{16 * pooled:.0f}',
                  f'{steps} steps, {measurements} measurements'))
     print(rows[-1], flush=True)
-    n = s['steps']
+    n, credit = s['steps'], '(no credit for re-sampled topologies)'
+    if preset == 'paper' and 'search' in runs:
+      real = runs['search']
+      n = round(s['steps'] * real['measured'] / real['steps'])
+      credit = (f'(the {real["measured"]} of {real["steps"]} steps of the real search that '
+                f'measured a new topology, scaled to {s["steps"]})')
     for name, cand in (('one process', cand_wall), (f'{workers} workers', pooled)):
       step = step_wall
       totals.append(f'- **{preset}**, grow in {name}: search {n} × {step:.1f} s ≈ '
-                    f'{n * step / 60:.0f} min (no credit for re-sampled topologies) + grow '
+                    f'{n * step / 60:.0f} min {credit} + grow '
                     f'{measurements} × {cand:.1f} s ≈ {measurements * cand / 60:.0f} min = '
                     f'**{(n * step + measurements * cand) / 60:.0f} min**.')
       print(totals[-1], flush=True)
@@ -170,6 +211,18 @@ def main():
             f'grow step of 16, {workers} workers (s)', 'whole grow (typical)')
   body = [_report.markdown_table(header, rows), '', 'Projected search + grow (wall):',
           ''] + totals
+  if runs:
+    run_rows = [(kind, r['steps'], r['measured'], f'{r["seconds"] / 60:.1f}',
+                 f'{r["seconds"] / max(1, r["measured"]):.1f}', f'`{r["result"]}`')
+                for kind, r in runs.items()]
+    body += ['', 'Real runs (summed step wall times from their logs):', '',
+             _report.markdown_table(('run', 'steps', 'topologies measured', 'minutes',
+                                     's per measured topology', 'result'), run_rows)]
+    print(body[-1])
+    if len(runs) == 2:
+      total = sum(r['seconds'] for r in runs.values()) / 60
+      body += ['', f'Real search + grow: **{total:.0f} min** (target: 120 min).']
+      print(body[-1])
   body += ['', f'Load average at the start: {load:.1f} on {os.cpu_count()} cores'
            + (' (other jobs shared the CPU: wall times are inflated).' if load > 0.5 * (
                os.cpu_count() or 1) else ' (a quiet machine).'), '',

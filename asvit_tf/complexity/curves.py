@@ -3,7 +3,9 @@
 
 The input is the great circle x(θ) = u0 cos θ + u1 sin θ through two orthonormal directions
 of R^(H·W·3), sampled at θ_k = linspace(0, 2π, n) (both ends, no √N scale). h(θ) are the
-pooled features of the network with LayerNorms removed, in training mode. All n points go
+pooled features of the network with LayerNorms removed, in training mode. The curve is
+2π-periodic, so θ_{n−1} = 2π is the point θ_0 = 0 again: its terms are those of θ_0, counted
+twice as the sum asks, and the network sees only the n − 1 distinct points. Those go
 through the network as one batch: one forward-mode pass with tangent 1 on every θ_k gives
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
 own θ only), and a second accumulator around the first gives a_k = d²h/dθ².
@@ -43,6 +45,19 @@ def angles(num_points: int) -> np.ndarray:
   if num_points < 1:
     raise ValueError(f'num_points must be >= 1, got {num_points}')
   return np.linspace(0.0, 2.0 * np.pi, num_points)
+
+
+def distinct_angles(theta: np.ndarray) -> np.ndarray:
+  """The angles without the last when it closes the circle (θ = 2π is θ = 0 again)."""
+  return theta[:-1] if len(theta) >= 2 else theta
+
+
+def with_period_end(per_point: np.ndarray, num_points: int) -> np.ndarray:
+  """Per-point values of `distinct_angles`, completed to all `num_points` angles: the
+  point at 2π gets the values of the point at 0."""
+  if num_points >= 2:
+    per_point = np.concatenate([per_point, per_point[:1]])
+  return per_point
 
 
 def curve_points(u0, u1, theta):
@@ -162,12 +177,13 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     return point_products(v, a)
   run = network_lib.compile_mode(products, mode)
 
-  theta = tf.constant(theta_np, net.dtype)
+  theta = tf.constant(distinct_angles(theta_np), net.dtype)
   for r in range(repeats):
     net.reinitialise(seed, r)
     u0, u1 = input_curve(shape, seed, r)
     out = run(tf.constant(u0, net.dtype), tf.constant(u1, net.dtype), theta)
-    result = metrics_from_products({k: t.numpy() for k, t in out.items()})
+    result = metrics_from_products(
+        {k: with_period_end(t.numpy(), num_points) for k, t in out.items()})
     for m in metrics:
       values[m].append(result[m])
     logging.vlog(1, 'curve metrics repeat %d/%d: %s', r + 1, repeats, result)

@@ -104,7 +104,8 @@ class PoolMeasure:
 
   Args:
     metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
-    workers: processes (>= 1); each gets max(1, cores // workers) intra-op threads.
+    workers: processes (>= 1).
+    threads: intra-op threads of each (default max(1, cores // workers)).
     image_size, repeats, images, batch_size, num_points, num_classes: as `make_measure`.
 
   Use it as a context manager (or call `close`) to stop the workers. A worker that dies
@@ -113,10 +114,13 @@ class PoolMeasure:
 
   def __init__(self, metrics: Sequence[str], workers: int, image_size: int = 224,
                repeats: int = 5, images: Optional[np.ndarray] = None, batch_size: int = 16,
-               num_points: int = 10, num_classes: int = 1000):
+               num_points: int = 10, num_classes: int = 1000, threads: Optional[int] = None):
     from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
     if workers < 1:
       raise ValueError(f'workers must be >= 1, got {workers}')
+    if threads is not None and threads < 1:
+      raise ValueError(f'threads must be >= 1, got {threads}')
+    self.threads = threads or max(1, default_workers() // int(workers))
     self.metrics = measure_lib.check_metrics(metrics)
     self.workers = int(workers)
     self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
@@ -134,10 +138,9 @@ class PoolMeasure:
       self.close()
     if self._pool is None:
       self._tasks = 0
-      threads = max(1, default_workers() // self.workers)
       self._pool = concurrent.futures.ProcessPoolExecutor(
           max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(os.getpid(), self._settings, threads))
+          initializer=_init_worker, initargs=(os.getpid(), self._settings, self.threads))
     return self._pool
 
   def __call__(self, topology: arch_lib.Topology, seed: int) -> Dict[str, object]:

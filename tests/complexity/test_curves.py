@@ -145,6 +145,28 @@ def test_metrics_from_products_formulas():
   assert out == {'length': 8.0, 'curvature': 2.0, 'curvature_length': 4.0}
 
 
+def test_the_point_at_2pi_is_the_point_at_0(float64):
+  """The network sees n - 1 points; the sums still count θ = 2π (the point θ = 0 again), as
+  they would with all n points through the network."""
+  size, n, seed = 32, 6, 2
+  got = complexity.curve_metrics(TINY, image_size=size, num_points=n, repeats=1, seed=seed)
+  shape = (size, size, 3)
+  net = network.Network(network.model_factory(TINY), False, shape)
+  net.reinitialise(seed, 0)
+  u0, u1 = curves.input_curve(shape, seed, 0)
+  features = lambda x: net.model.features(x, training=True)
+  _, v, a = curves.derivatives(features, tf.constant(u0), tf.constant(u1),
+                               tf.constant(curves.angles(n)))
+  every = curves.point_products(v, a)
+  np.testing.assert_allclose(every['vv'][-1], every['vv'][0], rtol=1e-12)
+  want = curves.metrics_from_products({k: t.numpy() for k, t in every.items()})
+  for metric in complexity.CURVE_METRICS:
+    assert _rel(got[metric].mean, want[metric]) < 1e-12, metric
+  assert list(curves.distinct_angles(curves.angles(n))) == list(curves.angles(n)[:-1])
+  assert list(curves.with_period_end(np.arange(5.0), n)) == [0, 1, 2, 3, 4, 0]
+  assert list(curves.distinct_angles(curves.angles(1))) == [0.0]
+
+
 def test_input_curve_is_orthonormal():
   u0, u1 = curves.input_curve((8, 8, 3), seed=4, repeat=1)
   assert u0.shape == (8, 8, 3)
