@@ -2,6 +2,7 @@
 import pytest
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.models import size
 from asvit_tf.search import grow
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import parallel
@@ -38,6 +39,8 @@ def test_pool_rejects_bad_arguments():
     parallel.PoolMeasure(('length',), workers=0)
   with pytest.raises(ValueError, match='unknown metric'):
     parallel.PoolMeasure(('speed',), workers=2)
+  with pytest.raises(ValueError, match='threads must be >= 1'):
+    parallel.PoolMeasure(('length',), workers=2, threads=0)
 
 
 class _ReversedPool:
@@ -136,3 +139,16 @@ def test_a_part_that_is_bad_makes_the_topology_bad():
     assert merged['bad'] is True
     assert merged['length'] == 0.5 and merged['params'] == 5 and merged['ntk'] == float('inf')
   assert parallel._merge([counts, length])['bad'] is False  # pylint: disable=protected-access
+
+
+def test_jobs_go_costliest_first():
+  """A grow step's jobs start with the costliest topology (by MACs), κ_Θ before L^E, each
+  job once, so the short jobs come last and the workers finish together."""
+  seed = arch_lib.Topology.parse(arch_lib.SEED)
+  items = [(c.proxy(seed), 3) for c in grow.candidates(8, (1, 1, 1, 1))]
+  jobs = parallel._longest_first(items, ('length', 'ntk'), 224)  # pylint: disable=protected-access
+  assert sorted(jobs) == sorted((i, m) for i in range(len(items)) for m in ('length', 'ntk'))
+  macs = [size.count_macs(items[i][0], 224, None) for i, _ in jobs]
+  assert macs == sorted(macs, reverse=True)
+  assert items[jobs[0][0]][0].depths == (2, 1, 1, 1)  # a 56×56-token block costs the most
+  assert [m for _, m in jobs[:2]] == ['ntk', 'length'] and jobs[0][0] == jobs[1][0]
