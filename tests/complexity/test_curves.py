@@ -10,8 +10,10 @@ import tensorflow as tf
 
 from asvit_tf import complexity
 from asvit_tf.complexity import curves
+from asvit_tf.complexity import dual
 from asvit_tf.complexity import network
 from asvit_tf.complexity import reference
+from asvit_tf.models import asvit
 from tests.complexity.conftest import TINY
 from tests.complexity.conftest import linear_factory
 
@@ -165,6 +167,48 @@ def test_the_point_at_2pi_is_the_point_at_0(float64):
   assert list(curves.distinct_angles(curves.angles(n))) == list(curves.angles(n)[:-1])
   assert list(curves.with_period_end(np.arange(5.0), n)) == [0, 1, 2, 3, 4, 0]
   assert list(curves.distinct_angles(curves.angles(1))) == [0.0]
+
+
+PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 windows, odd merges
+
+
+@pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
+def test_velocity_by_hand_equals_the_accumulator(float64, arch, size):
+  """`dual` pushes the tangent through the layers by hand: the same h and v = dh/dθ as
+  ForwardAccumulator, with padded windows and odd patch mergings too."""
+  shape, n = (size, size, 3), 5
+  net = network.Network(network.model_factory(arch), False, shape)
+  net.reinitialise(4, 0)
+  assert dual.supports(net.model)
+  u0, u1 = (tf.constant(u) for u in curves.input_curve(shape, 4, 0))
+  theta = tf.constant(curves.angles(n))
+  features = lambda x: net.model.features(x, training=True)
+  h, v, _ = curves.derivatives(features, u0, u1, theta, second_order=False)
+  h2, v2 = dual.features_and_velocity(net.model, curves.curve_points(u0, u1, theta),
+                                      curves.curve_tangents(u0, u1, theta))
+  np.testing.assert_allclose(h2.numpy(), h.numpy(), rtol=1e-12, atol=0)
+  np.testing.assert_allclose(v2.numpy(), v.numpy(), rtol=1e-9, atol=1e-12 * np.abs(v).max())
+
+
+def test_length_by_hand_equals_length_with_curvature():
+  """L^E alone (by hand) is the L^E of the accumulator pass that curvature takes."""
+  alone = complexity.length_distortion(PADDED, image_size=40, num_points=10, repeats=2, seed=5)
+  both = complexity.curve_metrics(PADDED, image_size=40, num_points=10, repeats=2, seed=5,
+                                  metrics=('length', 'curvature'))
+  np.testing.assert_allclose(alone.values, both['length'].values, rtol=1e-5)
+
+
+def test_velocity_by_hand_only_for_the_curve_network():
+  def built(**kwargs):
+    return network.Network(lambda ln: asvit.AsViT(TINY, num_classes=1, **kwargs), False,
+                           (32, 32, 3)).model
+  assert dual.supports(built(use_layer_norm=False))
+  assert not dual.supports(built(use_layer_norm=True))
+  assert not dual.supports(built(use_layer_norm=False, drop_path_rate=0.1))
+  assert not dual.supports(linear_factory(np.ones((48, 2), 'float32'))(False))
+  with pytest.raises(ValueError, match='without LayerNorm'):
+    dual.features_and_velocity(built(use_layer_norm=True), tf.zeros([1, 32, 32, 3]),
+                               tf.zeros([1, 32, 32, 3]))
 
 
 def test_input_curve_is_orthonormal():

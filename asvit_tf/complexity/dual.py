@@ -1,0 +1,108 @@
+"""The velocity of As-ViT's features along an input curve, pushed through by hand.
+
+L^E needs v = dh/dθ, the forward-mode derivative of the pooled features. `tf.autodiff.
+ForwardAccumulator` computes it op by op, each op's JVP as the transpose of its VJP, which on
+this network costs about 4.5 forward passes. Here the tangent travels beside the activations
+through the same layers, written out once for the network the curve metrics measure
+(LayerNorms removed, no drop path):
+
+- linear maps (the patch embedding conv, Dense kernels, pads, windows, patch merging,
+  pooling) apply to the tangent without their biases;
+- GELU: ġ = (Φ(z) + z·φ(z))·ż;
+- attention, s = (q·scale)kᵀ, p = softmax(s), o = p·v:
+  ṡ = (q̇·scale)kᵀ + (q·scale)k̇ᵀ, ṗ = p ⊙ (ṡ − Σ_j p ⊙ ṡ), ȯ = ṗ·v + p·v̇.
+
+The activations themselves come from the model's own layers. `supports(model)` says whether a
+model is such a network; the curve metrics fall back to the accumulator otherwise, and for
+the second derivative that curvature needs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import tensorflow as tf
+
+from asvit_tf.layers import blocks
+
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def supports(model) -> bool:
+  """True for an `AsViT` without LayerNorms and without drop path."""
+  from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+  return (isinstance(model, asvit.AsViT) and not model.encoder.use_layer_norm
+          and model.encoder.drop_path_rate == 0.0)
+
+
+def _kernel(dense, t):
+  """The Dense layer's linear part (its kernel, no bias) on the tangent."""
+  return tf.matmul(t, tf.cast(dense.kernel, t.dtype))
+
+
+def _patch_embedding(layer, x, t):
+  rows, cols = blocks._static_hw(x, 'PatchEmbedding')  # pylint: disable=protected-access
+  top, bottom = blocks.embedding_padding(rows, layer.kernel, layer.stride, layer.dilation)
+  left, right = blocks.embedding_padding(cols, layer.kernel, layer.stride, layer.dilation)
+  t = tf.pad(t, [[0, 0], [top, bottom], [left, right], [0, 0]])
+  t = tf.nn.conv2d(t, tf.cast(layer.conv_kernel, t.dtype), strides=layer.stride,
+                   padding='VALID', dilations=layer.dilation)
+  return layer(x), t
+
+
+def _attention(layer, x, t):
+  rows, cols = blocks._static_hw(x, 'SplitAttention')  # pylint: disable=protected-access
+  wh, ww = layer.window(rows, cols)
+  pad_r, pad_c = (-rows) % wh, (-cols) % ww
+  if pad_r or pad_c:
+    paddings = [[0, 0], [0, pad_r], [0, pad_c], [0, 0]]
+    x, t = tf.pad(x, paddings), tf.pad(t, paddings)
+  prow, pcol = rows + pad_r, cols + pad_c
+  n = wh * ww
+
+  def heads(tokens_qkv):
+    qkv = tf.reshape(tokens_qkv, [-1, n, 3, layer.num_heads, layer.head_dim])
+    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                    # [3, Bw, heads, n, hd]
+    return qkv[0] * layer.scale, qkv[1], qkv[2]
+
+  partition = lambda z: blocks._window_partition(z, prow, pcol, wh, ww)  # pylint: disable=protected-access
+  q, k, v = heads(layer.qkv(partition(x)))
+  dq, dk, dv = heads(_kernel(layer.qkv, partition(t)))
+  p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+  ds = tf.matmul(dq, k, transpose_b=True) + tf.matmul(q, dk, transpose_b=True)
+  dp = p * (ds - tf.reduce_sum(p * ds, axis=-1, keepdims=True))
+  out = tf.matmul(p, v)
+  dout = tf.matmul(dp, v) + tf.matmul(p, dv)
+
+  def back(o, project):
+    o = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [-1, n, layer.inner])
+    o = blocks._window_merge(project(o), prow, pcol, wh, ww)  # pylint: disable=protected-access
+    return o[:, :rows, :cols, :]
+  return back(out, layer.proj), back(dout, lambda o: _kernel(layer.proj, o))
+
+
+def _mlp(layer, x, t):
+  z, dz = layer.fc1(x), _kernel(layer.fc1, t)
+  gelu_slope = (0.5 * (1.0 + tf.math.erf(z * _INV_SQRT_2))
+                + z * tf.exp(-0.5 * tf.square(z)) * _INV_SQRT_2PI)
+  return (layer.fc2(tf.nn.gelu(z, approximate=False)), _kernel(layer.fc2, gelu_slope * dz))
+
+
+def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(h, ḣ): `model.features(images, training=True)` [B, F] and its derivative along
+  `tangents` (images' direction of motion, same shape). `model` must pass `supports`."""
+  if not supports(model):
+    raise ValueError('features_and_velocity needs an AsViT without LayerNorm and drop path')
+  encoder = model.encoder
+  x, t = _patch_embedding(encoder.patch_embed, images, tangents)
+  for i, stage in enumerate(encoder.stages):
+    if i:
+      merge = encoder.merges[i - 1]
+      x, t = merge(x), merge(t)                 # linear: no bias, no norm
+    for block in stage:
+      a, da = _attention(block.attn, x, t)      # norm1 is the identity
+      x, t = x + a, t + da
+      m, dm = _mlp(block.mlp, x, t)             # norm2 is the identity
+      x, t = x + m, t + dm
+  return tf.reduce_mean(x, axis=[1, 2]), tf.reduce_mean(t, axis=[1, 2])
