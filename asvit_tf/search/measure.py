@@ -65,12 +65,14 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
   return measure
 
 
-def measure_from_config(metrics: Sequence[str], config, workers: int = 1):
+def measure_from_config(metrics: Sequence[str], config, workers: int = 1,
+                        threads: Optional[int] = None):
   """`make_measure` with a run config's image_size, repeats, batch_size and its --data batch
   (loaded, and so checked, whenever given, though only κ_Θ reads it).
 
   With `workers` > 1 the complexity metrics run in that many processes
-  (`asvit_tf.search.parallel.PoolMeasure`, which also has `map`); close it when done.
+  (`asvit_tf.search.parallel.PoolMeasure`, which also has `map`), each with `threads`
+  intra-op threads (default: its share of the cores); close it when done.
   """
   from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
   images = data_lib.load_batch(config.data, config.data_dir, config.image_size,
@@ -78,5 +80,5 @@ def measure_from_config(metrics: Sequence[str], config, workers: int = 1):
   if workers > 1:
     from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
     return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
-                                config.batch_size)
+                                config.batch_size, threads=threads)
   return make_measure(metrics, config.image_size, config.repeats, images, config.batch_size)

@@ -155,7 +155,8 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
     plot_every: redraw the PNG every so many steps (and at the end).
     on_step: called with each new record after its state is saved (tests use it to stop).
     workers: processes for the default measure: a topology's L^E and κ_Θ are measured side
-      by side (the result does not depend on it, but for floating-point rounding).
+      by side, each process with as many threads as cores (the result does not depend on
+      it, but for floating-point rounding).
 
   Returns the argmax topology and all step records.
   """
@@ -165,7 +166,12 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
     state = _fresh_state(config)
   owned = measure is None and not state['done']
   if owned:
-    measure = measure_from_config(reward_lib.reward_metrics(config.reward), config, workers)
+    # A step's L^E and κ_Θ run side by side and rarely take the same time: with every core's
+    # thread in each worker, the one still running then uses the whole CPU (measured: 9 %
+    # less per step at 224 than one thread each, docs/benchmarks.md).
+    from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
+    measure = measure_from_config(reward_lib.reward_metrics(config.reward), config, workers,
+                                  threads=parallel.default_workers())
 
   policy = policy_lib.Policy(config.seed)
   policy.load_state(state['logits'])
