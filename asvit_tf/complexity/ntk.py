@@ -7,10 +7,15 @@ Weights are the kernels: trainable variables of rank >= 2 (Dense and conv kernel
 and LayerNorm γ/β are left out (`include_scales=True` adds the LayerNorm γ, as the authors'
 selection of PyTorch parameters named 'weight' does). LayerNorms stay in the network.
 
-All g_i come from one vectorised computation: `tf.vectorized_map` over the images of a
-per-image forward and backward pass, so the per-image matmuls become batched matmuls and
-the per-image kernel gradients come out stacked [B, ...] without a Python loop. Θ is
-accumulated kernel by kernel in float64 so that the full G is never concatenated.
+On an As-ViT all g_i come from one batched forward and backward pass (`TappedGradients`):
+every kernel acts on each image's tokens as a matmul (a Dense layer, or the patch
+embedding's conv as a matmul of image patches), so with a_i its input and δ_i the gradient
+with respect to its output for image i, g_i = Σ_tokens a_i ⊗ δ_i = a_iᵀ δ_i: one batched
+matmul per kernel, as the weight gradient of ordinary training but without summing over the
+batch. For any other model (`per_image_gradients`): `tf.vectorized_map` over the images of a
+per-image forward and backward pass, which TensorFlow vectorises op by op, at a higher cost
+to trace. Θ is accumulated kernel by kernel in float64 so that the full G is never
+concatenated.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from asvit_tf.complexity.result import MetricResult
 # chunks of 4: 5.3 s / 1.24 s / 1.8 GB. A late grow candidate with eight 56×56 blocks needed
 # ~10 GB per measuring process all at once.
 DEFAULT_CHUNK = 4
+METHODS = ('auto', 'taps', 'vmap')
 
 
 class _QuietPforFallback(logging_lib.Filter):
@@ -63,20 +69,129 @@ def per_image_gradients(features, weights, images, chunk_size: Optional[int] = N
       total = tf.reduce_sum(features(x[None]))
     return tape.gradient(total, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   _quiet_pfor()
+  return _chunked(lambda chunk: tf.vectorized_map(one_image, chunk), images, chunk_size,
+                  weights)
+
+
+def _chunked(fn, images, chunk_size: Optional[int], weights):
+  """fn(images) -> [one [b, *w.shape] per weight], run on `chunk_size` images at a time by
+  one `tf.map_fn` (traced once whatever the number of chunks; the batch is padded to whole
+  chunks and the padding's rows dropped)."""
   count = images.shape[0]
   if count is None or not chunk_size or chunk_size >= count:
-    return tf.vectorized_map(one_image, images)
+    return fn(images)
   chunks = -(-count // chunk_size)
   pad = chunks * chunk_size - count
   if pad:
     images = tf.concat([images, tf.zeros([pad, *images.shape[1:]], images.dtype)], axis=0)
   stacked = tf.reshape(images, [chunks, chunk_size, *images.shape[1:]])
-  grads = tf.map_fn(lambda chunk: tf.vectorized_map(one_image, chunk), stacked,
-                    parallel_iterations=1,
+  grads = tf.map_fn(fn, stacked, parallel_iterations=1,
                     fn_output_signature=[tf.TensorSpec([chunk_size, *w.shape], w.dtype)
                                          for w in weights])
   return [tf.reshape(g, [chunks * chunk_size, *w.shape])[:count]
           for g, w in zip(grads, weights)]
+
+
+class TappedGradients:
+  """Per-image kernel gradients of an As-ViT from one batched forward and backward pass.
+
+  The model's Dense layers and its patch embedding are tapped (their `call` wrapped on the
+  instance: the model is the measuring network's own): while `__call__` traces, each records
+  the input a and output z of its matmul, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i)
+  with respect to every z gives every δ. The batch rows of a and δ are images (windows and
+  tokens of an image are contiguous), so g_i = a_iᵀ δ_i. The conv's input patches are taken
+  from the padded images as the conv sees them (`tf.image.extract_patches`).
+
+  Only for `AsViT` models, whose layers keep each image's rows together (any Dense input's
+  leading axis is image-major); `covers(weights)` says whether every weight is a tapped
+  kernel (not so with `include_scales`): if not, use `per_image_gradients`.
+  """
+
+  def __init__(self, model):
+    from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
+    from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    if not isinstance(model, asvit.AsViT):
+      raise ValueError(f'tapped gradients need an AsViT model, got {type(model).__name__}')
+    self._records = None
+    self._tapped = set()
+    for layer in model.submodules:
+      if isinstance(layer, tf_keras.layers.Dense) and layer.built:
+        self._tap(layer, layer.kernel)
+      elif isinstance(layer, blocks.PatchEmbedding) and layer.built:
+        # The norm's input is the conv's output (plus its bias): its δ is the conv's.
+        self._tap(layer.norm, layer.conv_kernel, embedding=layer)
+    self._features = model.features
+
+  def _tap(self, layer, kernel, embedding=None):
+    """Wraps `layer.call` to record (kernel, matmul input, matmul output): a Dense layer's
+    input and output, or for the patch embedding (`embedding`) the layer itself (its
+    patches are taken from the images) and the input of its norm."""
+    call = layer.call
+
+    def tapped(inputs, *args, **kwargs):
+      out = call(inputs, *args, **kwargs)
+      if self._records is not None:
+        if embedding is None:
+          self._records.append((kernel, inputs, out))
+        else:
+          self._records.append((kernel, embedding, inputs))
+      return out
+    layer.call = tapped
+    self._tapped.add(kernel.ref())
+
+  @staticmethod
+  def applies_to(model) -> bool:
+    from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+    return isinstance(model, asvit.AsViT)
+
+  def covers(self, weights) -> bool:
+    return all(w.ref() in self._tapped for w in weights)
+
+  @staticmethod
+  def _patches(embedding, images):
+    """[b, rows, cols, K·K·C] patches of the padded images, in the conv kernel's order."""
+    from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
+    k, s, d = embedding.kernel, embedding.stride, embedding.dilation
+    top, bottom = blocks.embedding_padding(images.shape[1], k, s, d)
+    left, right = blocks.embedding_padding(images.shape[2], k, s, d)
+    x = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    return tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, d, d, 1], 'VALID')
+
+  def __call__(self, weights, images):
+    """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
+    b = images.shape[0]
+    self._records = []
+    try:
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(images)  # records every op downstream; only the δ are asked for
+        total = tf.reduce_sum(self._features(images, training=True))
+      records = self._records
+    finally:
+      self._records = None
+    deltas = tape.gradient(total, [z for _, _, z in records],
+                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    sums = {}
+    for (kernel, a, _), delta in zip(records, deltas):
+      if not isinstance(a, tf.Tensor):  # the patch embedding: its conv's patches
+        a = self._patches(a, images)
+      a = tf.reshape(a, [b, -1, a.shape[-1]])
+      delta = tf.reshape(delta, [b, -1, delta.shape[-1]])
+      g = tf.matmul(a, delta, transpose_a=True)                  # [b, in, out]
+      key = kernel.ref()
+      sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
+    out = []
+    for w in weights:
+      g = sums.get(w.ref())
+      out.append(tf.zeros([b, *w.shape], w.dtype) if g is None else
+                 tf.reshape(g, [b, *w.shape]))
+    return out
+
+
+def tapped_per_image_gradients(taps: TappedGradients, weights, images,
+                               chunk_size: Optional[int] = None):
+  """`per_image_gradients` from a `TappedGradients` (one batched pass per chunk)."""
+  return _chunked(lambda chunk: taps(weights, chunk), images, chunk_size, weights)
 
 
 def kernel_matrix(per_image):
@@ -110,8 +225,8 @@ def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.nda
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = False,
-                         mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK
-                         ) -> MetricResult:
+                         mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK,
+                         method: str = 'auto') -> MetricResult:
   """κ_Θ averaged over `repeats` independent initialisations (lower is better).
 
   Args:
@@ -128,8 +243,12 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     mode: 'auto' (= 'graph': one traced function reused by the repeats), 'xla' (the same,
       XLA-compiled) or 'eager' (no outer `tf.function`; `tf.vectorized_map` then traces
       its body at every repeat).
-    chunk_size: images per vectorised pass (None: the whole batch at once). The memory of
-      the per-image backward passes scales with it; the values agree to float rounding.
+    chunk_size: images per pass (None: the whole batch at once). The memory of the
+      backward passes scales with it; the values agree to float rounding.
+    method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
+      pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
+      on an As-ViT without `include_scales`, else vmap). Measured on this CPU at 224
+      (docs/benchmarks.md), taps cost about half the fixed time per network of vmap.
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
@@ -138,6 +257,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   if chunk_size is not None and chunk_size < 1:
     raise ValueError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
   network_lib.check_mode(mode)
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
   if images is not None:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] < 1:
@@ -157,7 +278,18 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
+  taps = None
+  if method == 'taps' or (method == 'auto' and TappedGradients.applies_to(net.model)):
+    taps = TappedGradients(net.model)
+    if not taps.covers(weights):
+      if method == 'taps':
+        raise ValueError('method="taps" differentiates kernels only: not with '
+                         'include_scales=True')
+      taps = None
+
   def kernel(batch):
+    if taps is not None:
+      return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
     return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
   run = network_lib.compile_mode(kernel, 'graph' if mode == 'auto' else mode)
 

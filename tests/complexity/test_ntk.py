@@ -77,6 +77,50 @@ def test_chunked_gradients_equal_one_pass(float64):
   assert three == pytest.approx(one, rel=1e-9)
 
 
+PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 windows, odd merges
+
+
+@pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
+def test_tapped_gradients_match_per_image_loop(float64, arch, size):
+  """One batched pass with tapped layers (g_i = a_iᵀ δ_i per kernel, the conv's from image
+  patches) gives each image's gradient, as a loop over the images does; in uneven chunks
+  too, traced."""
+  shape = (size, size, 3)
+  net = network.Network(network.model_factory(arch), True, shape)
+  net.reinitialise(2, 0)
+  images = tf.constant(ntk.noise_images(5, shape, 2, 0))
+  features = lambda x: net.model.features(x, training=True)
+  weights = net.kernels()
+  taps = ntk.TappedGradients(net.model)
+  assert taps.covers(weights)
+  slow = reference.per_image_gradient_loop(features, weights, images)
+  vmap = ntk.per_image_gradients(features, weights, images)
+  whole = ntk.tapped_per_image_gradients(taps, weights, images)
+  chunked = tf.function(lambda x: ntk.tapped_per_image_gradients(taps, weights, x, 2))(images)
+  for a, b, c in zip(vmap, whole, chunked):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-9, atol=1e-13)
+  np.testing.assert_allclose(ntk.kernel_matrix(whole).numpy(), slow, rtol=1e-9)
+
+
+def test_methods_agree_and_auto_picks_taps_for_asvit():
+  kwargs = dict(image_size=32, repeats=2, seed=4, batch_size=5, chunk_size=2)
+  taps = complexity.ntk_condition_number(PADDED, method='taps', **kwargs)
+  vmap = complexity.ntk_condition_number(PADDED, method='vmap', **kwargs)
+  auto = complexity.ntk_condition_number(PADDED, **kwargs)
+  np.testing.assert_allclose(taps.values, vmap.values, rtol=1e-4)
+  assert auto.values == taps.values
+  # With LayerNorm scales (not a matmul's kernel) auto measures by vmap; 'taps' refuses.
+  scales = complexity.ntk_condition_number(PADDED, include_scales=True, **kwargs)
+  assert scales.values == complexity.ntk_condition_number(
+      PADDED, include_scales=True, method='vmap', **kwargs).values
+  with pytest.raises(ValueError, match='include_scales'):
+    complexity.ntk_condition_number(PADDED, include_scales=True, method='taps', **kwargs)
+  with pytest.raises(ValueError, match='need an AsViT'):
+    complexity.ntk_condition_number(linear_factory(np.ones((48, 2), 'float32')),
+                                    images=np.ones((3, 4, 4, 3)), method='taps')
+
+
 def test_kernel_selection():
   net = network.Network(network.model_factory(TINY), True, (32, 32, 3))
   names = lambda vs: sorted({v.name.split('/')[-1].split(':')[0] for v in vs})
@@ -138,6 +182,7 @@ def test_condition_number():
     ({'batch_size': 0}, 'batch_size'),
     ({'repeats': 0}, 'repeats'),
     ({'chunk_size': 0}, 'chunk_size'),
+    ({'method': 'jacobian'}, 'method'),
 ])
 def test_user_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):
