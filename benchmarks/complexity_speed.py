@@ -70,7 +70,20 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
   features = lambda x: net.model.features(x, training=True)
   u0, u1 = (tf.constant(u, tf.float32) for u in curves.input_curve(shape, 0))
   theta = tf.constant(curves.angles(num_points), tf.float32)
-  if task in ('length', 'curvature', 'length_eager'):
+  if task == 'length_dual':
+    # The default for L^E on an As-ViT: the tangent pushed through by hand, on the curve's
+    # distinct points (θ = 2π is θ = 0), eagerly.
+    from asvit_tf.complexity import dual  # pylint: disable=g-import-not-at-top
+    distinct = tf.constant(curves.distinct_angles(curves.angles(num_points)), tf.float32)
+    run = lambda: curves.point_products(dual.features_and_velocity(
+        net.model, curves.curve_points(u0, u1, distinct),
+        curves.curve_tangents(u0, u1, distinct))[1])
+    out['cold'], products = _timed(run)
+    out['warm'], _ = _timed(run)
+    out['value'] = curves.metrics_from_products(
+        {k: curves.with_period_end(v.numpy(), num_points) for k, v in products.items()}
+    )['length']
+  elif task in ('length', 'curvature', 'length_eager'):
     second = task == 'curvature'
     # As `curve_metrics` runs it: traced once per network by default, or eagerly.
     run = network.compile_mode(
@@ -100,11 +113,16 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
     per_coord = max(t2 - t1, 1e-9) / coords
     out.update(per_coordinate=per_coord, timed_coordinates=3 * coords,
                total=max(t1 - coords * per_coord, 0.0) + out['features'] * per_coord)
-  elif task == 'ntk':
+  elif task in ('ntk', 'ntk_taps'):
     weights = net.kernels()
     images = tf.constant(ntk.noise_images(batch_size, shape, 0, 0), tf.float32)
-    traced = tf.function(lambda: ntk.kernel_matrix(
-        ntk.per_image_gradients(features, weights, images, ntk.DEFAULT_CHUNK)))
+    if task == 'ntk_taps':   # the default on an As-ViT: one batched pass, tapped layers
+      taps = ntk.TappedGradients(net.model)
+      traced = tf.function(lambda: ntk.kernel_matrix(
+          ntk.tapped_per_image_gradients(taps, weights, images, ntk.DEFAULT_CHUNK)))
+    else:
+      traced = tf.function(lambda: ntk.kernel_matrix(
+          ntk.per_image_gradients(features, weights, images, ntk.DEFAULT_CHUNK)))
     out['cold'], _ = _timed(traced)   # trace + first run, as the measure does
     out['warm'], theta_fast = _timed(traced)
     out['value'] = ntk.condition_number(theta_fast.numpy())
@@ -166,22 +184,27 @@ def summarise(arch, r) -> list:
   peak = lambda task: '—' if g(task, 'peak_gb') is None else f'{g(task, "peak_gb"):.2f} GB'
   vs_forward = lambda warm: f'{_x(warm, fwd_e)} eager / {_x(warm, fwd_g)} traced'
   rows = []
-  # (row, task, reference): the measures' default modes first (L^E eager, κ traced).
-  for label, task, ref in (('L^E (eager, default)', 'length_eager', 'reference_length'),
-                           ('L^E (mode=graph)', 'length', 'reference_length'),
+  # (row, task, reference): the default first (L^E by hand), then the accumulator's.
+  for label, task, ref in (('L^E (by hand, default)', 'length_dual', 'reference_length'),
+                           ('L^E (accumulator, eager)', 'length_eager', 'reference_length'),
+                           ('L^E (accumulator, mode=graph)', 'length', 'reference_length'),
                            ('κ (graph, default)', 'curvature', 'reference_curvature')):
     warm, cold, ref_total = g(task, 'warm'), g(task, 'cold'), g(ref, 'total')
     ref_text = ('—' if ref_total is None else f'{_s(ref_total)} ({g(ref, "timed_coordinates")}'
                 f' of {g(ref, "features")} coords timed)')
     rows.append([arch, label, _s(cold), _s(warm), ref_text, _x(ref_total, warm),
                  vs_forward(warm) if warm else '—', peak(task)])
-  warm, cold = g('ntk', 'warm'), g('ntk', 'cold')
   loop_a, loop_e = g('ntk_loop', 'authors'), g('ntk_loop', 'eager')
   loop_t = g('ntk_loop', 'traced')
   loops = (f'authors\' loop {_s(loop_a)}; per-image loop {_s(loop_e)} eager, {_s(loop_t)} '
            'traced') if loop_a else '—'
-  ratios = f'{_x(loop_a, warm)}; {_x(loop_e, warm)}, {_x(loop_t, warm)}' if loop_a else '—'
-  rows.append([arch, 'κ_Θ (16 images)', _s(cold), _s(warm), loops, ratios, '—', peak('ntk')])
+  for label, task in (('κ_Θ (16 images, taps, default)', 'ntk_taps'),
+                      ('κ_Θ (16 images, vectorized_map)', 'ntk')):
+    warm, cold = g(task, 'warm'), g(task, 'cold')
+    ratios = (f'{_x(loop_a, warm)}; {_x(loop_e, warm)}, {_x(loop_t, warm)}'
+              if loop_a and warm else '—')
+    rows.append([arch, label, _s(cold), _s(warm), loops if warm else '—', ratios, '—',
+                 peak(task)])
   rows.append([arch, 'plain forward (10 images)', '—',
                f'{_s(fwd_e)} eager, {_s(fwd_g)} traced', '—', '—', '1×', peak('forward')])
   return rows
@@ -219,8 +242,8 @@ def main():
     args.archs = args.archs or SEED
     args.no_write = True
   archs = (args.archs or f'{SEED},{LARGE}').split(',')
-  tasks = ('length', 'length_eager', 'curvature', 'forward', 'reference_length', 'reference_curvature',
-           'ntk', 'ntk_loop')
+  tasks = ('length_dual', 'length', 'length_eager', 'curvature', 'forward', 'reference_length',
+           'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
   load = os.getloadavg()[0]
   start = time.perf_counter()
   rows = []
@@ -258,9 +281,12 @@ def main():
     return
   body = (
       f'{args.image_size}×{args.image_size}, {args.num_points} curve points, 1 repeat, '
-      f'{args.batch_size} NTK images, float32; each measure in its default mode (L^E '
-      'eager, κ and κ_Θ traced once per network, κ_Θ in vectorised chunks of 4 images; one '
-      'row shows L^E traced). *Cold* is the '
+      f'{args.batch_size} NTK images, float32. The defaults on an As-ViT: L^E with the '
+      'tangent pushed through the layers by hand (eager, the 9 distinct points of the '
+      'closed curve), κ traced once per network (forward-over-forward accumulators), κ_Θ '
+      'from tapped layers (one batched pass per chunk of 4 images, traced once per network). '
+      'The other rows are the general paths: L^E by `ForwardAccumulator` (all 10 points), '
+      'κ_Θ by `tf.vectorized_map`. *Cold* is the '
       'first call on a new network in a fresh process (per-op JVP functions are traced '
       'then; later topologies in the same process pay less), *warm* a further repeat. The '
       'per-coordinate reference (eager, like the authors\' PyTorch loop) is timed on m and '
