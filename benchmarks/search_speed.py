@@ -128,10 +128,13 @@ def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, ru
 
 
 def read_run(directory: str, kind: str):
-  """Figures of a real run from its JSONL log: a dict with 'steps', 'measured' (topologies
+  """Figures of a real run from its JSONL log (`directory` is the run's output dir or the
+  log itself): a dict with 'steps', 'measured' (topologies
   measured), 'seconds' (summed step wall time) and, for a search, 'cached' (steps that
   re-used a measurement) and 'result' (the derived topology after the last step)."""
-  log = os.path.join(directory, reinforce.LOG_FILE if kind == 'search' else grow.LOG_FILE)
+  log = directory
+  if os.path.isdir(directory):
+    log = os.path.join(directory, reinforce.LOG_FILE if kind == 'search' else grow.LOG_FILE)
   if not os.path.exists(log):
     raise SystemExit(f'error: no {os.path.basename(log)} in {directory}')
   with open(log) as f:
@@ -162,9 +165,9 @@ def main():
   parser.add_argument('--workers', type=int, default=0,
                       help='measuring processes (0: one per core, as the commands)')
   parser.add_argument('--search_run', default='',
-                      help='output dir of a real `asvit search` run to report')
+                      help='output dir (or search.jsonl) of a real `asvit search` run')
   parser.add_argument('--grow_run', default='',
-                      help='output dir of a real `asvit grow` run to report')
+                      help='output dir (or grow.jsonl) of a real `asvit grow` run')
   parser.add_argument('--write', action='store_true', help='update docs/benchmarks.md')
   args = parser.parse_args()
   runs = {kind: read_run(d, kind) for kind, d in (('search', args.search_run),
@@ -172,7 +175,7 @@ def main():
   workers = args.workers or parallel.default_workers()
   load = os.getloadavg()[0]
   rows, totals, splits = [], [], []
-  for preset in args.presets.split(','):
+  for preset in [p for p in args.presets.split(',') if p]:
     laps = time_search(preset, args.search_steps, workers)
     later = laps[1:] or laps
     cands, cpu = time_candidates(preset, args.grow_candidates)
@@ -213,7 +216,8 @@ def main():
           ''] + totals
   if runs:
     run_rows = [(kind, r['steps'], r['measured'], f'{r["seconds"] / 60:.1f}',
-                 f'{r["seconds"] / max(1, r["measured"]):.1f}', f'`{r["result"]}`')
+                 f'{r["seconds"] / max(1, r["measured"]):.1f}',
+                 '`' + r['result'].replace('|', '\\|') + '`')
                 for kind, r in runs.items()]
     body += ['', 'Real runs (summed step wall times from their logs):', '',
              _report.markdown_table(('run', 'steps', 'topologies measured', 'minutes',
