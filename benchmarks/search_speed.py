@@ -234,7 +234,7 @@ def main():
            + '; '.join(splits) + '. The fixed part is building the Keras model twice (with '
            'and without LayerNorm) and tracing the tf.functions of `asvit_tf.complexity`, '
            'whatever the image size; each repeat executes one 16-image NTK (per-image '
-           'gradients) and one 10-point curve, which at 224×224 is most of the cost. A '
+           'gradients) and one curve of 9 distinct points, which at 224×224 is most of the cost. A '
            'search step measures at C=32, a grow candidate at the proxy width C/4.']
   if args.write:
     _report.write_section('search_speed', 'Search and grow speed (`asvit search`, '
