@@ -109,9 +109,8 @@ class TappedGradients:
 
   def __init__(self, model):
     from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
-    from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
     import tf_keras  # pylint: disable=g-import-not-at-top
-    if not isinstance(model, asvit.AsViT):
+    if not self.applies_to(model):
       raise ValueError(f'tapped gradients need an AsViT model, got {type(model).__name__}')
     self._records = None
     self._tapped = set()
