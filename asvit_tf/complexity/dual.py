@@ -42,44 +42,19 @@ def _kernel(dense, t):
 
 
 def _patch_embedding(layer, x, t):
-  rows, cols = blocks._static_hw(x, 'PatchEmbedding')  # pylint: disable=protected-access
-  top, bottom = blocks.embedding_padding(rows, layer.kernel, layer.stride, layer.dilation)
-  left, right = blocks.embedding_padding(cols, layer.kernel, layer.stride, layer.dilation)
-  t = tf.pad(t, [[0, 0], [top, bottom], [left, right], [0, 0]])
-  t = tf.nn.conv2d(t, tf.cast(layer.conv_kernel, t.dtype), strides=layer.stride,
-                   padding='VALID', dilations=layer.dilation)
-  return layer(x), t
+  return layer(x), layer.conv(layer.pad(t))
 
 
 def _attention(layer, x, t):
-  rows, cols = blocks._static_hw(x, 'SplitAttention')  # pylint: disable=protected-access
-  wh, ww = layer.window(rows, cols)
-  pad_r, pad_c = (-rows) % wh, (-cols) % ww
-  if pad_r or pad_c:
-    paddings = [[0, 0], [0, pad_r], [0, pad_c], [0, 0]]
-    x, t = tf.pad(x, paddings), tf.pad(t, paddings)
-  prow, pcol = rows + pad_r, cols + pad_c
-  n = wh * ww
-
-  def heads(tokens_qkv):
-    qkv = tf.reshape(tokens_qkv, [-1, n, 3, layer.num_heads, layer.head_dim])
-    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                    # [3, Bw, heads, n, hd]
-    return qkv[0] * layer.scale, qkv[1], qkv[2]
-
-  partition = lambda z: blocks._window_partition(z, prow, pcol, wh, ww)  # pylint: disable=protected-access
-  q, k, v = heads(layer.qkv(partition(x)))
-  dq, dk, dv = heads(_kernel(layer.qkv, partition(t)))
+  to_windows, from_windows = layer.windows(*blocks._static_hw(x, 'SplitAttention'))  # pylint: disable=protected-access
+  q, k, v = layer.split_heads(layer.qkv(to_windows(x)))
+  dq, dk, dv = layer.split_heads(_kernel(layer.qkv, to_windows(t)))
   p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
   ds = tf.matmul(dq, k, transpose_b=True) + tf.matmul(q, dk, transpose_b=True)
   dp = p * (ds - tf.reduce_sum(p * ds, axis=-1, keepdims=True))
-  out = tf.matmul(p, v)
-  dout = tf.matmul(dp, v) + tf.matmul(p, dv)
-
-  def back(o, project):
-    o = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [-1, n, layer.inner])
-    o = blocks._window_merge(project(o), prow, pcol, wh, ww)  # pylint: disable=protected-access
-    return o[:, :rows, :cols, :]
-  return back(out, layer.proj), back(dout, lambda o: _kernel(layer.proj, o))
+  out = layer.proj(layer.merge_heads(tf.matmul(p, v)))
+  dout = _kernel(layer.proj, layer.merge_heads(tf.matmul(dp, v) + tf.matmul(p, dv)))
+  return from_windows(out), from_windows(dout)
 
 
 def _mlp(layer, x, t):

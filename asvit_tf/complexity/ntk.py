@@ -150,12 +150,9 @@ class TappedGradients:
   @staticmethod
   def _patches(embedding, images):
     """[b, rows, cols, K·K·C] patches of the padded images, in the conv kernel's order."""
-    from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
     k, s, d = embedding.kernel, embedding.stride, embedding.dilation
-    top, bottom = blocks.embedding_padding(images.shape[1], k, s, d)
-    left, right = blocks.embedding_padding(images.shape[2], k, s, d)
-    x = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
-    return tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, d, d, 1], 'VALID')
+    return tf.image.extract_patches(embedding.pad(images), [1, k, k, 1], [1, s, s, 1],
+                                    [1, d, d, 1], 'VALID')
 
   def __call__(self, weights, images):
     """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""

@@ -116,15 +116,22 @@ class PatchEmbedding(tf_keras.layers.Layer):
     self.norm.build(tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 
-  def call(self, images):
+  def pad(self, images):
+    """The images zero-padded as the conv sees them (`embedding_padding`)."""
     h, w = _static_hw(images, 'PatchEmbedding')
     top, bottom = embedding_padding(h, self.kernel, self.stride, self.dilation)
     left, right = embedding_padding(w, self.kernel, self.stride, self.dilation)
-    x = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
-    kernel = tf.cast(self.conv_kernel, x.dtype)
+    return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+
+  def conv(self, padded):
+    """The conv of padded images, without its bias: [B, rows, cols, width]."""
+    kernel = tf.cast(self.conv_kernel, padded.dtype)
     # The raw op accepts stride > 1 together with dilation > 1 (Keras Conv2D does not).
-    x = tf.nn.conv2d(x, kernel, strides=self.stride, padding='VALID',
-                     dilations=self.dilation)
+    return tf.nn.conv2d(padded, kernel, strides=self.stride, padding='VALID',
+                        dilations=self.dilation)
+
+  def call(self, images):
+    x = self.conv(self.pad(images))
     x = tf.nn.bias_add(x, tf.cast(self.conv_bias, x.dtype))
     return self.norm(x)
 
@@ -186,23 +193,39 @@ class SplitAttention(tf_keras.layers.Layer):
   def window(self, rows: int, cols: int) -> Tuple[int, int]:
     return math.ceil(rows / self.split), math.ceil(cols / self.split)
 
-  def call(self, x):
-    rows, cols = _static_hw(x, 'SplitAttention')
+  def windows(self, rows: int, cols: int):
+    """(to_windows, from_windows) for a rows×cols grid: [B, rows, cols, C] -> [Bw, n, C]
+    tokens of the (zero-padded) grid's windows, and back, cropped."""
     wh, ww = self.window(rows, cols)
     pad_r, pad_c = (-rows) % wh, (-cols) % ww
-    if pad_r or pad_c:
-      x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
     prow, pcol = rows + pad_r, cols + pad_c
-    tokens = _window_partition(x, prow, pcol, wh, ww)           # [Bw, n, width]
-    n = wh * ww
-    qkv = tf.reshape(self.qkv(tokens), [-1, n, 3, self.num_heads, self.head_dim])
+
+    def to_windows(x):
+      if pad_r or pad_c:
+        x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
+      return _window_partition(x, prow, pcol, wh, ww)
+
+    def from_windows(tokens):
+      return _window_merge(tokens, prow, pcol, wh, ww)[:, :rows, :cols, :]
+    return to_windows, from_windows
+
+  def split_heads(self, qkv):
+    """[Bw, n, 3·inner] -> (q·scale, k, v), each [Bw, heads, n, head_dim]."""
+    n = qkv.shape[1]
+    qkv = tf.reshape(qkv, [-1, n, 3, self.num_heads, self.head_dim])
     qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                    # [3, Bw, heads, n, hd]
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    attn = tf.nn.softmax(tf.matmul(q * self.scale, k, transpose_b=True), axis=-1)
-    out = tf.transpose(tf.matmul(attn, v), [0, 2, 1, 3])        # [Bw, n, heads, hd]
-    out = self.proj(tf.reshape(out, [-1, n, self.inner]))
-    out = _window_merge(out, prow, pcol, wh, ww)
-    return out[:, :rows, :cols, :]
+    return qkv[0] * self.scale, qkv[1], qkv[2]
+
+  def merge_heads(self, out):
+    """[Bw, heads, n, head_dim] -> [Bw, n, inner]."""
+    out = tf.transpose(out, [0, 2, 1, 3])                       # [Bw, n, heads, hd]
+    return tf.reshape(out, [-1, out.shape[1], self.inner])
+
+  def call(self, x):
+    to_windows, from_windows = self.windows(*_static_hw(x, 'SplitAttention'))
+    q, k, v = self.split_heads(self.qkv(to_windows(x)))
+    attn = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+    return from_windows(self.proj(self.merge_heads(tf.matmul(attn, v))))
 
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
