@@ -3,8 +3,9 @@
     python -m asvit_tf.search.family runs/family_paper [--out docs/family.md]
 
 picks As-ViT Small and Base as the steps closest to the paper's 29.0 M and 52.6 M
-parameters and compares the last step with As-ViT Large. With --out, the run's scaling.png
-is copied beside the document (as family_scaling.png) and shown in it.
+parameters and compares the last step with As-ViT Large. With --out NAME.md, the run's
+scaling.png is copied beside the document (as NAME_scaling.png) and shown in it, so several
+runs can be documented side by side.
 """
 from __future__ import annotations
 
@@ -64,11 +65,16 @@ def closest(records: Sequence[Dict], params: float) -> Dict:
   return min(records, key=lambda r: (abs(r['params'] - params), r['step']))
 
 
-PLOT_NAME = 'family_scaling.png'
+DEFAULT_OUT = 'docs/family.md'
 
 
-def render_doc(run_dir: str, plot: bool = False) -> str:
-  """docs/family.md for the scaling run in `run_dir` (`plot`: link PLOT_NAME beside it)."""
+def plot_name(out: str) -> str:
+  """The file name of the scaling plot shown by the document `out` (family.md → family_scaling.png)."""
+  return os.path.splitext(os.path.basename(out))[0] + '_scaling.png'
+
+
+def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
+  """The document `out` for the scaling run in `run_dir` (`plot`: show `plot_name(out)`)."""
   records = read_records(run_dir)
   if not records:
     raise ValueError(f'{run_dir} has no scaling steps yet')
@@ -104,13 +110,13 @@ def render_doc(run_dir: str, plot: bool = False) -> str:
       f'{measurements} measurements (L^E and κ_Θ each) took {minutes:.0f} min in all: the sum '
       'of the steps\' wall times on this machine (a step resumed after a stop counts from the '
       'restart).',
-      f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out docs/family.md`.',
+      f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out {out}`.',
       '',
       '## The series',
       '',
       series_table(records, marks),
       '',
-      f'![scaling path]({PLOT_NAME})' if plot else '',
+      f'![scaling path]({plot_name(out)})' if plot else '',
       '',
       '## As-ViT Small and Base',
       '',
@@ -143,14 +149,14 @@ def main(argv=None):
   args = parser.parse_args(argv)
   plot = os.path.join(args.run_dir, 'scaling.png') if os.path.isdir(args.run_dir) else ''
   plot = plot if plot and os.path.exists(plot) and args.out else ''
-  text = render_doc(args.run_dir, plot=bool(plot))
+  text = render_doc(args.run_dir, plot=bool(plot), out=args.out or DEFAULT_OUT)
   if args.out:
     import shutil  # pylint: disable=g-import-not-at-top
     from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     if plot:
-      shutil.copyfile(plot, os.path.join(out_dir, PLOT_NAME))
+      shutil.copyfile(plot, os.path.join(out_dir, plot_name(args.out)))
     state_lib.atomic_write(args.out, text)
   else:
     print(text)
