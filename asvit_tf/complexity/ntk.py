@@ -244,7 +244,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
       on an As-ViT without `include_scales`, else vmap). Measured on this CPU at 224
-      (docs/benchmarks.md), taps cost about half the fixed time per network of vmap.
+      (docs/benchmarks.md), the fixed time per network (cold minus warm) of taps is about
+      three quarters of vmap's on the seed and under half on As-ViT Large.
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
