@@ -3,6 +3,7 @@
     python benchmarks/search_speed.py [--presets quick,paper] [--search_steps 3]
                                       [--grow_candidates 4] [--workers 0] [--write]
                                       [--search_run DIR] [--grow_run DIR]
+                                      [--path_steps 1,4,8,12] [--path_candidates 4]
 
 A search step is timed by running the real search for a few steps with `--workers`
 processes, as `asvit search` does (its first step also pays the workers' start and
@@ -22,6 +23,13 @@ summed step times, and the share of search steps that measured a new topology, w
 replaces the upper bound in the projection. `--grow_run` takes several runs, comma-separated;
 the real search + grow total pairs the search with the grow of the seed it found when one of
 them is (else with the first).
+
+First-step candidates are the smallest of any scaling run, so the projection above is a lower
+bound. With `--grow_run`, the paper preset is also projected along that grow's recorded path
+(the paired run): `--path_candidates` candidates of each of `--path_steps` (default: four
+steps spread over the run) are re-measured, together in the worker pool, and each step of
+the run is charged its number of candidates times the time per candidate interpolated
+between the sampled steps. This is the figure to hold against the 2 h target.
 """
 from __future__ import annotations
 
@@ -107,6 +115,89 @@ def time_candidates(preset: str, count: int):
   return laps, cpu
 
 
+def load_records(directory: str, kind: str):
+  """The JSONL records of a real run (`directory`: its output dir or the log itself)."""
+  log = directory
+  if os.path.isdir(directory):
+    log = os.path.join(directory, reinforce.LOG_FILE if kind == 'search' else grow.LOG_FILE)
+  if not os.path.exists(log):
+    raise SystemExit(f'error: no {os.path.basename(log)} in {directory}')
+  with open(log) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  if not records:
+    raise SystemExit(f'error: {log} has no records')
+  return records
+
+
+def spread_steps(last: int, count: int = 4):
+  """`count` grow steps spread over 1..last, first and last included."""
+  if last < 1:
+    return []
+  count = max(1, min(count, last))
+  if count == 1:
+    return [last]
+  return sorted({round(1 + i * (last - 1) / (count - 1)) for i in range(count)})
+
+
+def path_samples(records, steps, count: int):
+  """{step: proxy topologies of `count` of its candidates, spread over its candidate list}
+  of a recorded grow; a ValueError names a step the run does not have."""
+  by_step = {r['step']: r for r in records}
+  out = {}
+  for step in steps:
+    if step not in by_step or not by_step[step]['candidates']:
+      raise ValueError(f'the grow run has no candidates at step {step} '
+                       f'(steps 1..{max(by_step)})')
+    cands = by_step[step]['candidates']
+    picks = sorted({round(i * (len(cands) - 1) / max(1, count - 1))
+                    for i in range(min(count, len(cands)))})
+    out[step] = []
+    for i in picks:
+      real = arch_lib.Topology.parse(cands[i]['arch'])
+      out[step].append(real.replace(width=real.width // grow.WIDTH_FACTOR))
+  return out
+
+
+def interpolate(samples, step: int) -> float:
+  """Seconds per candidate at `step`, linear between the sampled steps, flat beyond them."""
+  xs = sorted(samples)
+  if step <= xs[0]:
+    return samples[xs[0]]
+  if step >= xs[-1]:
+    return samples[xs[-1]]
+  for a, b in zip(xs, xs[1:]):
+    if a <= step <= b:
+      return samples[a] + (samples[b] - samples[a]) * (step - a) / (b - a)
+  raise AssertionError('unreachable')
+
+
+def path_projection(records, seconds_per_candidate):
+  """Seconds of the recorded grow re-run at the sampled speeds: each step's measurements
+  (step 0: the start alone) times the interpolated seconds per candidate."""
+  total = 0.0
+  for r in records:
+    n = 1 + len(r['candidates']) if r['step'] == 0 else len(r['candidates'])
+    total += n * interpolate(seconds_per_candidate, max(1, r['step']))
+  return total
+
+
+def time_path(preset: str, samples, workers: int):
+  """{step: wall seconds per candidate} measuring each step's sample together in the pool
+  (after a warm-up measurement that starts the workers)."""
+  p = grow.PRESETS[preset]
+  out = {}
+  with parallel.PoolMeasure(('length', 'ntk'), workers, p['image_size'],
+                            p['repeats']) as pool:
+    pool(first_step_proxies(0)[0], 0)
+    for step, topologies in sorted(samples.items()):
+      start = time.perf_counter()
+      list(pool.map([(t, 1) for t in topologies]))
+      out[step] = (time.perf_counter() - start) / len(topologies)
+      print(f'grow step {step}: {out[step]:.1f} s per candidate '
+            f'({len(topologies)} measured, {workers} workers)', flush=True)
+  return out
+
+
 def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, runs=3):
   """(steps, measurements) averaged over `runs` scaling runs that pick a random candidate
   each step (stand-in metrics: the real path depends on L^E and κ_Θ; always taking the
@@ -131,19 +222,12 @@ def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, ru
 
 def read_run(directory: str, kind: str):
   """Figures of a real run from its JSONL log (`directory` is the run's output dir or the
-  log itself): a dict with 'steps', 'measured' (topologies
-  measured), 'seconds' (summed step wall time) and, for a search, 'cached' (steps that
+  log itself): a dict with 'steps', 'measured' (topologies measured), 'seconds' (summed
+  step wall time), 'records' (the log) and, for a search, 'cached' (steps that
   re-used a measurement) and 'result' (the derived topology after the last step)."""
-  log = directory
-  if os.path.isdir(directory):
-    log = os.path.join(directory, reinforce.LOG_FILE if kind == 'search' else grow.LOG_FILE)
-  if not os.path.exists(log):
-    raise SystemExit(f'error: no {os.path.basename(log)} in {directory}')
-  with open(log) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  if not records:
-    raise SystemExit(f'error: {log} has no records')
-  out = {'steps': len(records), 'seconds': sum(r['seconds'] for r in records)}
+  records = load_records(directory, kind)
+  out = {'steps': len(records), 'seconds': sum(r['seconds'] for r in records),
+         'records': records}
   if kind == 'search':
     out['cached'] = sum(bool(r['cached']) for r in records)
     out['measured'] = out['steps'] - out['cached']
@@ -179,8 +263,15 @@ def main():
   parser.add_argument('--grow_run', default='',
                       help='output dirs (or grow.jsonl files) of real `asvit grow` runs, '
                       'comma-separated')
+  parser.add_argument('--path_steps', default='',
+                      help='grow steps of the paired --grow_run to re-measure for the '
+                      'projection along its path, comma-separated (default: four spread)')
+  parser.add_argument('--path_candidates', type=int, default=4,
+                      help='candidates re-measured per sampled step')
   parser.add_argument('--write', action='store_true', help='update docs/benchmarks.md')
   args = parser.parse_args()
+  if args.path_candidates < 1:
+    raise SystemExit(f'error: --path_candidates must be >= 1, got {args.path_candidates}')
   search_run = read_run(args.search_run, 'search') if args.search_run else None
   grow_runs = [read_run(d, 'grow') for d in args.grow_run.split(',') if d]
   runs = ([('search', search_run)] if search_run else []) + [
@@ -188,6 +279,7 @@ def main():
   workers = args.workers or parallel.default_workers()
   load = os.getloadavg()[0]
   rows, totals, splits = [], [], []
+  paper_step, path_lines = None, []
   for preset in [p for p in args.presets.split(',') if p]:
     laps = time_search(preset, args.search_steps, workers)
     later = laps[1:] or laps
@@ -214,19 +306,49 @@ def main():
       n = round(s['steps'] * real['measured'] / real['steps'])
       credit = (f'(the {real["measured"]} of {real["steps"]} steps of the real search that '
                 f'measured a new topology, scaled to {s["steps"]})')
+    if preset == 'paper':
+      paper_step = (n, step_wall, credit)
     for name, cand in (('one process', cand_wall), (f'{workers} workers', pooled)):
       step = step_wall
-      totals.append(f'- **{preset}**, grow in {name}: search {n} × {step:.1f} s ≈ '
+      totals.append(f'- **{preset}**, grow in {name}, first-step candidates (a lower bound): '
+                    f'search {n} × {step:.1f} s ≈ '
                     f'{n * step / 60:.0f} min {credit} + grow '
                     f'{measurements} × {cand:.1f} s ≈ {measurements * cand / 60:.0f} min = '
                     f'**{(n * step + measurements * cand) / 60:.0f} min**.')
       print(totals[-1], flush=True)
+  if paper_step and grow_runs:
+    paired = real_total(search_run, grow_runs)[0] if search_run else grow_runs[0]
+    records = paired['records']
+    steps = ([int(x) for x in args.path_steps.split(',') if x] if args.path_steps
+             else spread_steps(max(r['step'] for r in records)))
+    try:
+      samples = path_samples(records, steps, args.path_candidates)
+    except ValueError as e:
+      raise SystemExit(f'error: --path_steps: {e}') from None
+    per_candidate = time_path('paper', samples, workers)
+    n, step, credit = paper_step
+    grow_s = path_projection(records, per_candidate)
+    seed = paired['seed'].replace('|', '\\|')
+    path_lines = [
+        '', f'Paper preset along the recorded path of the grow of `{seed}` ({workers} '
+        f'workers; {args.path_candidates} candidates re-measured at each of steps '
+        f'{", ".join(map(str, sorted(per_candidate)))}):', '',
+        _report.markdown_table(('grow step', 'candidates in the run', 's per candidate'),
+                               [(r['step'], len(r['candidates']),
+                                 f'{interpolate(per_candidate, max(1, r["step"])):.1f}'
+                                 + ('' if r['step'] in per_candidate else ' (interpolated)'))
+                                for r in records if r['step'] >= 1]), '',
+        f'- **paper**, grow in {workers} workers along that path: search {n} × {step:.1f} s ≈ '
+        f'{n * step / 60:.0f} min {credit} + grow {paired["measured"]} measurements ≈ '
+        f'{grow_s / 60:.0f} min (the run itself logged {paired["seconds"] / 60:.0f} min) = '
+        f'**{(n * step + grow_s) / 60:.0f} min** (target: 120 min).']
+    print('\n'.join(path_lines), flush=True)
   header = ('preset', 'image, repeats', 'search step 0 (s)',
             f'search step (s, {workers} workers)', 'grow candidate, one process (s, wall / CPU)',
             f'grow candidate, {workers} workers (s)', 'candidate CPU split (s)',
             f'grow step of 16, {workers} workers (s)', 'whole grow (typical)')
   body = [_report.markdown_table(header, rows), '', 'Projected search + grow (wall):',
-          ''] + totals
+          ''] + totals + path_lines
   if runs:
     run_rows = [(kind, r['steps'], r['measured'], f'{r["seconds"] / 60:.1f}',
                  f'{r["seconds"] / max(1, r["measured"]):.1f}',
