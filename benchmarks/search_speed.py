@@ -3,7 +3,7 @@
     python benchmarks/search_speed.py [--presets quick,paper] [--search_steps 3]
                                       [--grow_candidates 4] [--workers 0] [--write]
                                       [--search_run DIR] [--grow_run DIR]
-                                      [--path_steps 1,4,8,12] [--path_candidates 4]
+                                      [--path_steps 1,5,8,12] [--path_candidates 4]
 
 A search step is timed by running the real search for a few steps with `--workers`
 processes, as `asvit search` does (its first step also pays the workers' start and
@@ -276,6 +276,16 @@ def main():
   grow_runs = [read_run(d, 'grow') for d in args.grow_run.split(',') if d]
   runs = ([('search', search_run)] if search_run else []) + [
       (f'grow of `{g["seed"]}`'.replace('|', '\\|'), g) for g in grow_runs]
+  paired, samples = None, {}
+  if grow_runs and 'paper' in args.presets.split(','):
+    # Checked before anything is timed: a bad --path_steps fails at once.
+    paired = real_total(search_run, grow_runs)[0] if search_run else grow_runs[0]
+    try:
+      steps = ([int(x) for x in args.path_steps.split(',') if x] if args.path_steps
+               else spread_steps(max(r['step'] for r in paired['records'])))
+      samples = path_samples(paired['records'], steps, args.path_candidates)
+    except ValueError as e:
+      raise SystemExit(f'error: --path_steps={args.path_steps!r}: {e}') from None
   workers = args.workers or parallel.default_workers()
   load = os.getloadavg()[0]
   rows, totals, splits = [], [], []
@@ -316,15 +326,8 @@ def main():
                     f'{measurements} × {cand:.1f} s ≈ {measurements * cand / 60:.0f} min = '
                     f'**{(n * step + measurements * cand) / 60:.0f} min**.')
       print(totals[-1], flush=True)
-  if paper_step and grow_runs:
-    paired = real_total(search_run, grow_runs)[0] if search_run else grow_runs[0]
+  if paper_step and samples:
     records = paired['records']
-    steps = ([int(x) for x in args.path_steps.split(',') if x] if args.path_steps
-             else spread_steps(max(r['step'] for r in records)))
-    try:
-      samples = path_samples(records, steps, args.path_candidates)
-    except ValueError as e:
-      raise SystemExit(f'error: --path_steps: {e}') from None
     per_candidate = time_path('paper', samples, workers)
     n, step, credit = paper_step
     grow_s = path_projection(records, per_candidate)
