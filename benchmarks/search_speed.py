@@ -86,14 +86,7 @@ def first_step_proxies(count: int):
 def time_pool(preset: str, count: int, workers: int):
   """Wall seconds per candidate when `count` candidates of the first grow step are measured
   together by `workers` processes (after a warm-up measurement that starts them)."""
-  p = grow.PRESETS[preset]
-  warm_up, *cands = first_step_proxies(count)
-  with parallel.PoolMeasure(('length', 'ntk'), workers, p['image_size'],
-                            p['repeats']) as pool:
-    pool(warm_up, 0)
-    start = time.perf_counter()
-    list(pool.map([(c, 1) for c in cands]))
-    return (time.perf_counter() - start) / count
+  return time_path(preset, {1: first_step_proxies(count)[1:]}, workers)[1]
 
 
 def time_candidates(preset: str, count: int):
