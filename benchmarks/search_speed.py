@@ -153,25 +153,21 @@ def path_samples(records, steps, count: int):
 
 def interpolate(samples, step: int) -> float:
   """Seconds per candidate at `step`, linear between the sampled steps, flat beyond them."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
   xs = sorted(samples)
-  if step <= xs[0]:
-    return samples[xs[0]]
-  if step >= xs[-1]:
-    return samples[xs[-1]]
-  for a, b in zip(xs, xs[1:]):
-    if a <= step <= b:
-      return samples[a] + (samples[b] - samples[a]) * (step - a) / (b - a)
-  raise AssertionError('unreachable')
+  return float(np.interp(step, xs, [samples[x] for x in xs]))
+
+
+def step_measurements(record) -> int:
+  """Topologies a grow step measured: its candidates (step 0: the start alone)."""
+  return 1 + len(record['candidates']) if record['step'] == 0 else len(record['candidates'])
 
 
 def path_projection(records, seconds_per_candidate):
   """Seconds of the recorded grow re-run at the sampled speeds: each step's measurements
   (step 0: the start alone) times the interpolated seconds per candidate."""
-  total = 0.0
-  for r in records:
-    n = 1 + len(r['candidates']) if r['step'] == 0 else len(r['candidates'])
-    total += n * interpolate(seconds_per_candidate, max(1, r['step']))
-  return total
+  return sum(step_measurements(r) * interpolate(seconds_per_candidate, max(1, r['step']))
+             for r in records)
 
 
 def time_path(preset: str, samples, workers: int):
@@ -226,8 +222,7 @@ def read_run(directory: str, kind: str):
     out['measured'] = out['steps'] - out['cached']
     out['result'] = records[-1]['derived']
   else:
-    out['measured'] = sum(1 + len(r['candidates']) if r['step'] == 0 else len(r['candidates'])
-                          for r in records)
+    out['measured'] = sum(step_measurements(r) for r in records)
     out['result'] = records[-1]['arch']
     out['seed'] = arch_lib.Topology.parse(records[0]['arch']).seed_string
   return out
