@@ -156,11 +156,14 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     metrics: any of 'length' (L^E), 'curvature' (κ), 'curvature_length' (L^E_κ).
     width: overrides the topology's C.
     mode: 'eager', 'graph' (one `tf.function` traced per call, reused by the repeats),
-      'xla' (the same, XLA-compiled) or 'auto': eager for L^E alone, graph when κ or
-      L^E_κ need forward-over-forward. Measured at 224 px (docs/benchmarks.md): for L^E
-      eager costs less than a trace up to ~5 repeats on the seed, at any number on As-ViT
-      Large, and needs less memory; forward-over-forward in eager is slower and took 11 GB
-      on the seed against 4.5 GB traced.
+      'xla' (the same, XLA-compiled) or 'auto': graph for L^E alone on an As-ViT (by
+      hand: traced, its attention maps run group by group, `attention`), eager for L^E
+      alone by the accumulator (other models), graph when κ or L^E_κ need
+      forward-over-forward. Measured at 224 px (docs/benchmarks.md): L^E by hand over 5
+      repeats costs 4.3 s traced against 5.7 s eager on the seed, one thread; by the
+      accumulator eager costs less than a trace up to ~5 repeats on the seed and needs
+      less memory; forward-over-forward in eager is slower and took 11 GB on the seed
+      against 4.5 GB traced.
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -175,8 +178,6 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   start = time.perf_counter()
   values = {m: [] for m in metrics}
   second_order = any(m in _NEEDS_SECOND_ORDER for m in metrics)
-  if mode == 'auto':
-    mode = 'graph' if second_order else 'eager'
   net = network_lib.Network(factory, use_layer_norm=False, image_shape=shape)
 
   def features(images):
@@ -184,6 +185,8 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
 
   # L^E alone, on an As-ViT: the tangent pushed through by hand (`dual`), one pass.
   by_hand = not second_order and dual.supports(net.model)
+  if mode == 'auto':
+    mode = 'graph' if second_order or by_hand else 'eager'
 
   def products(u0, u1, theta):
     if by_hand:

@@ -10,7 +10,8 @@ through the same layers, written out once for the network the curve metrics meas
   pooling) apply to the tangent without their biases;
 - GELU: ġ = (Φ(z) + z·φ(z))·ż;
 - attention, s = (q·scale)kᵀ, p = softmax(s), o = p·v:
-  ṡ = (q̇·scale)kᵀ + (q·scale)k̇ᵀ, ṗ = p ⊙ (ṡ − Σ_j p ⊙ ṡ), ȯ = ṗ·v + p·v̇.
+  ṡ = (q̇·scale)kᵀ + (q·scale)k̇ᵀ, ṗ = p ⊙ (ṡ − Σ_j p ⊙ ṡ), ȯ = ṗ·v + p·v̇
+  (`attention.attention_with_tangent`: map group by map group when traced).
 
 The activations themselves come from the model's own layers. `supports(model)` says whether a
 model is such a network; the curve metrics fall back to the accumulator otherwise, and for
@@ -23,6 +24,7 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from asvit_tf.complexity import attention
 from asvit_tf.layers import blocks
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -49,12 +51,9 @@ def _attention(layer, x, t):
   to_windows, from_windows = layer.windows(*blocks._static_hw(x, 'SplitAttention'))  # pylint: disable=protected-access
   q, k, v = layer.split_heads(layer.qkv(to_windows(x)))
   dq, dk, dv = layer.split_heads(_kernel(layer.qkv, to_windows(t)))
-  p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
-  ds = tf.matmul(dq, k, transpose_b=True) + tf.matmul(q, dk, transpose_b=True)
-  dp = p * (ds - tf.reduce_sum(p * ds, axis=-1, keepdims=True))
-  out = layer.proj(layer.merge_heads(tf.matmul(p, v)))
-  dout = _kernel(layer.proj, layer.merge_heads(tf.matmul(dp, v) + tf.matmul(p, dv)))
-  return from_windows(out), from_windows(dout)
+  o, do = attention.attention_with_tangent(q, k, v, dq, dk, dv)
+  return (from_windows(layer.proj(layer.merge_heads(o))),
+          from_windows(_kernel(layer.proj, layer.merge_heads(do))))
 
 
 def _mlp(layer, x, t):

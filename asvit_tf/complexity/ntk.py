@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from asvit_tf.complexity import attention
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
 
@@ -100,7 +101,9 @@ class TappedGradients:
   the input a and output z of its matmul, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i)
   with respect to every z gives every δ. The batch rows of a and δ are images (windows and
   tokens of an image are contiguous), so g_i = a_iᵀ δ_i. The conv's input patches are taken
-  from the padded images as the conv sees them (`tf.image.extract_patches`).
+  from the padded images as the conv sees them (`tf.image.extract_patches`). During that
+  pass the attention layers run `attention.attention` (the maps group by group when traced,
+  their backward written out), and their own core again after.
 
   Only for `AsViT` models, whose layers keep each image's rows together (any Dense input's
   leading axis is image-major); `covers(weights)` says whether every weight is a tapped
@@ -121,6 +124,8 @@ class TappedGradients:
         # The norm's input is the conv's output (plus its bias): its δ is the conv's.
         self._tap(layer.norm, layer.conv_kernel, embedding=layer)
     self._features = model.features
+    self._attention = [layer for layer in model.submodules
+                       if isinstance(layer, blocks.SplitAttention)]
 
   def _tap(self, layer, kernel, embedding=None):
     """Wraps `layer.call` to record (kernel, matmul input, matmul output): a Dense layer's
@@ -158,13 +163,18 @@ class TappedGradients:
     """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
     b = images.shape[0]
     self._records = []
+    cores = [layer.core for layer in self._attention]
     try:
+      for layer in self._attention:
+        layer.core = attention.attention
       with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(images)  # records every op downstream; only the δ are asked for
         total = tf.reduce_sum(self._features(images, training=True))
       records = self._records
     finally:
       self._records = None
+      for layer, core in zip(self._attention, cores):
+        layer.core = core
     deltas = tape.gradient(total, [z for _, _, z in records],
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
     sums = {}

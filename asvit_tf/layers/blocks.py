@@ -160,6 +160,11 @@ def _window_merge(x, rows: int, cols: int, window_h: int, window_w: int):
   return tf.reshape(x, [-1, rows, cols, c])
 
 
+def attention(q, k, v):
+  """softmax(q kᵀ)·v over the last two axes: SplitAttention's core (q already scaled)."""
+  return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class SplitAttention(tf_keras.layers.Layer):
   """Multi-head self-attention inside each of split×split windows of the token grid.
@@ -168,6 +173,9 @@ class SplitAttention(tf_keras.layers.Layer):
   layer follows a re-tokenized (coarser) grid. A grid the window does not divide is padded
   with zero tokens and cropped after. head_dim = width // heads; qkv maps width to
   3·heads·head_dim and the output projection maps heads·head_dim back to width.
+
+  `core(q, k, v)` computes softmax(q kᵀ)·v (`attention`); the NTK measure's tapped pass
+  swaps in an equal one that runs map group by map group (`asvit_tf.complexity.attention`).
   """
 
   def __init__(self, width: int, num_heads: int, split: int, kernel_regularizer=None,
@@ -184,6 +192,7 @@ class SplitAttention(tf_keras.layers.Layer):
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self.qkv = _dense(3 * self.inner, 'qkv', regularizer=self.kernel_regularizer)
     self.proj = _dense(self.width, 'proj', regularizer=self.kernel_regularizer)
+    self.core = attention
 
   def build(self, input_shape):
     self.qkv.build(tf.TensorShape([None, self.width]))
@@ -213,8 +222,10 @@ class SplitAttention(tf_keras.layers.Layer):
     """[Bw, n, 3·inner] -> (q·scale, k, v), each [Bw, heads, n, head_dim]."""
     n = qkv.shape[1]
     qkv = tf.reshape(qkv, [-1, n, 3, self.num_heads, self.head_dim])
-    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                    # [3, Bw, heads, n, hd]
-    return qkv[0] * self.scale, qkv[1], qkv[2]
+    # unstack, not indexing: the gradient of three strided slices is three zero-padded
+    # copies of the whole tensor, added up.
+    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))   # each [Bw, heads, n, hd]
+    return q * self.scale, k, v
 
   def merge_heads(self, out):
     """[Bw, heads, n, head_dim] -> [Bw, n, inner]."""
@@ -224,8 +235,7 @@ class SplitAttention(tf_keras.layers.Layer):
   def call(self, x):
     to_windows, from_windows = self.windows(*_static_hw(x, 'SplitAttention'))
     q, k, v = self.split_heads(self.qkv(to_windows(x)))
-    attn = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
-    return from_windows(self.proj(self.merge_heads(tf.matmul(attn, v))))
+    return from_windows(self.proj(self.merge_heads(self.core(q, k, v))))
 
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,

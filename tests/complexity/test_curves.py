@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from asvit_tf import complexity
+from asvit_tf.complexity import attention
 from asvit_tf.complexity import curves
 from asvit_tf.complexity import dual
 from asvit_tf.complexity import network
@@ -172,10 +173,12 @@ def test_the_point_at_2pi_is_the_point_at_0(float64):
 PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 windows, odd merges
 
 
-@pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
-def test_velocity_by_hand_equals_the_accumulator(float64, arch, size):
+@pytest.mark.parametrize('arch, size, traced', [(TINY, 32, False), (PADDED, 40, False),
+                                                (PADDED, 40, True)])
+def test_velocity_by_hand_equals_the_accumulator(float64, monkeypatch, arch, size, traced):
   """`dual` pushes the tangent through the layers by hand: the same h and v = dh/dθ as
-  ForwardAccumulator, with padded windows and odd patch mergings too."""
+  ForwardAccumulator, with padded windows and odd patch mergings too; traced with the
+  attention maps one at a time (`attention`, budget 1 byte) too."""
   shape, n = (size, size, 3), 5
   net = network.Network(network.model_factory(arch), False, shape)
   net.reinitialise(4, 0)
@@ -184,8 +187,11 @@ def test_velocity_by_hand_equals_the_accumulator(float64, arch, size):
   theta = tf.constant(curves.angles(n))
   features = lambda x: net.model.features(x, training=True)
   h, v, _ = curves.derivatives(features, u0, u1, theta, second_order=False)
-  h2, v2 = dual.features_and_velocity(net.model, curves.curve_points(u0, u1, theta),
-                                      curves.curve_tangents(u0, u1, theta))
+  by_hand = lambda x, t: dual.features_and_velocity(net.model, x, t)
+  if traced:
+    monkeypatch.setattr(attention, 'GROUP_BYTES', 1)
+    by_hand = tf.function(by_hand)
+  h2, v2 = by_hand(curves.curve_points(u0, u1, theta), curves.curve_tangents(u0, u1, theta))
   np.testing.assert_allclose(h2.numpy(), h.numpy(), rtol=1e-12, atol=0)
   np.testing.assert_allclose(v2.numpy(), v.numpy(), rtol=1e-9, atol=1e-12 * np.abs(v).max())
 

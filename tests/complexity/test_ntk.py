@@ -8,9 +8,11 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf import complexity
+from asvit_tf.complexity import attention
 from asvit_tf.complexity import network
 from asvit_tf.complexity import ntk
 from asvit_tf.complexity import reference
+from asvit_tf.layers import blocks
 from tests.complexity.conftest import TINY
 from tests.complexity.conftest import linear_factory
 
@@ -80,11 +82,14 @@ def test_chunked_gradients_equal_one_pass(float64):
 PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 windows, odd merges
 
 
-@pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
-def test_tapped_gradients_match_per_image_loop(float64, arch, size):
+@pytest.mark.parametrize('arch, size, budget', [(TINY, 32, None), (PADDED, 40, None),
+                                                (PADDED, 40, 1)])
+def test_tapped_gradients_match_per_image_loop(float64, monkeypatch, arch, size, budget):
   """One batched pass with tapped layers (g_i = a_iᵀ δ_i per kernel, the conv's from image
   patches) gives each image's gradient, as a loop over the images does; in uneven chunks
-  too, traced."""
+  too, traced (budget 1: there the attention maps go one at a time, `attention`)."""
+  if budget is not None:
+    monkeypatch.setattr(attention, 'GROUP_BYTES', budget)
   shape = (size, size, 3)
   net = network.Network(network.model_factory(arch), True, shape)
   net.reinitialise(2, 0)
@@ -101,6 +106,9 @@ def test_tapped_gradients_match_per_image_loop(float64, arch, size):
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9, atol=1e-13)
     np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-9, atol=1e-13)
   np.testing.assert_allclose(ntk.kernel_matrix(whole).numpy(), slow, rtol=1e-9)
+  # The tapped pass swaps the attention core in for itself only.
+  cores = {m.core for m in net.model.submodules if isinstance(m, blocks.SplitAttention)}
+  assert cores == {blocks.attention}
 
 
 def test_methods_agree_and_auto_picks_taps_for_asvit():
