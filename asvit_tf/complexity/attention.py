@@ -28,6 +28,8 @@ import tensorflow as tf
 
 # Scores per group of maps: a group's working set (a few such maps) stays in the L2/L3 cache.
 GROUP_BYTES = 3 << 20
+# p·x with x at most this wide is taken as (xᵀ pᵀ)ᵀ (`_times`).
+NARROW = 8
 
 
 def group_size(maps: int, tokens: int, itemsize: int, budget: Optional[int] = None) -> int:
@@ -72,8 +74,22 @@ def _probabilities(q, k):
   return tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
 
 
+def _times(p, x):
+  """p·x for maps p [..., n, n] and x [..., n, c]. Up to c = NARROW as (xᵀ pᵀ)ᵀ: on this
+  CPU's oneDNN, 1.5–2× faster for c ≤ 4 (c = 8 alike), slower from 16 on."""
+  if x.shape[-1] is not None and x.shape[-1] <= NARROW:
+    return tf.linalg.matrix_transpose(tf.matmul(x, p, transpose_a=True, transpose_b=True))
+  return tf.matmul(p, x)
+
+
+def _transposed_times(p, x):
+  """pᵀ·x as (xᵀ p)ᵀ, which reads p row by row: 1.3–7× faster than a transposed p on this
+  CPU's oneDNN (c = 32 to 1)."""
+  return tf.linalg.matrix_transpose(tf.matmul(x, p, transpose_a=True))
+
+
 def _forward(q, k, v):
-  return (tf.matmul(_probabilities(q, k), v),)
+  return (_times(_probabilities(q, k), v),)
 
 
 def _backward(q, k, v, o, g):
@@ -81,8 +97,7 @@ def _backward(q, k, v, o, g):
   d = tf.reduce_sum(g * o, axis=-1, keepdims=True)
   ds = p * tf.matmul(tf.concat([g, -d], -1), tf.concat([v, tf.ones_like(d)], -1),
                      transpose_b=True)
-  return (tf.matmul(ds, k), tf.matmul(ds, q, transpose_a=True),
-          tf.matmul(p, g, transpose_a=True))
+  return _times(ds, k), _transposed_times(ds, q), _transposed_times(p, g)
 
 
 @tf.custom_gradient
@@ -99,13 +114,13 @@ def attention(q, k, v):
 def _with_tangent(q, k, v, dq, dk, dv):
   d_k, d_v = k.shape[-1], v.shape[-1]
   p = _probabilities(q, k)
-  pm = tf.matmul(p, tf.concat([k, dk, v, dv], -1))
+  pm = _times(p, tf.concat([k, dk, v, dv], -1))
   pk, pdk = pm[..., :d_k], pm[..., d_k:2 * d_k]
   o, pdv = pm[..., 2 * d_k:2 * d_k + d_v], pm[..., 2 * d_k + d_v:]
   c = tf.reduce_sum(dq * pk + q * pdk, axis=-1, keepdims=True)
   x = tf.matmul(tf.concat([dq, q, -c], -1), tf.concat([k, dk, tf.ones_like(c)], -1),
                 transpose_b=True)
-  return o, tf.matmul(p * x, v) + pdv
+  return o, _times(p * x, v) + pdv
 
 
 def attention_with_tangent(q, k, v, dq, dk, dv) -> Tuple[tf.Tensor, tf.Tensor]:

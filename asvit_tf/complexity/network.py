@@ -10,6 +10,7 @@ gets its initial value again at every repeat.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -151,8 +152,24 @@ def compile_mode(fn, mode: str):
     # TensorFlow's "frequent retracing" warning (keyed on fn's code) out of long searches.
     if not concrete:
       concrete.append(traced.get_concrete_function(*tensors))
-    return concrete[0](*tensors)
+    with without_grappler():
+      return concrete[0](*tensors)
   return call
+
+
+@contextlib.contextmanager
+def without_grappler():
+  """Functions first run inside skip Grappler's graph rewrites (TensorFlow's global
+  optimizer option, restored after). A measure traces a new network each time: on this
+  CPU the rewrites cost ~0.5 s of a search topology's first κ_Θ run and ~2 s of a late grow
+  candidate's, and the runs after are no faster (docs/benchmarks.md)."""
+  key = 'disable_meta_optimizer'
+  before = bool(tf.config.optimizer.get_experimental_options().get(key, False))
+  tf.config.optimizer.set_experimental_options({key: True})
+  try:
+    yield
+  finally:
+    tf.config.optimizer.set_experimental_options({key: before})
 
 
 def image_shape(image_size: Union[int, Tuple[int, int]]) -> Tuple[int, int, int]:

@@ -195,3 +195,21 @@ def test_condition_number():
 def test_user_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):
     complexity.ntk_condition_number(TINY, image_size=32, **kwargs)
+
+
+def test_measures_run_without_grappler_and_restore_the_option():
+  """The traced measures skip Grappler (a new network each time); the caller's setting is
+  back after, whatever it was."""
+  key = 'disable_meta_optimizer'
+  seen = []
+  for before in (False, True):
+    tf.config.optimizer.set_experimental_options({key: before})
+    try:
+      with network.without_grappler():
+        seen.append(tf.config.optimizer.get_experimental_options()[key])
+      assert tf.config.optimizer.get_experimental_options()[key] is before
+      complexity.ntk_condition_number(TINY, image_size=16, repeats=1, batch_size=3)
+      assert tf.config.optimizer.get_experimental_options()[key] is before
+    finally:
+      tf.config.optimizer.set_experimental_options({key: False})
+  assert seen == [True, True]
