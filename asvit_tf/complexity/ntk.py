@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging as logging_lib
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 from absl import logging
 import numpy as np
@@ -232,8 +232,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = False,
                          mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK,
-                         method: str = 'auto',
-                         repeat_indices: Optional[Sequence[int]] = None) -> MetricResult:
+                         method: str = 'auto') -> MetricResult:
   """κ_Θ averaged over `repeats` independent initialisations (lower is better).
 
   Args:
@@ -258,18 +257,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       (docs/benchmarks.md), the fixed time per network (cold minus warm) of taps is about
       three quarters of vmap's on the seed and under half on As-ViT Large.
 
-    repeat_indices: run only these of the `repeats` initialisations (each is seeded by its
-      index, so parts measured apart, e.g. in two processes, give the values of one call).
-
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
   if repeats < 1:
     raise ValueError(f'repeats must be >= 1, got {repeats}')
-  indices = list(range(repeats)) if repeat_indices is None else [int(r) for r in repeat_indices]
-  if not indices or len(set(indices)) != len(indices) or not all(
-      0 <= r < repeats for r in indices):
-    raise ValueError(f'repeat_indices must be distinct indices in [0, {repeats}), got '
-                     f'{repeat_indices}')
   if chunk_size is not None and chunk_size < 1:
     raise ValueError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
   network_lib.check_mode(mode)
@@ -310,7 +301,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   run = network_lib.compile_mode(kernel, 'graph' if mode == 'auto' else mode)
 
   values = []
-  for r in indices:
+  for r in range(repeats):
     net.reinitialise(seed, r)
     batch = images if images is not None else noise_images(batch_size, shape, seed, r)
     value = condition_number(run(tf.constant(batch, net.dtype)).numpy())

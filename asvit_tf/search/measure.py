@@ -40,9 +40,7 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
   """
   metrics = check_metrics(metrics)
 
-  def measure(topology: arch_lib.Topology, seed: int,
-              ntk_repeats: Optional[Sequence[int]] = None) -> Dict[str, object]:
-    """`ntk_repeats`: only these repeats of κ_Θ (a part, merged by `merge_parts`)."""
+  def measure(topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
     out: Dict[str, object] = {'bad': False}
     if 'length' in metrics or 'ntk' in metrics:
       from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
@@ -54,10 +52,7 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)
     if 'ntk' in metrics:
       r = complexity.ntk_condition_number(topology, image_size=image_size, repeats=repeats,
-                                          seed=seed, images=images, batch_size=batch_size,
-                                          repeat_indices=ntk_repeats)
-      if ntk_repeats is not None:
-        out['ntk_repeats'] = [int(i) for i in ntk_repeats]
+                                          seed=seed, images=images, batch_size=batch_size)
       out['ntk'] = float(r.mean)
       out['ntk_values'] = [float(v) for v in r.values]
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)
@@ -87,21 +82,3 @@ def measure_from_config(metrics: Sequence[str], config, workers: int = 1,
     return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
                                 config.batch_size, threads=threads)
   return make_measure(metrics, config.image_size, config.repeats, images, config.batch_size)
-
-
-def merge_parts(parts: Sequence[Dict[str, object]]) -> Dict[str, object]:
-  """One topology's metrics from parts measured apart: their keys together, κ_Θ's repeats
-  (parts with 'ntk_repeats') in repeat order with their mean as one measurement's; bad if
-  any part is."""
-  from asvit_tf.complexity.result import MetricResult  # pylint: disable=g-import-not-at-top
-  out: Dict[str, object] = {}
-  split = sorted((p for p in parts if 'ntk_repeats' in p), key=lambda p: p['ntk_repeats'])
-  for part in parts:
-    out.update({k: v for k, v in part.items() if k != 'ntk_repeats'})
-  if split:
-    values = [v for p in split for v in p['ntk_values']]
-    r = MetricResult.from_values(values)
-    out['ntk'], out['ntk_values'] = float(r.mean), values
-  out['bad'] = (any(bool(p.get('bad', False)) for p in parts)
-                or bool(split and (r.bad or not math.isfinite(r.mean))))
-  return out

@@ -78,20 +78,25 @@ def _init_worker(parent: int, settings: Dict, threads: int):
     _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
 
 
-def _measure_in_worker(metric: str, arch: str, seed: int,
-                       ntk_repeats: Optional[Sequence[int]] = None) -> Dict:
+def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
   import gc  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   try:
-    if ntk_repeats is not None:
-      return _worker_measures[metric](arch_lib.as_topology(arch), seed,
-                                      ntk_repeats=ntk_repeats)
     return _worker_measures[metric](arch_lib.as_topology(arch), seed)
   finally:
     # Each topology leaves a model and its traced functions behind: free them, so a worker
     # that measures hundreds of topologies does not grow.
     tf_keras.backend.clear_session()
     gc.collect()
+
+
+def _merge(parts: Sequence[Dict]) -> Dict:
+  """One topology's metrics from the parts measured apart; bad if any part is."""
+  out: Dict[str, object] = {}
+  for part in parts:
+    out.update(part)
+  out['bad'] = any(bool(part.get('bad', False)) for part in parts)
+  return out
 
 
 def _longest_first(items: Sequence[Tuple[arch_lib.Topology, int]], metrics: Sequence[str],
@@ -105,22 +110,6 @@ def _longest_first(items: Sequence[Tuple[arch_lib.Topology, int]], metrics: Sequ
   order = {'ntk': 0, 'length': 1}
   jobs = [(i, m) for i in range(len(items)) for m in metrics]
   return sorted(jobs, key=lambda job: (-macs[job[0]], order.get(job[1], 2), job[0]))
-
-
-def _jobs(items, metrics: Sequence[str], image_size: int, repeats: int, workers: int
-          ) -> List[Tuple[int, str, Optional[List[int]]]]:
-  """(item index, metric, κ_Θ repeats or None for all) jobs, in the order to submit them.
-
-  A lone topology (a search step) with both complexity metrics gives its last κ_Θ repeat
-  a job of its own, submitted after L^E: κ_Θ costs about twice L^E, so with two workers the
-  one that measured L^E then takes that repeat, instead of idling while the other measures
-  all of κ_Θ (the repeats are seeded by their index: the merged values are one call's).
-  """
-  jobs = [(i, m, None) for i, m in _longest_first(items, metrics, image_size)]
-  if len(items) == 1 and workers >= 2 and repeats >= 2 and set(metrics) >= set(_COMPLEXITY):
-    jobs = [(0, 'ntk', list(range(repeats - 1))), (0, 'length', None),
-            (0, 'ntk', [repeats - 1])]
-  return jobs
 
 
 class PoolMeasure:
@@ -175,22 +164,18 @@ class PoolMeasure:
   def map(self, items: Iterable[Tuple[arch_lib.Topology, int]]
           ) -> Iterator[Tuple[int, Dict[str, object]]]:
     """Yields (index into `items`, metrics) for each topology, in order of completion."""
-    from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
     items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
     parts: List[List[Dict]] = [[self._counts(t, s)] for t, s in items]
     if not self._complexity:
-      yield from enumerate(measure_lib.merge_parts(p) for p in parts)
+      yield from enumerate(_merge(p) for p in parts)
       return
     pool = self._executor()
     futures = {}
-    jobs = _jobs(items, self._complexity, self._settings['image_size'],
-                 self._settings['repeats'], self.workers)
-    waiting = {i: 0 for i in range(len(items))}
-    for i, metric, ntk_repeats in jobs:
+    for i, metric in _longest_first(items, self._complexity, self._settings['image_size']):
       topology, seed = items[i]
-      futures[pool.submit(_measure_in_worker, metric, str(topology), seed, ntk_repeats)] = i
+      futures[pool.submit(_measure_in_worker, metric, str(topology), seed)] = i
       self._tasks += 1
-      waiting[i] += 1
+    waiting = {i: len(self._complexity) for i in range(len(items))}
     try:
       for future in concurrent.futures.as_completed(futures):
         i = futures[future]
@@ -203,7 +188,7 @@ class PoolMeasure:
                            'memory is short') from None
         waiting[i] -= 1
         if not waiting[i]:
-          yield i, measure_lib.merge_parts(parts[i])
+          yield i, _merge(parts[i])
     finally:
       for future in futures:
         future.cancel()

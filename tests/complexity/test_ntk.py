@@ -213,15 +213,3 @@ def test_measures_run_without_grappler_and_restore_the_option():
     finally:
       tf.config.optimizer.set_experimental_options({key: False})
   assert seen == [True, True]
-
-
-def test_repeat_indices_measure_parts_of_one_call():
-  """Repeats are seeded by their index: parts measured apart are the one call's values."""
-  kwargs = dict(image_size=16, repeats=3, seed=7, batch_size=3)
-  whole = complexity.ntk_condition_number(TINY, **kwargs)
-  head = complexity.ntk_condition_number(TINY, repeat_indices=[0, 1], **kwargs)
-  tail = complexity.ntk_condition_number(TINY, repeat_indices=[2], **kwargs)
-  assert head.values + tail.values == whole.values
-  for bad in ([], [3], [1, 1], [-1]):
-    with pytest.raises(ValueError, match='repeat_indices'):
-      complexity.ntk_condition_number(TINY, repeat_indices=bad, **kwargs)

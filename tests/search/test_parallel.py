@@ -135,36 +135,10 @@ def test_a_part_that_is_bad_makes_the_topology_bad():
   bad_ntk = {'ntk': float('inf'), 'ntk_values': [float('inf')], 'bad': True}
   length = {'length': 0.5, 'length_values': [0.5], 'bad': False}
   for parts in ([counts, bad_ntk, length], [counts, length, bad_ntk]):
-    merged = measure_lib.merge_parts(parts)
+    merged = parallel._merge(parts)  # pylint: disable=protected-access
     assert merged['bad'] is True
     assert merged['length'] == 0.5 and merged['params'] == 5 and merged['ntk'] == float('inf')
-  assert measure_lib.merge_parts([counts, length])['bad'] is False
-
-
-def test_split_ntk_repeats_merge_in_repeat_order():
-  """κ_Θ measured in parts (a search step's last repeat apart): values in repeat order, the
-  mean and badness of all of them."""
-  head = {'ntk': 2.0, 'ntk_values': [1.0, 3.0], 'ntk_repeats': [0, 1], 'bad': False}
-  tail = {'ntk': 5.0, 'ntk_values': [5.0], 'ntk_repeats': [2], 'bad': False}
-  length = {'length': 0.5, 'length_values': [0.5], 'bad': False}
-  for parts in ([tail, length, head], [head, tail, length]):
-    merged = measure_lib.merge_parts(parts)
-    assert merged['ntk_values'] == [1.0, 3.0, 5.0] and merged['ntk'] == 3.0
-    assert merged['bad'] is False and 'ntk_repeats' not in merged
-  nan_tail = dict(tail, ntk=float('nan'), ntk_values=[float('nan')])
-  assert measure_lib.merge_parts([head, nan_tail])['bad'] is True
-
-
-def test_a_lone_topology_gives_its_last_ntk_repeat_a_job_after_length():
-  one = [(arch_lib.as_topology(TINY[0]), 0)]
-  assert parallel._jobs(one, ('length', 'ntk'), 32, 5, 2) == [  # pylint: disable=protected-access
-      (0, 'ntk', [0, 1, 2, 3]), (0, 'length', None), (0, 'ntk', [4])]
-  # Not with one worker, one repeat, one metric, or several topologies.
-  for args in ((one, ('length', 'ntk'), 32, 5, 1), (one, ('length', 'ntk'), 32, 1, 2),
-               (one, ('ntk',), 32, 5, 2)):
-    assert all(r is None for _, _, r in parallel._jobs(*args))  # pylint: disable=protected-access
-  two = one + [(arch_lib.as_topology(TINY[1]), 1)]
-  assert all(r is None for _, _, r in parallel._jobs(two, ('length', 'ntk'), 32, 5, 2))  # pylint: disable=protected-access
+  assert parallel._merge([counts, length])['bad'] is False  # pylint: disable=protected-access
 
 
 def test_jobs_go_costliest_first():
