@@ -70,14 +70,17 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
   features = lambda x: net.model.features(x, training=True)
   u0, u1 = (tf.constant(u, tf.float32) for u in curves.input_curve(shape, 0))
   theta = tf.constant(curves.angles(num_points), tf.float32)
-  if task == 'length_dual':
+  if task in ('length_dual', 'length_dual_eager'):
     # The default for L^E on an As-ViT: the tangent pushed through by hand, on the curve's
-    # distinct points (θ = 2π is θ = 0), eagerly.
+    # distinct points (θ = 2π is θ = 0), traced once per network (its attention maps then
+    # run group by group); or eagerly.
     from asvit_tf.complexity import dual  # pylint: disable=g-import-not-at-top
     distinct = tf.constant(curves.distinct_angles(curves.angles(num_points)), tf.float32)
-    run = lambda: curves.point_products(dual.features_and_velocity(
-        net.model, curves.curve_points(u0, u1, distinct),
-        curves.curve_tangents(u0, u1, distinct))[1])
+    run = network.compile_mode(
+        lambda: curves.point_products(dual.features_and_velocity(
+            net.model, curves.curve_points(u0, u1, distinct),
+            curves.curve_tangents(u0, u1, distinct))[1]),
+        'eager' if task == 'length_dual_eager' else 'graph')
     out['cold'], products = _timed(run)
     out['warm'], _ = _timed(run)
     out['value'] = curves.metrics_from_products(
@@ -185,7 +188,8 @@ def summarise(arch, r) -> list:
   vs_forward = lambda warm: f'{_x(warm, fwd_e)} eager / {_x(warm, fwd_g)} traced'
   rows = []
   # (row, task, reference): the default first (L^E by hand), then the accumulator's.
-  for label, task, ref in (('L^E (by hand, default)', 'length_dual', 'reference_length'),
+  for label, task, ref in (('L^E (by hand, traced, default)', 'length_dual', 'reference_length'),
+                           ('L^E (by hand, eager)', 'length_dual_eager', 'reference_length'),
                            ('L^E (accumulator, eager)', 'length_eager', 'reference_length'),
                            ('L^E (accumulator, mode=graph)', 'length', 'reference_length'),
                            ('κ (graph, default)', 'curvature', 'reference_curvature')):
@@ -242,7 +246,7 @@ def main():
     args.archs = args.archs or SEED
     args.no_write = True
   archs = (args.archs or f'{SEED},{LARGE}').split(',')
-  tasks = ('length_dual', 'length', 'length_eager', 'curvature', 'forward', 'reference_length',
+  tasks = ('length_dual', 'length_dual_eager', 'length', 'length_eager', 'curvature', 'forward', 'reference_length',
            'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
   load = os.getloadavg()[0]
   start = time.perf_counter()
@@ -282,10 +286,11 @@ def main():
   body = (
       f'{args.image_size}×{args.image_size}, {args.num_points} curve points, 1 repeat, '
       f'{args.batch_size} NTK images, float32. The defaults on an As-ViT: L^E with the '
-      'tangent pushed through the layers by hand (eager, the 9 distinct points of the '
-      'closed curve), κ traced once per network (forward-over-forward accumulators), κ_Θ '
-      'from tapped layers (one batched pass per chunk of 4 images, traced once per network). '
-      'The other rows are the general paths: L^E by `ForwardAccumulator` (all 10 points), '
+      'tangent pushed through the layers by hand (traced once per network, the 9 distinct '
+      'points of the closed curve), κ traced once per network (forward-over-forward '
+      'accumulators), κ_Θ from tapped layers (one batched pass per chunk of 4 images, traced '
+      'once per network); in both the by-hand L^E and κ_Θ the attention maps run group by '
+      'group (`asvit_tf.complexity.attention`). The other rows are the general paths: L^E by `ForwardAccumulator` (all 10 points), '
       'κ_Θ by `tf.vectorized_map`. *Cold* is the '
       'first call on a new network in a fresh process (per-op JVP functions are traced '
       'then; later topologies in the same process pay less), *warm* a further repeat. The '
