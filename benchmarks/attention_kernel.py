@@ -96,14 +96,13 @@ def tensorflow_attention(threads: int):
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
 
-  def core(q, k, v):
-    return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
+  from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
 
   @tf.function
   def forward(q, k, v):
-    return core(q, k, v)
+    return blocks.attention(q, k, v)
 
-  return forward, _forward_and_backward(core)
+  return forward, _forward_and_backward(blocks.attention)
 
 
 def _forward_and_backward(core):
