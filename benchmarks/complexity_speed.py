@@ -246,8 +246,8 @@ def main():
     args.archs = args.archs or SEED
     args.no_write = True
   archs = (args.archs or f'{SEED},{LARGE}').split(',')
-  tasks = ('length_dual', 'length_dual_eager', 'length', 'length_eager', 'curvature', 'forward', 'reference_length',
-           'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
+  tasks = ('length_dual', 'length_dual_eager', 'length', 'length_eager', 'curvature',
+           'forward', 'reference_length', 'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
   load = os.getloadavg()[0]
   start = time.perf_counter()
   rows = []
@@ -290,8 +290,8 @@ def main():
       'points of the closed curve), κ traced once per network (forward-over-forward '
       'accumulators), κ_Θ from tapped layers (one batched pass per chunk of 4 images, traced '
       'once per network); in both the by-hand L^E and κ_Θ the attention maps run group by '
-      'group (`asvit_tf.complexity.attention`). The other rows are the general paths: L^E by `ForwardAccumulator` (all 10 points), '
-      'κ_Θ by `tf.vectorized_map`. *Cold* is the '
+      'group (`asvit_tf.complexity.attention`). The other rows are the general paths: L^E '
+      'by `ForwardAccumulator` (all 10 points), κ_Θ by `tf.vectorized_map`. *Cold* is the '
       'first call on a new network in a fresh process (per-op JVP functions are traced '
       'then; later topologies in the same process pay less), *warm* a further repeat. The '
       'per-coordinate reference (eager, like the authors\' PyTorch loop) is timed on m and '
