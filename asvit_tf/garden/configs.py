@@ -23,6 +23,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf.garden import retokenization as retok
 from asvit_tf.garden.backbone import AsViTConfig
 from asvit_tf.garden.backbone import Backbone
+from asvit_tf.garden.backbone import check_windows
 
 IMAGENET_TRAIN_EXAMPLES = img_cls_cfg.IMAGENET_TRAIN_EXAMPLES
 IMAGENET_VAL_EXAMPLES = img_cls_cfg.IMAGENET_VAL_EXAMPLES
@@ -85,8 +86,8 @@ def validate_experiment(params: cfg.ExperimentConfig):
   """Raises ValueError (one line, naming the field) if an As-ViT experiment cannot run.
 
   Checks the backbone type, that `arch` is a known variant or a valid topology string, the
-  input size (3 values; sides multiples of every tokenization stride) and the
-  re-tokenization schedule (`retokenization.validate_schedule`).
+  window policy, the input size (3 values; sides multiples of every tokenization stride) and
+  the re-tokenization schedule (`retokenization.validate_schedule`).
   """
   model = params.task.model
   if model.backbone.type != 'asvit':
@@ -96,6 +97,7 @@ def validate_experiment(params: cfg.ExperimentConfig):
     arch_lib.as_topology(backbone.arch)
   except ValueError as e:
     raise ValueError(f'task.model.backbone.asvit.arch: {e}') from None
+  check_windows(backbone)
   size = list(model.input_size)
   if len(size) != 3 or min(size) < 1:
     raise ValueError(f'task.model.input_size must be [height, width, channels], got {size}')
