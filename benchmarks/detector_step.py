@@ -63,7 +63,8 @@ def _child(args):
   pattern = os.path.join(args.data_dir, 'tfrecord', 'train-*')
   params = detection.detection_config(overrides={
       'runtime': {'mixed_precision_dtype': 'float32'},
-      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy}}},
+      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy}},
+                         'input_size': [args.image, args.image, 3]},
                'train_data': {'input_path': pattern, 'global_batch_size': 1,
                               'dtype': 'float32', 'shuffle_buffer_size': 4,
                               'parser': {'aug_scale_min': 1.0, 'aug_scale_max': 1.0}}}})
@@ -103,7 +104,7 @@ def _rss_bytes(pid: int) -> int:
 def run_watched(args):
   """Runs the child; returns (events, peak RSS bytes, killed for memory, return code)."""
   cmd = [sys.executable, os.path.abspath(__file__), '--child', f'--policy={args.policy}',
-         f'--steps={args.steps}', f'--data_dir={args.data_dir}']
+         f'--steps={args.steps}', f'--data_dir={args.data_dir}', f'--image={args.image}']
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
   lines = []
   reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -132,6 +133,10 @@ def main(argv):
   parser.add_argument('--limit_gb', type=float, default=10.0)
   parser.add_argument('--steps', type=int, default=2)
   parser.add_argument('--data_dir', default='/tmp/asvit_nuclei_coco')
+  parser.add_argument('--image', type=int, default=IMAGE, help='square input side (px)')
+  parser.add_argument('--cache', default='',
+                      help='JSON file of earlier measurements (image, policy): the report '
+                      'lists them all; this run adds or replaces its own')
   parser.add_argument('--no_write', action='store_true')
   parser.add_argument('--child', action='store_true')
   args = parser.parse_args(argv)
@@ -145,6 +150,20 @@ def main(argv):
   events, peak, killed, code = run_watched(args)
   steps = [e for e in events if e['event'] == 'step']
   built = next((e for e in events if e['event'] == 'built'), None)
+  result = {'image': args.image, 'policy': args.policy, 'limit_gb': args.limit_gb,
+            'peak_gb': peak / GB, 'killed': killed, 'code': code, 'load': load_before,
+            'built_s': built['seconds'] if built else None,
+            'params': built['params'] if built else None,
+            'steps_s': [e['seconds'] for e in steps], 'loss': steps[-1]['loss'] if steps else None}
+  results = []
+  if args.cache and os.path.exists(args.cache):
+    with open(args.cache) as f:
+      results = [r for r in json.load(f)
+                 if (r['image'], r['policy']) != (args.image, args.policy)]
+  results = sorted(results + [result], key=lambda r: (-r['image'], r['policy']))
+  if args.cache:
+    with open(args.cache, 'w') as f:
+      json.dump(results, f, indent=1)
 
   arch = 'asvit_large'
   maps = {p: attention_map_bytes(arch, IMAGE, p) for p in ('splits', 'fixed')}
@@ -159,29 +178,34 @@ def main(argv):
       ['policy', 'stage', 'windows × tokens', 'heads', 'one map (GB)', 'blocks',
        'maps of the stage (GB)'], rows)
 
-  if killed:
-    outcome = (f'**needs more than {args.limit_gb:g} GB**: the step was stopped when its '
-               f'resident memory passed {args.limit_gb:g} GB (peak sampled '
-               f'{peak / GB:.2f} GB)')
-  elif code != 0 or not steps:
-    outcome = f'the child failed (exit {code}) after {len(steps)} step(s); peak RSS {peak / GB:.2f} GB'
-  else:
-    times = ', '.join(f'{e["seconds"]:.1f} s' for e in steps)
-    outcome = (f'peak RSS **{peak / GB:.2f} GB**; steps took {times} (the first includes '
-               f'tracing the step function); loss {steps[-1]["loss"]:.3f}')
-  build = f'built in {built["seconds"]:.0f} s, {built["params"] / 1e6:.2f} M params' if built \
-      else 'not built'
+  measured = []
+  for r in results:
+    if r['killed']:
+      outcome = f'**needs more than {r["limit_gb"]:g} GB** (stopped there)'
+    elif r['code'] != 0 or not r['steps_s']:
+      outcome = f'failed (exit {r["code"]}) after {len(r["steps_s"])} step(s)'
+    else:
+      outcome = f'loss {r["loss"]:.3f}'
+    peak_text = f'> {r["limit_gb"]:g}' if r['killed'] else f'{r["peak_gb"]:.2f}'
+    measured.append([f'{r["image"]}²', r['policy'],
+                     f'{r["built_s"]:.0f}' if r['built_s'] is not None else '—',
+                     ', '.join(f'{t:.0f}' for t in r['steps_s']) or '—', peak_text,
+                     f'{r["load"]:.1f}', outcome])
+  measured_table = _report.markdown_table(
+      ['input', 'policy', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
+       'load avg at start', 'result'], measured)
   splits_total = maps['splits'][1]
   fixed_total = maps['fixed'][1]
   body = f"""One training step (Model Garden's `MaskRCNNTask.train_step`: forward, losses,
 gradients, AdamW update, in a `tf.function`) of As-ViT Large Cascade Mask R-CNN at
-{IMAGE}×{IMAGE}, batch 1, float32, on this 2-core CPU, config `cascadercnn_asvit_coco` (the TPU
-YAML) with window policy `{args.policy}`; nuclei tiles scaled to {IMAGE}² as input. The step
-ran in a child process whose resident memory was sampled every 0.2 s (limit
-{args.limit_gb:g} GB: the machine's 24 GB are shared). 1-minute load average {load_before:.1f}
-when the run started (other jobs were running: the seconds are pessimistic).
+{IMAGE}×{IMAGE} (and smaller inputs, to see how it scales), batch 1, float32, on this 2-core
+CPU, config `cascadercnn_asvit_coco` (the TPU YAML: 134.30 M params) with the window policy
+shown; nuclei tiles scaled to the input size. Each step ran in a child process whose resident
+memory was sampled every 0.2 s and which was stopped past the limit (the machine's 24 GB are
+shared by several jobs). Other jobs were running (load averages below, on 2 cores): the
+seconds are pessimistic.
 
-Result under `{args.policy}`: {build}; {outcome}.
+{measured_table}
 
 Attention maps softmax(q·kᵀ) of one image, float32, from the shapes (each block's map is kept
 for the backward pass, and the logits and the gradient have the same size again while a
