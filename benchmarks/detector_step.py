@@ -220,6 +220,7 @@ def main(argv):
                 "Cascade Mask R-CNN graph, the float32 activations of the heads and of the "
                 "backbone's MLPs, the weights, gradients and AdamW slots of 134 M "
                 "parameters: 2.1 GB).")
+  cache = os.path.relpath(args.cache, _report.REPO) if args.cache else '(none)'
   splits_total = maps['splits'][1]
   fixed_total = maps['fixed'][1]
   body = f"""One training step (Model Garden's `MaskRCNNTask.train_step`: forward, losses,
@@ -229,7 +230,8 @@ CPU, config `cascadercnn_asvit_coco` (the TPU YAML: 134.30 M params) with the wi
 shown; nuclei tiles scaled to the input size. Each step ran in a child process whose resident
 memory was sampled every 0.2 s and which was stopped past the limit (the machine's 24 GB are
 shared by several jobs). Other jobs were running (load averages below, on 2 cores): the
-seconds are pessimistic.
+seconds are pessimistic. Each row is one run of `python benchmarks/detector_step.py --image N
+--cache {cache}` (limit {args.limit_gb:g} GB, 2 steps); the runs are kept in that file.
 
 {measured_table}
 
