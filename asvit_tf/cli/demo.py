@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from absl import flags
+from asvit_tf.errors import UserInputError
 
 
 def define_flags():
@@ -34,7 +35,7 @@ def run(saved_model: str, image_path: str, output: str, score_threshold: float =
   serve = tf.saved_model.load(saved_model).signatures['serving_default']
   outputs = {k: v.numpy() for k, v in serve(inputs=tf.constant(image[None])).items()}
   if 'detection_boxes' not in outputs:
-    raise ValueError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')
+    raise UserInputError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')
   detections = draw.select(outputs, score_threshold)
   draw.draw_detections(image, detections, list(class_names) or None).save(output)
   return detections
@@ -42,9 +43,9 @@ def run(saved_model: str, image_path: str, output: str, score_threshold: float =
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise UserInputError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.saved_model or not FLAGS.image:
-    raise ValueError('--saved_model and --image are required')
+    raise UserInputError('--saved_model and --image are required')
   detections = run(FLAGS.saved_model, FLAGS.image, FLAGS.output, FLAGS.score_threshold,
                    FLAGS.class_names)
   print(f'{len(detections["boxes"])} detections with score >= {FLAGS.score_threshold} '
