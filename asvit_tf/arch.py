@@ -74,11 +74,11 @@ class Topology:
   width: int = DEFAULT_WIDTH
 
   def __post_init__(self):
-    for name in ('kernels', 'splits', 'expansions', 'depths'):
+    for name, letter in (('kernels', 'K'), ('splits', 'S'), ('expansions', 'E'),
+                         ('depths', 'L')):
       value = tuple(getattr(self, name))
       if len(value) != NUM_STAGES:
         raise UserInputError(f'{name} needs {NUM_STAGES} values, got {value!r}')
-      letter = name[0].upper()
       # A patch merging needs k >= 2 to cover the stride-2 grid.
       minimums = (1, 2, 2, 2) if name == 'kernels' else (1,) * NUM_STAGES
       object.__setattr__(self, name, tuple(

@@ -29,10 +29,22 @@ def run(saved_model: str, image_path: str, output: str, score_threshold: float =
     raise FileNotFoundError(f'--saved_model {saved_model} is not a directory')
   if not os.path.isfile(image_path):
     raise FileNotFoundError(f'--image {image_path} does not exist')
+  if not os.path.isfile(os.path.join(saved_model, 'saved_model.pb')):
+    raise UserInputError(f'--saved_model {saved_model} is not a SavedModel (no saved_model.pb): '
+                         'give the --export_dir of `asvit export`')
+  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from asvit_tf.serving import draw  # pylint: disable=g-import-not-at-top
-  image = draw.load_image(image_path)
-  serve = tf.saved_model.load(saved_model).signatures['serving_default']
+  try:
+    image = draw.load_image(image_path)
+  except UnidentifiedImageError:
+    raise UserInputError(f'--image {image_path} is not an image file PIL can read (PNG, JPEG, '
+                         'TIFF)') from None
+  signatures = tf.saved_model.load(saved_model).signatures
+  if 'serving_default' not in signatures:
+    raise UserInputError(f'--saved_model {saved_model} has no serving_default signature: give '
+                         'the --export_dir of `asvit export`')
+  serve = signatures['serving_default']
   outputs = {k: v.numpy() for k, v in serve(inputs=tf.constant(image[None])).items()}
   if 'detection_boxes' not in outputs:
     raise UserInputError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')

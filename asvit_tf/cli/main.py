@@ -29,8 +29,8 @@ COMMANDS = {
 
 
 def usage() -> str:
-  lines = ['usage: asvit <command> [--flags]   (asvit <command> --help for its flags)', '',
-           'commands:']
+  lines = ['usage: asvit <command> [--flags]   (asvit <command> --help for its flags)',
+           '       asvit --version', '', 'commands:']
   for name, (module, text) in COMMANDS.items():
     if importlib.util.find_spec(module) is not None:
       lines.append(f'  {name:<9} {text}')
@@ -42,6 +42,10 @@ INTERRUPTED = 'interrupted; run the same command again to resume'
 # File-system errors name what the user pointed at: one line, like a UserFacingError.
 FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
+
+
+def _show_tracebacks() -> bool:
+  return os.environ.get(TRACEBACK_ENV, '') not in ('', '0')
 
 
 def fail(message: str, code: int = 2):
@@ -71,7 +75,7 @@ def user_errors(main: Callable[[List[str]], Optional[int]]):
   """
   @functools.wraps(main)
   def wrapped(argv):
-    if os.environ.get(TRACEBACK_ENV, '') not in ('', '0'):
+    if _show_tracebacks():
       return main(argv)
     try:
       code = main(argv)
@@ -98,8 +102,9 @@ def command_help(command: str, module) -> str:
   if arch_arg:
     from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
     text += [f'{arch_arg}: {arch_lib.arch_help()}.', '']
-  flag_help = flags.FLAGS.module_help(module.__name__)
-  text += [f'flags of asvit {command}:', flag_help.strip('\n').split('\n', 1)[-1] if flag_help else '  none']
+  # module_help starts with a line naming the module: the flags follow it.
+  flag_help = flags.FLAGS.module_help(module.__name__).strip('\n').split('\n', 1)
+  text += [f'flags of asvit {command}:', flag_help[1] if len(flag_help) == 2 else '  none']
   return '\n'.join(text)
 
 
@@ -117,7 +122,7 @@ def run(argv: Optional[List[str]] = None):
   try:
     _run(list(sys.argv if argv is None else argv))
   except KeyboardInterrupt:
-    if os.environ.get(TRACEBACK_ENV, '') not in ('', '0'):
+    if _show_tracebacks():
       raise
     fail(INTERRUPTED, 130)
   except BrokenPipeError:

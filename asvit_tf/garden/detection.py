@@ -127,7 +127,8 @@ def check_annotation_file(task: maskrcnn_cfg.MaskRCNNTask) -> None:
   largest = largest_category_id(path)
   if task.model.num_classes <= largest:
     raise UserInputError(f'task.model.num_classes {task.model.num_classes} must be above the '
-                         f'largest category id {largest} in {path}: set it to {largest + 1} or more')
+                         f'largest category id {largest} in {path}: set it to {largest + 1} or '
+                         'more')
 
 
 def validate_detection(params: cfg.ExperimentConfig, check_data: bool = True) -> None:

@@ -3,9 +3,10 @@
 The exported signature `serving_default` takes `inputs`: uint8 images [batch, height, width, 3]
 of any batch size (and, for the classifier, any image size: Model Garden's module resizes to
 the config's input size and normalises). Images of another rank or channel count are refused
-with a message that names the expected shape; an empty batch gives empty outputs. The model is built from the experiment config, whose
-backbone `stride`/`dilation` are the final tokenization of the re-tokenization schedule, so a
-model trained with a schedule is exported with the tokenization it finished with.
+with a message that names the expected shape; an empty batch gives empty outputs. The model
+is built from the experiment config, whose backbone `stride`/`dilation` are the final
+tokenization of the re-tokenization schedule, so a model trained with a schedule is exported
+with the tokenization it finished with.
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def export(params: cfg.ExperimentConfig, checkpoint_path: str, export_dir: str,
   `batch_size=None` exports a signature that takes any batch size.
   """
   if input_type not in INPUT_TYPES:
-    raise UserInputError(f'--input_type must be one of {", ".join(INPUT_TYPES)}, got {input_type!r}')
+    raise UserInputError(f'--input_type must be one of {", ".join(INPUT_TYPES)}, '
+                         f'got {input_type!r}')
   if batch_size is not None and batch_size < 1:
     raise UserInputError(f'--batch_size must be >= 1 (or 0 for any), got {batch_size}')
   checkpoint = resolve_checkpoint(checkpoint_path)
