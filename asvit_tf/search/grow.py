@@ -361,8 +361,8 @@ def resolve_arch(arch: str) -> str:
   from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
   arch = (arch or '').strip()
   if not arch:
-    raise ValueError('--arch is required: a seed topology such as 8,2,3|4,1,2|4,1,4|4,1,6|32, '
-                     '@path/to/seed.txt or a search output directory')
+    raise UserInputError('--arch is required: a seed topology such as 8,2,3|4,1,2|4,1,4|4,1,6|32, '
+                         '@path/to/seed.txt or a search output directory')
   if arch.startswith('@'):
     arch = reinforce.read_seed(os.path.expanduser(arch[1:]))
   elif '|' not in arch and os.path.isdir(os.path.expanduser(arch)):

@@ -271,5 +271,5 @@ def read_seed(path: str) -> str:
   with open(path) as f:
     text = f.read().strip()
   if not text:
-    raise ValueError(f'{path} is empty')
+    raise UserInputError(f'{path} is empty')
   return text

@@ -68,7 +68,7 @@ class _CheckedImageTensors:
   def expected_shape(self) -> str:
     return f'[{self._batch_size or "batch"}, height, width, {self._num_channels}]'
 
-  @tf.function
+  @tf.function(autograph=False)  # plain Python conditions on the export settings
   def checked_image_tensors(self, inputs):
     rank, shape = tf.rank(inputs), tf.shape(inputs)
     padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # indexable whatever the rank
