@@ -1,6 +1,6 @@
 """`asvit export`: a trained As-ViT classifier or detector as a SavedModel.
 
-  asvit export --experiment=asvit_imagenet --config_file=MODEL_DIR/params.yaml \
+  asvit export --experiment=asvit_imagenet --config_file=MODEL_DIR/params.yaml \\
       --checkpoint_path=MODEL_DIR --export_dir=EXPORT_DIR
 
 The signature `serving_default` takes uint8 images [batch, height, width, 3] of any batch size

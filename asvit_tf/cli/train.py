@@ -3,10 +3,11 @@
 The flags of Model Garden's `official/vision/train.py` (`--experiment --mode --model_dir
 --config_file --params_override --tpu --tf_data_service --gin_file --gin_params`), with the
 As-ViT registrations imported and the `AsViTTrainer` that applies the schedule. The config is
-checked before anything is built: an unknown variant, an image size the strides do not divide
-or a bad schedule ends the command with one line. Example:
+checked before anything is built: an unknown variant, an image side below a tokenization
+stride (`asvit_tf.validation`), a network beyond an accelerator's memory or a bad schedule ends
+the command with one line. Example:
 
-  asvit train --experiment=asvit_imagenet --mode=train_and_eval \
+  asvit train --experiment=asvit_imagenet --mode=train_and_eval \\
       --config_file=official_configs/asvit_tiny_cpu.yaml --model_dir=/tmp/asvit_tiny
 """
 from __future__ import annotations
