@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from absl import flags
+
 from asvit_tf.errors import UserInputError
 
 

@@ -9,6 +9,7 @@ The signature `serving_default` takes uint8 images [batch, height, width, 3] of 
 from __future__ import annotations
 
 from absl import flags
+
 from asvit_tf.errors import UserInputError
 
 
