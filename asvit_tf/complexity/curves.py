@@ -31,6 +31,7 @@ import tensorflow as tf
 from asvit_tf.complexity import dual
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
+from asvit_tf.errors import UserInputError
 
 CURVE_METRICS = ('length', 'curvature', 'curvature_length')
 _NEEDS_SECOND_ORDER = ('curvature', 'curvature_length')
@@ -46,7 +47,7 @@ def input_curve(image_shape: Sequence[int], seed: int, repeat: int = 0):
 
 def angles(num_points: int) -> np.ndarray:
   if num_points < 1:
-    raise ValueError(f'num_points must be >= 1, got {num_points}')
+    raise UserInputError(f'num_points must be >= 1, got {num_points}')
   return np.linspace(0.0, 2.0 * np.pi, num_points)
 
 
@@ -136,7 +137,7 @@ def metrics_from_products(products: Dict[str, np.ndarray]) -> Dict[str, float]:
 def _check_metrics(metrics: Sequence[str]):
   unknown = [m for m in metrics if m not in CURVE_METRICS]
   if unknown or not metrics:
-    raise ValueError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
+    raise UserInputError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
 
 
 def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
@@ -170,7 +171,7 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   _check_metrics(metrics)
   network_lib.check_mode(mode)
   if repeats < 1:
-    raise ValueError(f'repeats must be >= 1, got {repeats}')
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
   theta_np = angles(num_points)
   shape = network_lib.image_shape(image_size)
   factory = network_lib.model_factory(arch_or_factory, width)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from asvit_tf.complexity import attention
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
+from asvit_tf.errors import UserInputError
 
 
 # Images per per-image-gradient pass: chunks of 4 need about half the memory of the whole
@@ -258,12 +259,12 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
   if repeats < 1:
-    raise ValueError(f'repeats must be >= 1, got {repeats}')
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
   if chunk_size is not None and chunk_size < 1:
-    raise ValueError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
+    raise UserInputError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
   network_lib.check_mode(mode)
   if method not in METHODS:
-    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+    raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
   if images is not None:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] < 1:

@@ -12,6 +12,8 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +84,15 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
                    dilation: int = 1, use_layer_norm: bool = True) -> List[PartCost]:
   """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
 
-  `num_classes=None` leaves out the classification head (the backbone alone).
+  `num_classes=None` leaves out the classification head (the backbone alone). The numbers
+  follow `validation`: UserInputError naming a bad `image_size`, `stride` or `num_classes`.
   """
   del dilation  # the dilation changes no weight and no output size
   topo = arch_lib.as_topology(arch)
+  stride = validation.integer('stride', stride)
+  image_size = validation.check_image_size(image_size, stride)
+  if num_classes is not None:
+    num_classes = validation.integer('num_classes', num_classes)
   widths, heads = topo.stage_widths, topo.stage_heads
   grids = stage_grids(image_size, stride)
   ln = use_layer_norm
@@ -128,5 +135,5 @@ def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: boo
 def count_params(model) -> int:
   """Number of scalars in all weights of a built Keras model (trainable or not)."""
   if not model.built:
-    raise ValueError('the model is not built yet: call it on an image batch first')
+    raise UserInputError('the model is not built yet: call it on an image batch first')
   return int(sum(math.prod(w.shape) for w in model.weights))

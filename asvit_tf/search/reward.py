@@ -14,6 +14,8 @@ import dataclasses
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from asvit_tf.errors import UserInputError
+
 WINDOW = 20
 EPS = 1e-6
 
@@ -30,7 +32,7 @@ REWARDS: Dict[str, Tuple[Tuple[str, int], ...]] = {
 def reward_metrics(reward: str) -> Tuple[str, ...]:
   """The metrics a reward needs."""
   if reward not in REWARDS:
-    raise ValueError(f'--reward must be one of {", ".join(REWARDS)}, got {reward!r}')
+    raise UserInputError(f'--reward must be one of {", ".join(REWARDS)}, got {reward!r}')
   return tuple(m for m, _ in REWARDS[reward])
 
 

@@ -49,7 +49,7 @@ def test_set_tokenization_changes_grid_not_weights():
   assert len(after) == len(before)
   for a, b in zip(before, after):
     np.testing.assert_array_equal(a, b.numpy())
-  with pytest.raises(ValueError, match='stride and dilation must be >= 1'):
+  with pytest.raises(ValueError, match='stride must be an integer >= 1, got 0'):
     layer.set_tokenization(0, 1)
 
 
