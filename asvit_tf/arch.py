@@ -1,7 +1,7 @@
 """Topology strings <-> `Topology`, the As-ViT search space, and validation.
 
 A topology string has the seed form ``K1,S1,E1|K2,S2,E2|K3,S3,E3|K4,S4,E4|H`` or the
-scaled form ``K1,S1,E1,L1|...|K4,S4,E4,L4|H,C`` (design.md §1). Missing depths default
+scaled form ``K1,S1,E1,L1|...|K4,S4,E4,L4|H,C`` (docs/design.md §2). Missing depths default
 to 1, a missing width C to 32. ``str(topology)`` always writes the scaled form.
 """
 from __future__ import annotations

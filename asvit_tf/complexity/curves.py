@@ -1,5 +1,5 @@
 """Length distortion, curvature and curvature-weighted length of the feature curve
-(design.md §3).
+(docs/design.md §5, §6).
 
 The input is the great circle x(θ) = u0 cos θ + u1 sin θ through two orthonormal directions
 of R^(H·W·3), sampled at θ_k = linspace(0, 2π, n) (both ends, no √N scale). h(θ) are the
@@ -10,7 +10,7 @@ through the network as one batch: one forward-mode pass with tangent 1 on every 
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
 own θ only), and a second accumulator around the first gives a_k = d²h/dθ². For L^E alone
 on an As-ViT, `dual` pushes the tangent dx/dθ through the layers by hand instead: the same
-v_k, in about half the time of the accumulator.
+v_k, faster than the accumulator (docs/benchmarks.md).
 
 Per point, with vv = v·v, aa = a·a, va = v·a and D = vv·aa − va² (in float64):
   L^E   = Σ_k √vv
@@ -160,11 +160,10 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       'xla' (the same, XLA-compiled) or 'auto': graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
       alone by the accumulator (other models), graph when κ or L^E_κ need
-      forward-over-forward. Measured at 224 px (docs/benchmarks.md): L^E by hand over 5
-      repeats costs 4.3 s traced against 5.7 s eager on the seed, one thread; by the
-      accumulator eager costs less than a trace up to ~5 repeats on the seed and needs
-      less memory; forward-over-forward in eager is slower and took 11 GB on the seed
-      against 4.5 GB traced.
+      forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one
+      trace is repaid by a measurement's repeats; by the accumulator, eager beats a trace
+      at a few repeats and needs less memory; forward-over-forward in eager is slower and
+      needs far more memory than traced.
 
   Each result's `seconds` is the wall time of the whole call.
   """

@@ -161,9 +161,8 @@ def compile_mode(fn, mode: str):
 @contextlib.contextmanager
 def without_grappler():
   """Functions first run inside skip Grappler's graph rewrites (TensorFlow's global
-  optimizer option, restored after). A measure traces a new network each time: on this
-  CPU the rewrites cost ~0.5 s of a search topology's first κ_Θ run and ~2 s of a late grow
-  candidate's, and the runs after are no faster (docs/benchmarks.md)."""
+  optimizer option, restored after). A measure traces a new network each time, so the
+  rewrites only add to its first run: the runs after are no faster (docs/benchmarks.md)."""
   key = 'disable_meta_optimizer'
   before = bool(tf.config.optimizer.get_experimental_options().get(key, False))
   tf.config.optimizer.set_experimental_options({key: True})

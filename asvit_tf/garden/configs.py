@@ -1,6 +1,6 @@
 """Experiment configs: `asvit_imagenet` on Model Garden's image-classification task.
 
-The recipe (design.md §7) is open: the paper's training appendix was not available. We start
+The recipe (docs/design.md §12) is open: the paper's training appendix was not available. We start
 from DeiT/Swin on ImageNet-1k: AdamW, lr 1e-3 x batch/1024 with a cosine decay and 5 warm-up
 epochs, weight decay 0.05, 300 epochs, RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing
 0.1, random erasing 0.25, stochastic depth by model size. The re-tokenization schedule is the

@@ -1,4 +1,4 @@
-"""Progressive re-tokenization (design.md §6): the schedule, and a `Model.fit` callback.
+"""Progressive re-tokenization (docs/design.md §11): the schedule, and a `Model.fit` callback.
 
 A schedule is a list of phases (start step, stride, dilation): from its start step on, a phase's
 stride and dilation drive the patch embedding. Only the tokenization changes, no weight, so one

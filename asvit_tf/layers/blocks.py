@@ -15,7 +15,7 @@ _PACKAGE = 'asvit_tf'
 
 
 def dense_initializer():
-  """Dense kernels: truncated normal, std 0.02 (design.md §2)."""
+  """Dense kernels: truncated normal, std 0.02 (docs/design.md §4)."""
   return tf_keras.initializers.TruncatedNormal(stddev=0.02)
 
 

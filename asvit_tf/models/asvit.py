@@ -1,4 +1,4 @@
-"""The As-ViT network (design.md §2) and its named variants.
+"""The As-ViT network (docs/design.md §3) and its named variants.
 
 `AsViTEncoder` is the trunk (patch embedding, four stages, three patch mergings) and returns
 the four stage maps; `AsViT` adds the classification head. The Model Garden backbone reuses

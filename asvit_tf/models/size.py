@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate counts of an As-ViT, computed from its topology.
 
-MACs follow design.md §2: multiply-accumulates of the dense layers, the convolution and the
+MACs follow docs/design.md §3: multiply-accumulates of the dense layers, the convolution and the
 two attention matmuls (q·kᵀ and attn·v); LayerNorm, GELU, softmax, pooling and additions are
 not counted. Work on zero-padded tokens (split attention on a grid that the windows do not
 divide) is counted, since it is computed. Pure Python: no TensorFlow needed.
@@ -122,7 +122,7 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
 
 def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
                dilation: int = 1) -> int:
-  """Multiply-accumulates of one forward pass of one image (design.md §2)."""
+  """Multiply-accumulates of one forward pass of one image (docs/design.md §3)."""
   return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation))
 
 

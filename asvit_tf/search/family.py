@@ -101,7 +101,7 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
   lines = [
       '# The As-ViT family from one scaling run',
       '',
-      f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (design.md §5) '
+      f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (docs/design.md §9) '
       f'with metrics at {config.get("image_size", "?")}×{config.get("image_size", "?")}, '
       f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
       f'{config.get("target_params", 0) / 1e6:g} M, ceiling {config.get("max_params", 0) / 1e6:g} M '

@@ -1,4 +1,4 @@
-"""Training-free scaling ("grow", design.md §5), resumable after a kill.
+"""Training-free scaling ("grow", docs/design.md §9), resumable after a kill.
 
 From the seed at proxy width h=8 (real width C=4h) and depths 1,1,1,1, each step builds the
 candidates "+1 block in one stage and width h' = round(h·(1+r)), r ∈ {5,10,15,20} %" (a width

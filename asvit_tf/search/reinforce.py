@@ -1,4 +1,4 @@
-"""Seed search with REINFORCE (design.md §4), resumable after a kill.
+"""Seed search with REINFORCE (docs/design.md §8), resumable after a kill.
 
 Each step samples the 12 decisions, builds the topology at C=32 and depths 1,1,1,1,
 measures it, turns the metrics into a relative-change reward, subtracts a bias-corrected EMA
@@ -179,8 +179,8 @@ def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureF
   owned = measure is None and not state['done']
   if owned:
     # A step's L^E and κ_Θ run side by side and rarely take the same time: with every core's
-    # thread in each worker, the one still running then uses the whole CPU (measured: 9 %
-    # less per step at 224 than one thread each, docs/benchmarks.md).
+    # thread in each worker, the one still running then uses the whole CPU (measured faster
+    # per step than one thread each: docs/benchmarks.md).
     from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
     measure = measure_from_config(reward_lib.reward_metrics(config.reward), config, workers,
                                   threads=parallel.default_workers())
