@@ -16,6 +16,7 @@ from official.vision.configs import backbones as backbones_cfg
 from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.garden.retokenization import RetokenizationPhase
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
@@ -54,12 +55,12 @@ class AsViTConfig(hyperparams.Config):
 
 
 def check_windows(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
-  """Raises ValueError (one line, naming the field) for a bad window policy or reference."""
+  """Raises UserInputError (one line, naming the field) for a bad window policy or reference."""
   if cfg.window_policy not in size.WINDOW_POLICIES:
-    raise ValueError(f'{where}.window_policy must be one of {", ".join(size.WINDOW_POLICIES)}'
+    raise UserInputError(f'{where}.window_policy must be one of {", ".join(size.WINDOW_POLICIES)}'
                      f', got {cfg.window_policy!r}')
   if cfg.window_reference_size < 1:
-    raise ValueError(f'{where}.window_reference_size must be >= 1 (pixels), got '
+    raise UserInputError(f'{where}.window_reference_size must be >= 1 (pixels), got '
                      f'{cfg.window_reference_size}')
 
 

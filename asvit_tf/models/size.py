@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate counts of an As-ViT, computed from its topology.
 
-MACs follow design.md §2: multiply-accumulates of the dense layers, the convolution and the
+MACs follow docs/design.md §3: multiply-accumulates of the dense layers, the convolution and the
 two attention matmuls (q·kᵀ and attn·v); LayerNorm, GELU, softmax, pooling and additions are
 not counted. Work on zero-padded tokens (split attention on a grid that the windows do not
 divide) is counted, since it is computed. Pure Python: no TensorFlow needed.
@@ -12,6 +12,8 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +62,12 @@ REFERENCE_SIZE = 224  # the image side at which `fixed` windows are taken by def
 
 
 def check_window_policy(window_policy: str, reference_size: int = REFERENCE_SIZE) -> None:
-  """Raises ValueError (one line) for an unknown policy or a reference size below 1."""
+  """Raises UserInputError (one line) for an unknown policy or a reference size below 1."""
   if window_policy not in WINDOW_POLICIES:
-    raise ValueError(f'window_policy must be one of {", ".join(WINDOW_POLICIES)}, got '
+    raise UserInputError(f'window_policy must be one of {", ".join(WINDOW_POLICIES)}, got '
                      f'{window_policy!r}')
   if int(reference_size) < 1:
-    raise ValueError(f'window reference size must be >= 1 pixel, got {reference_size}')
+    raise UserInputError(f'window reference size must be >= 1 pixel, got {reference_size}')
 
 
 def fixed_windows(arch, stride: int = 4, reference_size: int = REFERENCE_SIZE) -> List[int]:
@@ -138,11 +140,16 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
                    window_reference_size: int = REFERENCE_SIZE) -> List[PartCost]:
   """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
 
-  `num_classes=None` leaves out the classification head (the backbone alone).
+  `num_classes=None` leaves out the classification head (the backbone alone). The numbers
+  follow `validation`: UserInputError naming a bad `image_size`, `stride` or `num_classes`.
   `window_policy` and `window_reference_size` are the model's (`stage_windows`).
   """
   del dilation  # the dilation changes no weight and no output size
   topo = arch_lib.as_topology(arch)
+  stride = validation.integer('stride', stride)
+  image_size = validation.check_image_size(image_size, stride)
+  if num_classes is not None:
+    num_classes = validation.integer('num_classes', num_classes)
   widths, heads = topo.stage_widths, topo.stage_heads
   grids = stage_grids(image_size, stride)
   windows = stage_windows(topo, image_size, stride, window_policy, window_reference_size)
@@ -174,7 +181,7 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
 def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
                dilation: int = 1, window_policy: str = 'splits',
                window_reference_size: int = REFERENCE_SIZE) -> int:
-  """Multiply-accumulates of one forward pass of one image (design.md §2), with the
+  """Multiply-accumulates of one forward pass of one image (docs/design.md §3), with the
   attention windows of `window_policy` ('splits' or 'fixed', see `stage_windows`)."""
   return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation,
                                             window_policy=window_policy,
@@ -190,5 +197,5 @@ def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: boo
 def count_params(model) -> int:
   """Number of scalars in all weights of a built Keras model (trainable or not)."""
   if not model.built:
-    raise ValueError('the model is not built yet: call it on an image batch first')
+    raise UserInputError('the model is not built yet: call it on an image batch first')
   return int(sum(math.prod(w.shape) for w in model.weights))

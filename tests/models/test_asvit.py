@@ -155,7 +155,7 @@ def test_create_model_errors_and_names():
   assert {'asvit_seed', 'asvit_small', 'asvit_base', 'asvit_large'} <= set(models.model_names())
   with pytest.raises(ValueError, match="unknown model 'asvit_tiny'"):
     models.create_model('asvit_tiny')
-  with pytest.raises(ValueError, match='num_classes must be >= 1'):
+  with pytest.raises(ValueError, match='num_classes must be an integer >= 1'):
     models.AsViT(TINY, num_classes=0)
 
 
@@ -207,9 +207,13 @@ def test_fixed_equals_splits_at_the_reference_size(reference, stride, dilation):
   fixed(x)
   fixed.set_weights(splits.get_weights())
   np.testing.assert_allclose(fixed(x).numpy(), y, rtol=1e-5, atol=1e-6)
-  # elsewhere they differ (the windows do): the same weights give other outputs
+  np.testing.assert_allclose(fixed.feature_maps(x)['2'].numpy(),
+                             splits.feature_maps(x)['2'].numpy(), rtol=1e-5, atol=1e-5)
+  # elsewhere the windows differ, and so does stage 1's output with the same weights (by
+  # little at init: the attention branch is small beside the residual)
   other = _images(2, reference + 96, seed=1)
-  assert not np.allclose(fixed(other).numpy(), splits(other).numpy(), rtol=1e-3, atol=1e-4)
+  a, b = fixed.feature_maps(other)['2'].numpy(), splits.feature_maps(other)['2'].numpy()
+  assert np.abs(a - b).max() > 1e-4 * np.abs(b).max()  # equal windows: equal to 1e-5
 
 
 def test_window_policy_round_trips_config_and_saved_model(tmp_path):
