@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
 # returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
@@ -112,7 +113,7 @@ class Network:
     """A given model (built, or built here by one call on zeros), measured as it is."""
     from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
     if isinstance(model, asvit.AsViT) and model.encoder.drop_path_rate > 0:
-      raise ValueError('a measured model must have drop_path_rate=0 (the measures run in '
+      raise UserInputError('a measured model must have drop_path_rate=0 (the measures run in '
                        f'training mode), got {model.encoder.drop_path_rate}')
     net = cls.__new__(cls)
     net._build(model, image_shape)
@@ -173,7 +174,7 @@ def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
   if not is_model(arch_or_model):
     return Network(model_factory(arch_or_model, width), use_layer_norm, image_shape)
   if width is not None or share_embedding:
-    raise ValueError('width and share_embedding apply to drawn weights, not to a given '
+    raise UserInputError('width and share_embedding apply to drawn weights, not to a given '
                      f'model (got width={width}, share_embedding={share_embedding})')
   return Network.of_model(arch_or_model, image_shape)
 
@@ -183,7 +184,7 @@ MODES = ('auto', 'eager', 'graph', 'xla')
 
 def check_mode(mode: str) -> str:
   if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   return mode
 
 
@@ -197,7 +198,7 @@ def compile_mode(fn, mode: str):
   if mode == 'eager':
     return fn
   if mode not in ('graph', 'xla'):
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   traced = tf.function(fn, jit_compile=mode == 'xla')
   concrete = []
 
@@ -214,9 +215,8 @@ def compile_mode(fn, mode: str):
 @contextlib.contextmanager
 def without_grappler():
   """Functions first run inside skip Grappler's graph rewrites (TensorFlow's global
-  optimizer option, restored after). A measure traces a new network each time: on this
-  CPU the rewrites cost ~0.5 s of a search topology's first κ_Θ run and ~2 s of a late grow
-  candidate's, and the runs after are no faster (docs/benchmarks.md)."""
+  optimizer option, restored after). A measure traces a new network each time, so the
+  rewrites only add to its first run: the runs after are no faster (docs/benchmarks.md)."""
   key = 'disable_meta_optimizer'
   before = bool(tf.config.optimizer.get_experimental_options().get(key, False))
   tf.config.optimizer.set_experimental_options({key: True})
@@ -229,5 +229,5 @@ def without_grappler():
 def image_shape(image_size: Union[int, Tuple[int, int]]) -> Tuple[int, int, int]:
   h, w = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
   if int(h) < 1 or int(w) < 1:
-    raise ValueError(f'image_size must be positive, got {image_size}')
+    raise UserInputError(f'image_size must be positive, got {image_size}')
   return int(h), int(w), 3
