@@ -181,22 +181,26 @@ class SplitAttention(tf_keras.layers.Layer):
   """Multi-head self-attention inside each of split×split windows of the token grid.
 
   The window side is ceil(resolution / split), recomputed from the grid of each call, so the
-  layer follows a re-tokenized (coarser) grid. A grid the window does not divide is padded
-  with zero tokens and cropped after. head_dim = width // heads; qkv maps width to
-  3·heads·head_dim and the output projection maps heads·head_dim back to width.
+  layer follows a re-tokenized (coarser) grid; or, with `fixed_window` (the `fixed` window
+  policy, set by the encoder), that many tokens whatever the grid, clipped to the grid. A grid
+  the window does not divide is padded with zero tokens and cropped after. head_dim = width //
+  heads; qkv maps width to 3·heads·head_dim and the output projection maps heads·head_dim
+  back to width.
 
   `core(q, k, v)` computes softmax(q kᵀ)·v (`attention`); the NTK measure's tapped pass
   swaps in an equal one that runs map group by map group (`asvit_tf.complexity.attention`).
   """
 
   def __init__(self, width: int, num_heads: int, split: int, kernel_regularizer=None,
-               **kwargs):
+               fixed_window: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.width, self.num_heads, self.split = int(width), int(num_heads), int(split)
     if self.num_heads < 1 or self.width < self.num_heads:
       raise UserInputError(f'width {self.width} cannot hold {self.num_heads} heads')
     if self.split < 1:
       raise UserInputError(f'split must be >= 1, got {self.split}')
+    self.fixed_window = None
+    self.set_fixed_window(fixed_window)
     self.head_dim = self.width // self.num_heads
     self.inner = self.head_dim * self.num_heads
     self.scale = self.head_dim ** -0.5
@@ -210,7 +214,16 @@ class SplitAttention(tf_keras.layers.Layer):
     self.proj.build(tf.TensorShape([None, self.inner]))
     super().build(input_shape)
 
+  def set_fixed_window(self, side: Optional[int]):
+    """None: windows of ceil(grid / split) (the `splits` policy); an int: windows of that
+    many tokens a side, clipped to the grid. Read at trace time, like the tokenization."""
+    if side is not None and int(side) < 1:
+      raise UserInputError(f'fixed_window must be >= 1 token (or None), got {side}')
+    self.fixed_window = None if side is None else int(side)
+
   def window(self, rows: int, cols: int) -> Tuple[int, int]:
+    if self.fixed_window is not None:
+      return min(self.fixed_window, rows), min(self.fixed_window, cols)
     return math.ceil(rows / self.split), math.ceil(cols / self.split)
 
   def windows(self, rows: int, cols: int):
@@ -251,7 +264,8 @@ class SplitAttention(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'fixed_window': self.fixed_window}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -280,11 +294,13 @@ class Mlp(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class TransformerBlock(tf_keras.layers.Layer):
-  """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x)))."""
+  """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x))).
+
+  `fixed_window` is the attention's (`SplitAttention.set_fixed_window`)."""
 
   def __init__(self, width: int, num_heads: int, split: int, expansion: int,
                drop_path_rate: float = 0.0, use_layer_norm: bool = True,
-               kernel_regularizer=None, **kwargs):
+               kernel_regularizer=None, fixed_window: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.width, self.num_heads = int(width), int(num_heads)
     self.split, self.expansion = int(split), int(expansion)
@@ -293,7 +309,7 @@ class TransformerBlock(tf_keras.layers.Layer):
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self.norm1 = _norm(self.use_layer_norm, 'norm1')
     self.attn = SplitAttention(self.width, self.num_heads, self.split,
-                               self.kernel_regularizer, name='attn')
+                               self.kernel_regularizer, fixed_window, name='attn')
     self.norm2 = _norm(self.use_layer_norm, 'norm2')
     self.mlp = Mlp(self.width, self.expansion * self.width, self.kernel_regularizer,
                    name='mlp')
@@ -313,7 +329,8 @@ class TransformerBlock(tf_keras.layers.Layer):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split, 'expansion': self.expansion,
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'fixed_window': self.attn.fixed_window}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)

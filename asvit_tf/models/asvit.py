@@ -17,6 +17,7 @@ from asvit_tf import validation
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
+from asvit_tf.models import size
 
 _PACKAGE = 'asvit_tf'
 LEVELS = ('2', '3', '4', '5')  # Model Garden levels of stages 1..4 (strides 4, 8, 16, 32)
@@ -35,11 +36,28 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
   Calling it on images [B, H, W, 3] returns the 4 stage maps, [B, ceil(H/s·2^-i), ..., d_i]
   for i = 0..3 (s the tokenization stride, 4 by default).
+
+  Window policies (which windows the split attention uses):
+  - 'splits' (the default, the topology's definition): stage i attends within S_i×S_i
+    windows of whatever grid it gets, ceil(grid / S_i) tokens a side, so the windows grow with
+    the image (As-ViT Large at 1024²: 128×128-token windows in stage 1, global in stage 2).
+  - 'fixed': every stage keeps the window the splits give at `window_reference_size` (224
+    px): As-ViT Large keeps 28, 28, 14, 7 tokens at any image size, padding the grids the
+    window does not divide and attending grids smaller than the window globally. At another
+    tokenization stride the window keeps its extent in pixels, not in tokens: it is the
+    splits' window at the reference size tokenized with that stride (7, 7, 4, 2 tokens at
+    stride 16), so that re-tokenization coarsens the grid inside the window as it does under
+    `splits`, and `fixed` equals `splits` at the reference size at every stride.
   """
 
   def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
-               stride: int = 4, dilation: int = 1, kernel_regularizer=None, **kwargs):
+               stride: int = 4, dilation: int = 1, kernel_regularizer=None,
+               window_policy: str = 'splits',
+               window_reference_size: int = size.REFERENCE_SIZE, **kwargs):
     super().__init__(**kwargs)
+    size.check_window_policy(window_policy, window_reference_size)
+    self.window_policy = window_policy
+    self.window_reference_size = int(window_reference_size)
     self.topology = arch_lib.as_topology(topology)
     self.drop_path_rate = float(drop_path_rate)
     self.use_layer_norm = bool(use_layer_norm)
@@ -64,6 +82,18 @@ class AsViTEncoder(tf_keras.layers.Layer):
             self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}'))
         index += 1
       self.stages.append(blocks)
+    self._set_windows()
+
+  def _set_windows(self):
+    """Gives every attention its stage's fixed window (None under `splits`)."""
+    if self.window_policy == 'fixed':
+      sides = size.fixed_windows(self.topology, self.patch_embed.stride,
+                                 self.window_reference_size)
+    else:
+      sides = [None] * arch_lib.NUM_STAGES
+    for blocks, side in zip(self.stages, sides):
+      for block in blocks:
+        block.attn.set_fixed_window(side)
 
   @property
   def tokenization(self):
@@ -72,6 +102,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
   def set_tokenization(self, stride: int, dilation: int = 1):
     self.patch_embed.set_tokenization(stride, dilation)
+    self._set_windows()
 
   def call(self, images, training=None):
     x = self.patch_embed(images)
@@ -89,7 +120,9 @@ class AsViTEncoder(tf_keras.layers.Layer):
     return {**super().get_config(), 'topology': str(self.topology),
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
             'stride': stride, 'dilation': dilation,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'window_policy': self.window_policy,
+            'window_reference_size': self.window_reference_size}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -105,17 +138,22 @@ class AsViT(tf_keras.Model):
       complexity metrics measure).
     stride, dilation: tokenization of the patch embedding (see `set_tokenization`).
     kernel_regularizer: applied to every Dense and conv kernel.
+    window_policy: 'splits' (default) or 'fixed' attention windows (`AsViTEncoder`).
+    window_reference_size: image side (px) whose windows 'fixed' keeps; 224 by default.
   """
 
   def __init__(self, topology, num_classes: int = 1000, drop_path_rate: float = 0.0,
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
-               kernel_regularizer=None, name: str = 'asvit', **kwargs):
+               kernel_regularizer=None, window_policy: str = 'splits',
+               window_reference_size: int = size.REFERENCE_SIZE, name: str = 'asvit',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
     self.topology = validation.check_buildable(topology, None, num_classes, stride)
     self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
-                                dilation, kernel_regularizer, name='encoder')
+                                dilation, kernel_regularizer, window_policy,
+                                window_reference_size, name='encoder')
     reg = self.encoder.kernel_regularizer
     self.head_norm = _norm(self.encoder.use_layer_norm, 'head_norm')
     self.pre_logits = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
@@ -127,7 +165,8 @@ class AsViT(tf_keras.Model):
     return self.encoder.tokenization
 
   def set_tokenization(self, stride: int, dilation: int = 1):
-    """Changes the patch embedding's stride and dilation; no weight changes.
+    """Changes the patch embedding's stride and dilation (and the `fixed` windows with
+    them); no weight changes.
 
     A `tf.function` that already traced the model keeps the old grid: trace a new one.
     """
@@ -155,7 +194,8 @@ class AsViT(tf_keras.Model):
             'drop_path_rate': config['drop_path_rate'],
             'use_layer_norm': config['use_layer_norm'], 'stride': config['stride'],
             'dilation': config['dilation'], 'kernel_regularizer': config['kernel_regularizer'],
-            'name': self.name}
+            'window_policy': config['window_policy'],
+            'window_reference_size': config['window_reference_size'], 'name': self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
