@@ -182,6 +182,19 @@ def test_model_errors(small_data, key, value, words):
   _assert_one_line(error, *words)
 
 
+def test_memory_ceiling_uses_the_fixed_windows_of_detection():
+  """At 4096x4096 the detector's fixed windows pass the ceiling; `splits` windows would need
+  4 TiB of attention scores in stage 1 for one image, and are refused before any build."""
+  big = {'task': {'model': {'input_size': [4096, 4096, 3]}}}
+  params = detection.detection_config([], big)
+  assert params.task.model.backbone.asvit.window_policy == 'fixed'
+  big['task']['model']['backbone'] = {'asvit': {'window_policy': 'splits'}}
+  with pytest.raises(ValueError) as error:
+    detection.detection_config([], big)
+  _assert_one_line(error, 'task.model.input_size', 'too large', 'with splits windows',
+                   'attention scores of stage1')
+
+
 def test_detection_config_and_build_detector_check_the_model():
   with pytest.raises(ValueError, match='not divisible'):
     detection.detection_config([TINY_YAML], {'task': {'model': {'input_size': [96, 96, 3]}}})
