@@ -17,11 +17,13 @@ from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.garden.retokenization import RetokenizationPhase
+from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
+from asvit_tf.models.asvit import own_name_scope
 from asvit_tf.models import size
 
 
@@ -88,6 +90,17 @@ class AsViTBackbone(tf_keras.Model):
     """Changes the token grid; traced functions must be re-traced to see it."""
     self.encoder.set_tokenization(stride, dilation)
 
+  def build(self, input_shape):
+    """Creates every weight without a forward pass (no weight depends on the image size)."""
+    with own_name_scope(self):
+      _build_in_scope(self.encoder, input_shape)
+      if self._pre_logits:
+        width = self.topology.stage_widths[-1]
+        _build_in_scope(self.head_norm, tf.TensorShape([None, None, None, width]))
+        _build_in_scope(self.pre_logits_dense, tf.TensorShape([None, None, None, width]))
+    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
+    tf_keras.layers.Layer.build(self, input_shape)
+
   def call(self, images, training=None) -> Dict[str, tf.Tensor]:
     maps = self.encoder(images, training=training)
     out = dict(zip(LEVELS, maps))
@@ -112,7 +125,11 @@ class AsViTBackbone(tf_keras.Model):
 
   def get_config(self):
     encoder = self.encoder.get_config()
-    return {'arch': encoder['topology'], 'drop_path_rate': encoder['drop_path_rate'],
+    shape = self._input_specs.shape
+    return {'arch': encoder['topology'],
+            'input_specs': None if shape is None else [None if d is None else int(d)
+                                                       for d in shape],
+            'drop_path_rate': encoder['drop_path_rate'],
             'stride': encoder['stride'], 'dilation': encoder['dilation'],
             'pre_logits': self._pre_logits,
             'kernel_regularizer': _serialize_regularizer(self.encoder.kernel_regularizer),
@@ -120,6 +137,10 @@ class AsViTBackbone(tf_keras.Model):
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    shape = config.pop('input_specs', None)  # absent in configs written before it was saved
+    if shape is not None:
+      config['input_specs'] = tf_keras.layers.InputSpec(shape=shape)
     return cls(**config)
 
 

@@ -6,6 +6,7 @@ the same encoder, so a classification checkpoint initialises a detection backbon
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -13,12 +14,14 @@ import tf_keras
 
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
+from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 
 _PACKAGE = 'asvit_tf'
 LEVELS = ('2', '3', '4', '5')  # Model Garden levels of stages 1..4 (strides 4, 8, 16, 32)
+DEFAULT_BUILD_SIZE = 224  # the image side `create_model` builds for (no forward pass runs)
 
 
 def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
@@ -28,12 +31,27 @@ def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
   return [rate * i / (total_blocks - 1) for i in range(total_blocks)]
 
 
+def own_name_scope(model: tf_keras.Model):
+  """The model's name scope for `build`, unless Keras' `__call__` has entered it already: the
+  weights get the same names (`asvit/encoder/...`) whether the model is built by a call or
+  by `model.build(shape)`."""
+  if tf.get_current_name_scope().split('/')[-1] == model.name:
+    return contextlib.nullcontext()
+  return tf.name_scope(model.name)
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class AsViTEncoder(tf_keras.layers.Layer):
   """Patch embedding + 4 stages of transformer blocks joined by patch mergings.
 
   Calling it on images [B, H, W, 3] returns the 4 stage maps, [B, ceil(H/s·2^-i), ..., d_i]
   for i = 0..3 (s the tokenization stride, 4 by default).
+
+  `stages[i][j]` is block j+1 of stage i+1; each block is also the attribute
+  `stage{i+1}_block{j+1}`. Keras' `.keras`/`.weights.h5` savers walk attributes and flat lists,
+  not lists of lists: without these attributes they would drop every block. TF checkpoints
+  reach a block through both paths (`encoder/stages/0/1` and `encoder/stage1_block2`), so
+  checkpoints written before the attributes existed still load.
   """
 
   def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
@@ -58,9 +76,11 @@ class AsViTEncoder(tf_keras.layers.Layer):
             name=f'merge{i + 1}'))
       blocks = []
       for j in range(topo.depths[i]):
-        blocks.append(asvit_layers.TransformerBlock(
+        block = asvit_layers.TransformerBlock(
             widths[i], heads[i], topo.splits[i], topo.expansions[i], rates[index],
-            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}'))
+            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}')
+        setattr(self, block.name, block)
+        blocks.append(block)
         index += 1
       self.stages.append(blocks)
 
@@ -71,6 +91,17 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
   def set_tokenization(self, stride: int, dilation: int = 1):
     self.patch_embed.set_tokenization(stride, dilation)
+
+  def build(self, input_shape):
+    """Creates every weight without a forward pass: no weight depends on the image size."""
+    _build_in_scope(self.patch_embed, tf.TensorShape(input_shape))
+    widths = self.topology.stage_widths
+    for i, blocks in enumerate(self.stages):
+      if i:
+        _build_in_scope(self.merges[i - 1], tf.TensorShape([None, None, None, widths[i - 1]]))
+      for block in blocks:
+        _build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
+    super().build(input_shape)
 
   def call(self, images, training=None):
     x = self.patch_embed(images)
@@ -133,6 +164,20 @@ class AsViT(tf_keras.Model):
     """
     self.encoder.set_tokenization(stride, dilation)
 
+  def build(self, input_shape):
+    """Creates every weight without a forward pass (no weight depends on the image size).
+
+    `create_model` calls it; calling the model on images builds it too.
+    """
+    with own_name_scope(self):
+      _build_in_scope(self.encoder, input_shape)
+      width = self.topology.stage_widths[-1]
+      _build_in_scope(self.head_norm, tf.TensorShape([None, None, None, width]))
+      _build_in_scope(self.pre_logits, tf.TensorShape([None, width]))
+      _build_in_scope(self.classifier, tf.TensorShape([None, self.topology.head_width]))
+    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
+    tf_keras.layers.Layer.build(self, input_shape)
+
   # ---- forward passes -----------------------------------------------------------------
   def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:
     """{'2': stage-1 map, ..., '5': stage-4 map}, each [B, rows, cols, width]."""
@@ -175,13 +220,19 @@ def model_names() -> List[str]:
   return sorted(_MODELS)
 
 
-def create_model(name: str, image_size: Optional[int] = None, **kwargs) -> AsViT:
-  """Builds a named variant (`model_names()`); with `image_size`, also builds its weights."""
+def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kwargs) -> AsViT:
+  """A named variant (`model_names()`), built: its weights exist, so `summary()`,
+  `count_params` and saving work at once.
+
+  Building creates the weights without a forward pass and costs the same at any size (no
+  weight depends on it): `image_size` (224 by default) is only the input shape Keras records
+  for the build (`_build_input_shape`); the model takes any image size afterwards.
+  `image_size=None` builds for [None, None, None, 3].
+  """
   if name not in _MODELS:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(model_names())}')
   model = _MODELS[name](**kwargs)
-  if image_size is not None:
-    model(tf.zeros([1, image_size, image_size, 3]))
+  model.build(tf.TensorShape([None, image_size, image_size, 3]))
   return model
 
 
