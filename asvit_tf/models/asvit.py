@@ -222,7 +222,8 @@ def model_names() -> List[str]:
 
 def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kwargs) -> AsViT:
   """A named variant (`model_names()`), built: its weights exist, so `summary()`,
-  `count_params` and saving work at once.
+  `count_params`, weight files and checkpoints work at once (a SavedModel traces the first
+  call's image size: call the model once before `model.save(dir)`).
 
   Building creates the weights without a forward pass and costs the same at any size (no
   weight depends on it): `image_size` (224 by default) is only the input shape Keras records
