@@ -17,13 +17,12 @@ from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.garden.retokenization import RetokenizationPhase
-from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
-from asvit_tf.models.asvit import own_name_scope
+from asvit_tf.models.asvit import BuildsWithoutCall
 from asvit_tf.models import size
 
 
@@ -57,7 +56,7 @@ class Backbone(backbones_cfg.Backbone):
 
 
 @tf_keras.utils.register_keras_serializable(package='asvit_tf')
-class AsViTBackbone(tf_keras.Model):
+class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
   """As-ViT as a Model Garden backbone.
 
   `call(images)` returns {'2': stage-1 map, ..., '5': stage-4 map} ([B, rows, cols, width],
@@ -90,16 +89,13 @@ class AsViTBackbone(tf_keras.Model):
     """Changes the token grid; traced functions must be re-traced to see it."""
     self.encoder.set_tokenization(stride, dilation)
 
-  def build(self, input_shape):
-    """Creates every weight without a forward pass (no weight depends on the image size)."""
-    with own_name_scope(self):
-      _build_in_scope(self.encoder, input_shape)
-      if self._pre_logits:
-        width = self.topology.stage_widths[-1]
-        _build_in_scope(self.head_norm, tf.TensorShape([None, None, None, width]))
-        _build_in_scope(self.pre_logits_dense, tf.TensorShape([None, None, None, width]))
-    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
-    tf_keras.layers.Layer.build(self, input_shape)
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    parts = [(self.encoder, input_shape)]
+    if self._pre_logits:
+      width = [None, None, None, self.topology.stage_widths[-1]]
+      parts += [(self.head_norm, width), (self.pre_logits_dense, width)]
+    return parts
 
   def call(self, images, training=None) -> Dict[str, tf.Tensor]:
     maps = self.encoder(images, training=training)

@@ -40,6 +40,28 @@ def own_name_scope(model: tf_keras.Model):
   return tf.name_scope(model.name)
 
 
+class BuildsWithoutCall:
+  """Mixin of a `tf_keras.Model` whose `build` creates every weight without a forward pass:
+  the sublayers of `_parts_to_build(input_shape)` ((layer, input shape) pairs) are built in
+  their name scopes. No weight depends on the image size, so building costs the same at any.
+
+  `build` is inherited, not defined by the model class itself, on purpose: tf_keras refuses
+  `model.weights` on a model whose own class defines `build` until that `build` has run, and
+  `AsViT.features` runs the encoder alone (the complexity measures then read the encoder's
+  weights, the head having none yet).
+  """
+
+  def _parts_to_build(self, input_shape):
+    raise NotImplementedError
+
+  def build(self, input_shape):
+    with own_name_scope(self):
+      for layer, shape in self._parts_to_build(input_shape):
+        _build_in_scope(layer, tf.TensorShape(shape))
+    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
+    tf_keras.layers.Layer.build(self, input_shape)
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class AsViTEncoder(tf_keras.layers.Layer):
   """Patch embedding + 4 stages of transformer blocks joined by patch mergings.
@@ -123,7 +145,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class AsViT(tf_keras.Model):
+class AsViT(BuildsWithoutCall, tf_keras.Model):
   """As-ViT classifier: encoder -> LayerNorm -> global average pool -> Dense(F) -> tanh
   -> Dense(num_classes). `call` returns logits [B, num_classes].
 
@@ -164,19 +186,11 @@ class AsViT(tf_keras.Model):
     """
     self.encoder.set_tokenization(stride, dilation)
 
-  def build(self, input_shape):
-    """Creates every weight without a forward pass (no weight depends on the image size).
-
-    `create_model` calls it; calling the model on images builds it too.
-    """
-    with own_name_scope(self):
-      _build_in_scope(self.encoder, input_shape)
-      width = self.topology.stage_widths[-1]
-      _build_in_scope(self.head_norm, tf.TensorShape([None, None, None, width]))
-      _build_in_scope(self.pre_logits, tf.TensorShape([None, width]))
-      _build_in_scope(self.classifier, tf.TensorShape([None, self.topology.head_width]))
-    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
-    tf_keras.layers.Layer.build(self, input_shape)
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    width = self.topology.stage_widths[-1]
+    return [(self.encoder, input_shape), (self.head_norm, [None, None, None, width]),
+            (self.pre_logits, [None, width]), (self.classifier, [None, self.topology.head_width])]
 
   # ---- forward passes -----------------------------------------------------------------
   def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:

@@ -129,3 +129,13 @@ def test_create_model_without_an_image_size():
   model = models.create_model('asvit_seed', image_size=None, num_classes=3)
   assert model.built
   assert model(_images()).shape == (2, 3)
+
+
+def test_features_alone_build_only_the_encoder():
+  """The complexity measures call `features` on an unbuilt model and read its weights: those
+  of the encoder, without the head's."""
+  model = models.AsViT(_narrow('asvit_seed'), num_classes=5)
+  model.features(_images())
+  assert not model.built
+  assert [v.name for v in model.trainable_variables] == [
+      v.name for v in model.encoder.trainable_variables]
