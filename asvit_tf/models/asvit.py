@@ -1,4 +1,4 @@
-"""The As-ViT network (design.md §2) and its named variants.
+"""The As-ViT network (docs/design.md §3) and its named variants.
 
 `AsViTEncoder` is the trunk (patch embedding, four stages, three patch mergings) and returns
 the four stage maps; `AsViT` adds the classification head. The Model Garden backbone reuses
@@ -14,6 +14,7 @@ import tf_keras
 
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
+from asvit_tf import validation
 from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
@@ -163,10 +164,9 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
                kernel_regularizer=None, name: str = 'asvit', **kwargs):
     super().__init__(name=name, **kwargs)
-    self.topology = arch_lib.as_topology(topology)
-    if int(num_classes) < 1:
-      raise ValueError(f'num_classes must be >= 1, got {num_classes}')
-    self.num_classes = int(num_classes)
+    # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
+    self.topology = validation.check_buildable(topology, None, num_classes, stride)
+    self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, name='encoder')
     reg = self.encoder.kernel_regularizer
@@ -247,6 +247,8 @@ def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kw
   if name not in _MODELS:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(model_names())}')
   model = _MODELS[name](**kwargs)
+  if image_size is not None:
+    validation.check_image_size(image_size, kwargs.get('stride', 4))
   model.build(tf.TensorShape([None, image_size, image_size, 3]))
   return model
 
