@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from asvit_tf.search import cli_flags
+from asvit_tf.cli import run_flags as cli_flags
 from asvit_tf.search import grow
 
 
@@ -37,7 +37,7 @@ FLAGS = flags.FLAGS
 def config_from_flags() -> grow.GrowConfig:
   values = cli_flags.preset_values(grow.PRESETS, ('image_size', 'repeats', 'max_steps',
                                                   'target_params', 'max_params'))
-  return grow.GrowConfig(arch=grow.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
+  return grow.GrowConfig(arch=cli_flags.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
                          **values).validate()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from asvit_tf.search import cli_flags
+from asvit_tf.cli import run_flags as cli_flags
 from asvit_tf.search import reinforce
 from asvit_tf.search import reward as reward_lib
 
