@@ -1,8 +1,9 @@
 """`asvit grow --arch SEED --output_dir DIR [--preset paper|quick] ...`: training-free scaling.
 
 SEED is a seed topology (`8,2,3|4,1,2|4,1,4|4,1,6|32`), a variant name, `@path/seed.txt`, or
-the output dir of `asvit search` (its seed.txt); the depths and width of a scaled string are
-ignored (the scaling starts at depths 1,1,1,1 and proxy width 8). Writes to DIR after every
+the output dir of `asvit search` (its seed.txt); the depths and width of a scaled string or a
+variant are not used, which a warning says (the scaling starts at depths 1,1,1,1 and proxy
+width 8). Writes to DIR after every
 step: grow.jsonl, family.md (the series table) and scaling.png; at the end family.txt (one
 topology a line). Rerunning the same command resumes a killed run; a finished run is only
 reported. Explicit flags override the preset (paper: 224×224, 5 repeats, up to 80 M

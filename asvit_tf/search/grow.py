@@ -265,7 +265,7 @@ class GrowStrategy:
     if not self.state['records']:
       return ''
     r = self.state['records'][-1]
-    return f'step {r["step"]}: {r["arch"]}'
+    return f'step {r["step"]}: {r["arch"]}  {r["params"] / 1e6:.2f} M params'
 
   def propose(self) -> Optional[run_lib.Proposal]:
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']

@@ -189,6 +189,8 @@ class _Loop:
       self.strategy.write_outputs(self.output_dir, final=False)
     if self.strategy.unit == 'step':
       self.bar.update(1)
+    elif not self.bar.disable:  # the bar counts measurements: one line per step
+      self.bar.write(self.strategy.status())
     self.bar.set_postfix_str(self.strategy.status())
     if self.hooks.on_step is not None:
       self.hooks.on_step(record)

