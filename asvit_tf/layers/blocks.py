@@ -15,8 +15,17 @@ _PACKAGE = 'asvit_tf'
 
 
 def dense_initializer():
-  """Dense kernels: truncated normal, std 0.02 (docs/design.md §4)."""
-  return tf_keras.initializers.TruncatedNormal(stddev=0.02)
+  """Dense kernels: N(0, 0.02²), untruncated (docs/design.md §4). The authors call timm's
+  `trunc_normal_(std=.02)`, whose bounds ±2 are absolute (100σ): in effect no truncation.
+  Keras' `TruncatedNormal(0.02)` would cut at 2σ (std 0.0176)."""
+  return tf_keras.initializers.RandomNormal(stddev=0.02)
+
+
+def embedding_initializer(channels: int, kernel: int):
+  """The patch-embedding conv's kernel and bias: U(−1/√fan_in, 1/√fan_in), fan_in =
+  channels·kernel² (PyTorch's Conv2d default, which the authors keep; docs/design.md §4)."""
+  bound = 1.0 / math.sqrt(channels * kernel * kernel)
+  return tf_keras.initializers.RandomUniform(-bound, bound)
 
 
 def _serialize_regularizer(regularizer):
@@ -108,11 +117,13 @@ class PatchEmbedding(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     channels = int(input_shape[-1])
-    # Conv kernel and bias: the framework's Conv2D defaults (glorot uniform, zeros).
+    # Kernel and bias both U(±1/√fan_in): the authors' (PyTorch's) conv init, not Keras'.
     self.conv_kernel = self.add_weight(
         'kernel', [self.kernel, self.kernel, channels, self.width],
-        initializer='glorot_uniform', regularizer=self.kernel_regularizer)
-    self.conv_bias = self.add_weight('bias', [self.width], initializer='zeros')
+        initializer=embedding_initializer(channels, self.kernel),
+        regularizer=self.kernel_regularizer)
+    self.conv_bias = self.add_weight('bias', [self.width],
+                                     initializer=embedding_initializer(channels, self.kernel))
     self.norm.build(tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 

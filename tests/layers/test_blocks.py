@@ -177,3 +177,38 @@ def test_get_config_round_trip(make):
   layer = make()
   shape = (2, 32, 32, 3) if isinstance(layer, layers.PatchEmbedding) else (2, 6, 6, 8)
   _round_trip(layer, _rand(*shape))
+
+
+def test_dense_kernels_are_untruncated_normal_with_zero_bias():
+  """The authors' Dense init (design.md §2): N(0, 0.02²), in effect untruncated (Keras'
+  TruncatedNormal cuts at 2σ: std 0.0176 and nothing beyond 0.04); biases 0; LayerNorm
+  γ = 1, β = 0. 2^20 samples: the std's sampling error is 1.4e-5."""
+  block = layers.TransformerBlock(512, num_heads=8, split=1, expansion=4)
+  block.build([None, 4, 4, 512])
+  w = block.mlp.fc1.kernel.numpy().ravel()
+  assert w.size == 2**20
+  assert abs(w.mean()) < 1e-4 and abs(w.std() - 0.02) < 1e-4
+  beyond = np.mean(np.abs(w) > 0.04)                     # 4.55 % for a normal
+  assert 0.0435 < beyond < 0.0475 and np.abs(w).max() > 0.08   # ~66 samples beyond 4σ
+  assert not block.mlp.fc1.bias.numpy().any() and not block.attn.qkv.bias.numpy().any()
+  np.testing.assert_array_equal(block.norm1.gamma.numpy(), 1.0)
+  np.testing.assert_array_equal(block.norm1.beta.numpy(), 0.0)
+
+
+@pytest.mark.parametrize('width, kernel', [(2048, 8), (64, 4)])
+def test_patch_embedding_kernel_and_bias_are_uniform_in_fan_in_bounds(width, kernel):
+  """The authors' conv init (PyTorch's Conv2d default): kernel and bias both
+  U(−1/√fan_in, 1/√fan_in) with fan_in = 3·K², whatever the width (Glorot's bound would
+  shrink with the width; a zero bias would fail too)."""
+  layer = layers.PatchEmbedding(width, kernel=kernel)
+  layer.build([None, 32, 32, 3])
+  bound = 1 / np.sqrt(3 * kernel * kernel)
+  for w in (layer.conv_kernel.numpy().ravel(), layer.conv_bias.numpy()):
+    # Tolerances of ~6 standard errors for w.size samples: a false alarm is below 1e-8.
+    assert np.abs(w).max() <= bound
+    assert np.abs(w).max() > (1 - 21 / w.size) * bound
+    assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 3 * np.sqrt(0.8 / w.size)   # uniform
+  big = layer.conv_kernel.numpy().ravel()
+  if big.size > 10**5:   # flat: each tenth of [−b, b] holds a tenth of the samples
+    counts, _ = np.histogram(big, bins=10, range=(-bound, bound))
+    np.testing.assert_allclose(counts / big.size, 0.1, atol=0.005)
