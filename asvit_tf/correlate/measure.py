@@ -88,8 +88,10 @@ def factory(space: str, network, image_size: int):
 def mnist_batch(image_size: int, batch_size: int, seed: int) -> np.ndarray:
   """`batch_size` MNIST-5k digits (seeded choice) as [B, S, S, 3] float32, resized and
   normalised with the ImageNet mean and std as the search's image batches are."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from asvit_tf.garden.data import make_mnist_tfrecords as mnist  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from PIL import Image
+  from asvit_tf.garden.data import make_mnist_tfrecords as mnist
+  # pylint: enable=g-import-not-at-top
   images, _ = mnist.load_digits()
   pick = np.random.default_rng(seed).choice(len(images), batch_size, replace=False)
   mean = np.array([0.485, 0.456, 0.406], np.float32)
@@ -232,7 +234,8 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
       record = {'key': row.key, **measure(settings, row.network, images, mode)}
       record['seconds']['total'] = round(time.perf_counter() - start, 3)
       append_line(path, record)
-      done[row.key] = record
+      # As a rerun reads it back: the outputs of a resumed run equal an uninterrupted one's.
+      done[row.key] = json.loads(json.dumps(record, sort_keys=True))
       logging.info('%s: %s (%.1f s)', row.key,
                    {m: record.get(m) for m in settings.metrics}, record['seconds']['total'])
       bar.update(1)

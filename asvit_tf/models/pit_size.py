@@ -101,11 +101,11 @@ def from_dict(arch: Mapping[str, object]) -> PitArch:
     raise ValueError(f'PiT depth and num_heads must be lists, got depth={depth!r}, '
                      f'num_heads={heads!r}')
   try:
-    return PitArch(int(arch['base_dim']), float(arch['mlp_ratio']), tuple(depth), tuple(heads))
+    numbers = (int(arch['base_dim']), float(arch['mlp_ratio']), tuple(int(d) for d in depth),
+               tuple(int(h) for h in heads))
   except (TypeError, ValueError) as e:
-    if isinstance(e, ValueError) and str(e).startswith('PiT'):
-      raise
     raise ValueError(f'PiT arch {dict(arch)} holds a non-numeric value: {e}') from None
+  return PitArch(*numbers)
 
 
 def as_pit(arch) -> PitArch:

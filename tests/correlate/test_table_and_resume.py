@@ -125,3 +125,14 @@ def test_report_writes_json_markdown_and_one_plot_per_column(tmp_path):
   assert json.load(open(tmp_path / 'correlation.json'))['n'] == 8
   assert os.path.getsize(tmp_path / 'scatter_acc_a.png') > 1000
   assert os.path.getsize(tmp_path / 'scatter_acc_b.png') > 1000
+
+
+def test_real_image_ntk_batch_is_seeded_mnist_digits():
+  a = measure.ntk_images('mnist5k', image_size=32, batch_size=4, seed=3)
+  assert a.shape == (4, 32, 32, 3) and a.dtype == 'float32'
+  assert (a == measure.ntk_images('mnist5k', 32, 4, 3)).all()
+  assert not (a == measure.ntk_images('mnist5k', 32, 4, 4)).all()
+  # grey digits on a black background, ImageNet-normalised: the background is -mean/std
+  assert a[0, 0, 0, 0] == pytest.approx(-0.485 / 0.229, rel=1e-5)
+  assert a.max() > 1.0
+  assert measure.ntk_images('', 32, 4, 3) is None  # Gaussian noise
