@@ -4,7 +4,11 @@ The recipe (design.md §7) is open: the paper's training appendix was not availa
 from DeiT/Swin on ImageNet-1k: AdamW, lr 1e-3 x batch/1024 with a cosine decay and 5 warm-up
 epochs, weight decay 0.05, 300 epochs, RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing
 0.1, random erasing 0.25, stochastic depth by model size. The re-tokenization schedule is the
-paper's (stride 16 until epoch 80, 8 until 132, then 4), scaled to steps.
+paper's (stride 16 until epoch 80, 8 until 132, then 4), scaled to steps; the dilations of
+its coarse phases follow d = max(1, round((s-1)/(K1-1))), which gives the paper's 16/d5 and
+8/d2 at K1 = 4 and 16/d2 and 8/d1 at the variants' K1 = 8. The experiment is As-ViT Large
+(stochastic depth 0.5, Swin-B-sized); official_configs/asvit_*_imagenet_tpu.yaml hold only
+what differs from it (the TPU runtime in bfloat16, the variant and its stochastic depth).
 
 `validate_experiment` holds the checks a config must pass before training; `asvit train` runs
 it after parsing, so a bad variant, image size or schedule fails with one line.

@@ -1,5 +1,6 @@
 """The `asvit_imagenet` experiment, the YAMLs of official_configs/ and the config checks."""
 import pytest
+import yaml
 import tensorflow as tf
 import tf_keras
 
@@ -17,6 +18,15 @@ from tests.garden._training import REPO, TINY_ARCH, TINY_YAML, run_asvit
 # Every ImageNet TPU YAML that ships (small and base come with the scaling run's family).
 TPU_VARIANTS = tuple(sorted(p.name[len('asvit_'):-len('_imagenet_tpu.yaml')]
                             for p in (REPO / 'official_configs').glob('asvit_*_imagenet_tpu.yaml')))
+
+
+def _leaves(tree, prefix=()):
+  """(path, value) of every leaf of a nested dict."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _leaves(value, prefix + (key,))
+    else:
+      yield prefix + (key,), value
 
 
 def _phases(params):
@@ -119,3 +129,18 @@ def test_cli_fails_before_training_with_one_line(tmp_path):
   assert last.startswith('error: ') and "unknown variant 'asvit_huge'" in last
   assert 'Traceback' not in result.stderr
   assert not (model_dir / 'params.yaml').exists()  # nothing was started
+
+
+@pytest.mark.parametrize('variant', TPU_VARIANTS)
+def test_tpu_yaml_sets_only_what_differs_from_the_experiment(variant):
+  """The recipe lives in `asvit_imagenet`; a YAML restating it would drift from it."""
+  path = REPO / 'official_configs' / f'asvit_{variant}_imagenet_tpu.yaml'
+  default = exp_factory.get_exp_config('asvit_imagenet').as_dict()
+  restated = []
+  for keys, value in _leaves(yaml.safe_load(path.read_text())):
+    node = default
+    for key in keys:
+      node = node[key]
+    if node == value:
+      restated.append('.'.join(keys))
+  assert not restated, f'{path.name} restates the experiment\'s {restated}'
