@@ -7,7 +7,7 @@ Two structures are counted:
   the paper most likely used (mmdetection has a mask head per cascade stage, makes FPN's P6
   by max-pooling and has no BatchNorm in FPN or heads; 80 classes).
 FLOPs are multiply-accumulates counted from layer shapes (the convention of the paper's
-tables, design.md §2): backbone by `asvit_tf.models.size` (dense, conv and the two attention
+tables, docs/design.md §3): backbone by `asvit_tf.models.size` (dense, conv and the two attention
 matmuls), FPN and RPN at every pyramid level, each box head on 1000 RoIs and each mask head
 on 100 RoIs (what mmdetection's FLOP count feeds its RoI heads). RoIAlign, NMS, norms,
 activations and softmax are not counted. For our structure the analytic parameter count of

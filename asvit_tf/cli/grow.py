@@ -6,7 +6,9 @@ ignored (the scaling starts at depths 1,1,1,1 and proxy width 8). Writes to DIR 
 step: grow.jsonl, family.md (the series table) and scaling.png; at the end family.txt (one
 topology a line). Rerunning the same command resumes a killed run; a finished run is only
 reported. Explicit flags override the preset (paper: 224×224, 5 repeats, up to 80 M
-parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may share DIR.
+parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may share DIR. How
+long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core CPU
+(README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from absl import flags
 
 from asvit_tf.search import cli_flags
 from asvit_tf.search import grow
+
+ARCH_ARGUMENT = '--arch'
 
 
 def define_flags():

@@ -1,9 +1,10 @@
 """`asvit measure ARCH [--metrics=length,curvature,curvature_length,ntk] [--image_size=224]
 [--repeats=5] [--width=C] [--json]`.
 
-Measures the complexity of ARCH (a topology string or a variant name) at initialisation and
-prints one row per metric: its mean, the per-repeat values, whether the network is bad, and
-the seconds the measurement took (build, trace and all repeats).
+Measures the complexity of ARCH at initialisation and prints one row per metric: its mean,
+the per-repeat values, whether the network is bad, and the seconds the measurement took
+(build, trace and all repeats). The numbers follow `asvit_tf.validation` (image sides >= 4, the
+stride; a network beyond any accelerator's memory is refused before TensorFlow loads).
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from typing import Dict, Sequence
 from absl import flags
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
+
+ARCH_ARGUMENT = 'ARCH'
 
 # asvit_tf.complexity.METRICS, repeated so that --help and argument errors need no TensorFlow.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -46,13 +51,14 @@ def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 
   """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own."""
   unknown = [m for m in metrics if m not in METRICS]
   if unknown or not metrics:
-    raise ValueError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
+    raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
   topology = arch_lib.as_topology(arch)
   if width is not None:
     topology = topology.replace(width=width)   # validates the width before TF loads
-  if image_size < 1 or repeats < 1:
-    raise ValueError(f'--image_size and --repeats must be positive, got {image_size}, '
-                     f'{repeats}')
+  for name, value in (('repeats', repeats), ('num_points', num_points),
+                      ('batch_size', batch_size)):
+    validation.integer(f'--{name}', value)
+  validation.check_buildable(topology, image_size, None, name='--image_size')
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
   out = {}
   for m in metrics:
@@ -89,9 +95,8 @@ def to_json(topology, results, image_size: int) -> str:
 
 def main(argv):
   if len(argv) != 2:
-    raise ValueError('measure takes one ARCH: a topology string or a variant name '
-                     f'({", ".join(arch_lib.variant_names())})')
-  topology = arch_lib.as_topology(argv[1])
+    raise UserInputError(f'measure takes one ARCH: {arch_lib.arch_help()}')
+  topology = arch_lib.resolve(argv[1])
   if FLAGS.width is not None:
     topology = topology.replace(width=FLAGS.width)
   results = measure(topology, FLAGS.metrics, FLAGS.image_size, FLAGS.repeats, FLAGS.seed,

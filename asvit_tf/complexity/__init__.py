@@ -1,4 +1,4 @@
-"""Complexity of a network at initialisation (design.md §3), pure functions of a topology or
+"""Complexity of a network at initialisation (docs/design.md §5), pure functions of a topology or
 a model factory: length distortion L^E, curvature κ, curvature-weighted length L^E_κ and the
 NTK condition number κ_Θ. Each returns a `MetricResult` (mean, per-repeat values, bad).
 

@@ -1,5 +1,5 @@
 """Length distortion, curvature and curvature-weighted length of the feature curve
-(design.md §3).
+(docs/design.md §5, §6).
 
 The input is the great circle x(θ) = u0 cos θ + u1 sin θ through two orthonormal directions
 of R^(H·W·3), sampled at θ_k = linspace(0, 2π, n) (both ends, no √N scale). h(θ) are the
@@ -10,7 +10,7 @@ through the network as one batch: one forward-mode pass with tangent 1 on every 
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
 own θ only), and a second accumulator around the first gives a_k = d²h/dθ². For L^E alone
 on an As-ViT, `dual` pushes the tangent dx/dθ through the layers by hand instead: the same
-v_k, in about half the time of the accumulator.
+v_k, faster than the accumulator (docs/benchmarks.md).
 
 Per point, with vv = v·v, aa = a·a, va = v·a and D = vv·aa − va² (in float64):
   L^E   = Σ_k √vv
@@ -31,6 +31,7 @@ import tensorflow as tf
 from asvit_tf.complexity import dual
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
+from asvit_tf.errors import UserInputError
 
 CURVE_METRICS = ('length', 'curvature', 'curvature_length')
 _NEEDS_SECOND_ORDER = ('curvature', 'curvature_length')
@@ -46,7 +47,7 @@ def input_curve(image_shape: Sequence[int], seed: int, repeat: int = 0):
 
 def angles(num_points: int) -> np.ndarray:
   if num_points < 1:
-    raise ValueError(f'num_points must be >= 1, got {num_points}')
+    raise UserInputError(f'num_points must be >= 1, got {num_points}')
   return np.linspace(0.0, 2.0 * np.pi, num_points)
 
 
@@ -136,7 +137,7 @@ def metrics_from_products(products: Dict[str, np.ndarray]) -> Dict[str, float]:
 def _check_metrics(metrics: Sequence[str]):
   unknown = [m for m in metrics if m not in CURVE_METRICS]
   if unknown or not metrics:
-    raise ValueError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
+    raise UserInputError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
 
 
 def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
@@ -159,11 +160,10 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       'xla' (the same, XLA-compiled) or 'auto': graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
       alone by the accumulator (other models), graph when κ or L^E_κ need
-      forward-over-forward. Measured at 224 px (docs/benchmarks.md): L^E by hand over 5
-      repeats costs 4.3 s traced against 5.7 s eager on the seed, one thread; by the
-      accumulator eager costs less than a trace up to ~5 repeats on the seed and needs
-      less memory; forward-over-forward in eager is slower and took 11 GB on the seed
-      against 4.5 GB traced.
+      forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one
+      trace is repaid by a measurement's repeats; by the accumulator, eager beats a trace
+      at a few repeats and needs less memory; forward-over-forward in eager is slower and
+      needs far more memory than traced.
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -171,7 +171,7 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   _check_metrics(metrics)
   network_lib.check_mode(mode)
   if repeats < 1:
-    raise ValueError(f'repeats must be >= 1, got {repeats}')
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
   theta_np = angles(num_points)
   shape = network_lib.image_shape(image_size)
   factory = network_lib.model_factory(arch_or_factory, width)

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
 # returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
@@ -129,7 +130,7 @@ MODES = ('auto', 'eager', 'graph', 'xla')
 
 def check_mode(mode: str) -> str:
   if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   return mode
 
 
@@ -143,7 +144,7 @@ def compile_mode(fn, mode: str):
   if mode == 'eager':
     return fn
   if mode not in ('graph', 'xla'):
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   traced = tf.function(fn, jit_compile=mode == 'xla')
   concrete = []
 
@@ -160,9 +161,8 @@ def compile_mode(fn, mode: str):
 @contextlib.contextmanager
 def without_grappler():
   """Functions first run inside skip Grappler's graph rewrites (TensorFlow's global
-  optimizer option, restored after). A measure traces a new network each time: on this
-  CPU the rewrites cost ~0.5 s of a search topology's first κ_Θ run and ~2 s of a late grow
-  candidate's, and the runs after are no faster (docs/benchmarks.md)."""
+  optimizer option, restored after). A measure traces a new network each time, so the
+  rewrites only add to its first run: the runs after are no faster (docs/benchmarks.md)."""
   key = 'disable_meta_optimizer'
   before = bool(tf.config.optimizer.get_experimental_options().get(key, False))
   tf.config.optimizer.set_experimental_options({key: True})
@@ -175,5 +175,5 @@ def without_grappler():
 def image_shape(image_size: Union[int, Tuple[int, int]]) -> Tuple[int, int, int]:
   h, w = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
   if int(h) < 1 or int(w) < 1:
-    raise ValueError(f'image_size must be positive, got {image_size}')
+    raise UserInputError(f'image_size must be positive, got {image_size}')
   return int(h), int(w), 3

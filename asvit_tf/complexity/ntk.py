@@ -1,4 +1,4 @@
-"""Condition number of the neural tangent kernel at initialisation (design.md §3).
+"""Condition number of the neural tangent kernel at initialisation (docs/design.md §5, §6).
 
 For B images x_i, g_i is the gradient of Σ_j h_j(x_i) (the sum of the pooled features) with
 respect to the weights, Θ = G Gᵀ (B×B) and κ_Θ = λ_max / λ_min (lower is better).
@@ -30,12 +30,12 @@ import tensorflow as tf
 from asvit_tf.complexity import attention
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
+from asvit_tf.errors import UserInputError
 
 
-# Images per vectorised per-image-gradient pass. Measured on this 2-core CPU at 224×224, the
-# seed's κ_Θ of 16 images: all at once 8.2 s cold (trace + run) / 1.29 s warm / 3.7 GB peak;
-# chunks of 4: 5.3 s / 1.24 s / 1.8 GB. A late grow candidate with eight 56×56 blocks needed
-# ~10 GB per measuring process all at once.
+# Images per per-image-gradient pass: chunks of 4 need about half the memory of the whole
+# batch at once (the seed, a late grow candidate) and are no slower on the seed
+# (docs/benchmarks.md).
 DEFAULT_CHUNK = 4
 METHODS = ('auto', 'taps', 'vmap')
 
@@ -253,19 +253,18 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       backward passes scales with it; the values agree to float rounding.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
-      on an As-ViT without `include_scales`, else vmap). Measured on this CPU at 224
-      (docs/benchmarks.md), the fixed time per network (cold minus warm) of taps is about
-      three quarters of vmap's on the seed and under half on As-ViT Large.
+      on an As-ViT without `include_scales`, else vmap): taps run one batched pass where
+      vmap vectorises op by op (docs/benchmarks.md compares them).
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
   if repeats < 1:
-    raise ValueError(f'repeats must be >= 1, got {repeats}')
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
   if chunk_size is not None and chunk_size < 1:
-    raise ValueError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
+    raise UserInputError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
   network_lib.check_mode(mode)
   if method not in METHODS:
-    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+    raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
   if images is not None:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] < 1:

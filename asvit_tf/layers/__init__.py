@@ -1,5 +1,5 @@
 """Keras (tf_keras) layers of As-ViT: re-tokenizable patch embedding, split attention,
-MLP, transformer block, patch merging (design.md §2)."""
+MLP, transformer block, patch merging (docs/design.md §3)."""
 from asvit_tf.layers.blocks import DropPath
 from asvit_tf.layers.blocks import Mlp
 from asvit_tf.layers.blocks import PatchEmbedding

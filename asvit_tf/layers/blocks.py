@@ -8,11 +8,14 @@ from typing import Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
+
 _PACKAGE = 'asvit_tf'
 
 
 def dense_initializer():
-  """Dense kernels: truncated normal, std 0.02 (design.md §2)."""
+  """Dense kernels: truncated normal, std 0.02 (docs/design.md §4)."""
   return tf_keras.initializers.TruncatedNormal(stddev=0.02)
 
 
@@ -100,11 +103,8 @@ class PatchEmbedding(tf_keras.layers.Layer):
     self.norm = _norm(self.use_layer_norm, 'norm')
 
   def set_tokenization(self, stride: int, dilation: int = 1):
-    stride, dilation = int(stride), int(dilation)
-    if stride < 1 or dilation < 1:
-      raise ValueError(f'stride and dilation must be >= 1, got stride={stride}, '
-                       f'dilation={dilation}')
-    self.stride, self.dilation = stride, dilation
+    self.stride = validation.integer('stride', stride)
+    self.dilation = validation.integer('dilation', dilation)
 
   def build(self, input_shape):
     channels = int(input_shape[-1])
@@ -183,9 +183,9 @@ class SplitAttention(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.width, self.num_heads, self.split = int(width), int(num_heads), int(split)
     if self.num_heads < 1 or self.width < self.num_heads:
-      raise ValueError(f'width {self.width} cannot hold {self.num_heads} heads')
+      raise UserInputError(f'width {self.width} cannot hold {self.num_heads} heads')
     if self.split < 1:
-      raise ValueError(f'split must be >= 1, got {self.split}')
+      raise UserInputError(f'split must be >= 1, got {self.split}')
     self.head_dim = self.width // self.num_heads
     self.inner = self.head_dim * self.num_heads
     self.scale = self.head_dim ** -0.5
@@ -318,7 +318,7 @@ class PatchMerging(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.in_width, self.out_width, self.kernel = int(in_width), int(out_width), int(kernel)
     if self.kernel < 2:
-      raise ValueError(f'patch merging needs a kernel >= 2, got {self.kernel}')
+      raise UserInputError(f'patch merging needs a kernel >= 2, got {self.kernel}')
     self.use_layer_norm = bool(use_layer_norm)
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self.norm = _norm(self.use_layer_norm, 'norm')

@@ -1,4 +1,4 @@
-"""The As-ViT network (design.md §2) and its named variants.
+"""The As-ViT network (docs/design.md §3) and its named variants.
 
 `AsViTEncoder` is the trunk (patch embedding, four stages, three patch mergings) and returns
 the four stage maps; `AsViT` adds the classification head. The Model Garden backbone reuses
@@ -13,6 +13,7 @@ import tf_keras
 
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
+from asvit_tf import validation
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
@@ -110,10 +111,9 @@ class AsViT(tf_keras.Model):
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
                kernel_regularizer=None, name: str = 'asvit', **kwargs):
     super().__init__(name=name, **kwargs)
-    self.topology = arch_lib.as_topology(topology)
-    if int(num_classes) < 1:
-      raise ValueError(f'num_classes must be >= 1, got {num_classes}')
-    self.num_classes = int(num_classes)
+    # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
+    self.topology = validation.check_buildable(topology, None, num_classes, stride)
+    self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, name='encoder')
     reg = self.encoder.kernel_regularizer

@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate counts of an As-ViT, computed from its topology.
 
-MACs follow design.md §2: multiply-accumulates of the dense layers, the convolution and the
+MACs follow docs/design.md §3: multiply-accumulates of the dense layers, the convolution and the
 two attention matmuls (q·kᵀ and attn·v); LayerNorm, GELU, softmax, pooling and additions are
 not counted. Work on zero-padded tokens (split attention on a grid that the windows do not
 divide) is counted, since it is computed. Pure Python: no TensorFlow needed.
@@ -12,6 +12,8 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +84,15 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
                    dilation: int = 1, use_layer_norm: bool = True) -> List[PartCost]:
   """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
 
-  `num_classes=None` leaves out the classification head (the backbone alone).
+  `num_classes=None` leaves out the classification head (the backbone alone). The numbers
+  follow `validation`: UserInputError naming a bad `image_size`, `stride` or `num_classes`.
   """
   del dilation  # the dilation changes no weight and no output size
   topo = arch_lib.as_topology(arch)
+  stride = validation.integer('stride', stride)
+  image_size = validation.check_image_size(image_size, stride)
+  if num_classes is not None:
+    num_classes = validation.integer('num_classes', num_classes)
   widths, heads = topo.stage_widths, topo.stage_heads
   grids = stage_grids(image_size, stride)
   ln = use_layer_norm
@@ -115,7 +122,7 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
 
 def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
                dilation: int = 1) -> int:
-  """Multiply-accumulates of one forward pass of one image (design.md §2)."""
+  """Multiply-accumulates of one forward pass of one image (docs/design.md §3)."""
   return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation))
 
 
@@ -128,5 +135,5 @@ def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: boo
 def count_params(model) -> int:
   """Number of scalars in all weights of a built Keras model (trainable or not)."""
   if not model.built:
-    raise ValueError('the model is not built yet: call it on an image batch first')
+    raise UserInputError('the model is not built yet: call it on an image batch first')
   return int(sum(math.prod(w.shape) for w in model.weights))

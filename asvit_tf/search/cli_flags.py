@@ -6,6 +6,8 @@ from typing import Dict, Mapping, Sequence
 
 from absl import flags
 
+from asvit_tf.errors import UserInputError
+
 FLAGS = flags.FLAGS
 
 
@@ -52,8 +54,8 @@ def common_config() -> Dict:
 
 def check_argv(command: str, argv: Sequence[str]):
   if len(argv) > 1:
-    raise ValueError(f'{command} takes no positional arguments, got {" ".join(argv[1:])}')
+    raise UserInputError(f'{command} takes no positional arguments, got {" ".join(argv[1:])}')
   if not FLAGS.output_dir:
-    raise ValueError('--output_dir is required')
+    raise UserInputError('--output_dir is required')
   # tf.vectorized_map warns about its while_loop fallback for every measured network.
   logging.getLogger('tensorflow').setLevel(logging.ERROR)

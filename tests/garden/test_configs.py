@@ -99,7 +99,9 @@ def test_the_model_runs_in_bfloat16_as_the_tpu_recipes_ask():
     ('task.model.backbone.asvit.arch=asvit_huge', "unknown variant 'asvit_huge'"),
     ("task: {model: {backbone: {asvit: {arch: '8,2,3|4,1,2|4,1,4|4,1,6|12'}}}}",
      'H must be divisible by 8'),
-    ('task.model.input_size=[36,36,3]', r'\[36, 36\] .* not a multiple of the tokenization'),
+    ('task.model.input_size=[8,8,3]', 'input_size must be at least the tokenization stride 16'),
+    ('task.model.num_classes=-3', 'num_classes must be an integer >= 1, got -3'),
+    ('task.model.input_size=[100000,100000,3]', 'input_size .* is too large'),
     ('task: {model: {backbone: {asvit: {retokenization: [{start_step: 0, stride: 16, '
      'dilation: 2}, {start_step: 100, stride: 4, dilation: 1}]}}}}',
      'not a multiple of trainer.steps_per_loop=40'),

@@ -49,12 +49,12 @@ def test_set_tokenization_changes_grid_not_weights():
   assert len(after) == len(before)
   for a, b in zip(before, after):
     np.testing.assert_array_equal(a, b.numpy())
-  with pytest.raises(ValueError, match='stride and dilation must be >= 1'):
+  with pytest.raises(ValueError, match='stride must be an integer >= 1, got 0'):
     layer.set_tokenization(0, 1)
 
 
 def test_retokenization_dilation_rule():
-  # design.md §6: d = max(1, round((s-1)/(K1-1))); K1=4 gives the published 16/5 and 8/2.
+  # docs/design.md §11: d = max(1, round((s-1)/(K1-1))); K1=4 gives the published 16/5 and 8/2.
   assert layers.retokenization_dilation(4, 16) == 5
   assert layers.retokenization_dilation(4, 8) == 2
   assert layers.retokenization_dilation(4, 4) == 1
@@ -101,7 +101,7 @@ def test_global_attention_matches_manual_formula():
 
 
 def test_attention_inner_width_below_width():
-  """head_dim = width // heads, so 3·heads·head_dim can be below 3·width (design.md §2)."""
+  """head_dim = width // heads, so 3·heads·head_dim can be below 3·width (docs/design.md §3)."""
   layer = layers.SplitAttention(10, num_heads=4, split=1)
   layer(_rand(1, 2, 2, 10))
   assert layer.qkv.kernel.shape == (10, 24)

@@ -155,7 +155,7 @@ def test_create_model_errors_and_names():
   assert {'asvit_seed', 'asvit_small', 'asvit_base', 'asvit_large'} <= set(models.model_names())
   with pytest.raises(ValueError, match="unknown model 'asvit_tiny'"):
     models.create_model('asvit_tiny')
-  with pytest.raises(ValueError, match='num_classes must be >= 1'):
+  with pytest.raises(ValueError, match='num_classes must be an integer >= 1'):
     models.AsViT(TINY, num_classes=0)
 
 
