@@ -16,6 +16,8 @@ import os
 from absl import flags
 from absl import logging
 
+from asvit_tf.errors import UserInputError
+
 # asvit_tf.correlate.measure.METRICS, repeated so that --help needs no TensorFlow.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
 
@@ -62,16 +64,16 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
   from asvit_tf.correlate import table as table_lib  # pylint: disable=g-import-not-at-top
   table_lib.check_space(space)
   if not out_dir:
-    raise ValueError('--out_dir is required (the run directory)')
+    raise UserInputError('--out_dir is required (the run directory)')
   if not table:
     if space != 'pit':
-      raise ValueError(f'--table is required for --space={space} (a JSON-lines file of '
+      raise UserInputError(f'--table is required for --space={space} (a JSON-lines file of '
                        '{"topology": ..., "accuracy": ...})')
     table = correlate.PIT_C100
   if limit is not None and limit < 2:
-    raise ValueError(f'--limit must be >= 2 (a correlation needs two networks), got {limit}')
+    raise UserInputError(f'--limit must be >= 2 (a correlation needs two networks), got {limit}')
   if n_boot < 1 or num_groups < 1:
-    raise ValueError(f'--n_boot and --num_groups must be >= 1, got {n_boot}, {num_groups}')
+    raise UserInputError(f'--n_boot and --num_groups must be >= 1, got {n_boot}, {num_groups}')
   settings = measure.Settings(space=space, **settings_kwargs)
   rows = table_lib.read_table(table, space)
   if limit is not None:
@@ -87,7 +89,7 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f'correlate takes flags only, got {" ".join(argv[1:])}')
+    raise UserInputError(f'correlate takes flags only, got {" ".join(argv[1:])}')
   settings = dict(metrics=FLAGS.metrics, image_size=FLAGS.image_size, repeats=FLAGS.repeats,
                   seed=FLAGS.seed, num_points=FLAGS.num_points, batch_size=FLAGS.batch_size,
                   ntk_data=FLAGS.ntk_data)

@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 
 from asvit_tf.correlate import table as table_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import pit_size
 from asvit_tf.models import size as size_lib
 
@@ -54,13 +55,13 @@ class Settings:
     table_lib.check_space(self.space)
     bad = [m for m in self.metrics if m not in METRICS]
     if bad or not self.metrics:
-      raise ValueError(f'--metrics must be a list of {", ".join(METRICS)}; got '
+      raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got '
                        f'{list(self.metrics)}')
     for name in ('image_size', 'repeats', 'num_points', 'batch_size'):
       if getattr(self, name) < 1:
-        raise ValueError(f'--{name} must be >= 1, got {getattr(self, name)}')
+        raise UserInputError(f'--{name} must be >= 1, got {getattr(self, name)}')
     if self.space == 'pit' and self.image_size < pit_size.PATCH_SIZE:
-      raise ValueError(f'--image_size {self.image_size}: a PiT needs at least '
+      raise UserInputError(f'--image_size {self.image_size}: a PiT needs at least '
                        f'{pit_size.PATCH_SIZE} pixels (its patch)')
 
   def to_dict(self) -> Dict[str, object]:
@@ -184,7 +185,7 @@ def load_measures(path: str) -> Dict[str, Dict[str, object]]:
     try:
       record = json.loads(line)
     except json.JSONDecodeError:
-      raise ValueError(f'{path} line {n} is not JSON; remove that line to resume') from None
+      raise UserInputError(f'{path} line {n} is not JSON; remove that line to resume') from None
     out[record['key']] = record
   return out
 
@@ -199,7 +200,7 @@ def check_settings(out_dir: str, settings: Settings):
     diff = [f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now'
             for k in sorted(set(mine) | set(theirs)) if theirs.get(k) != mine.get(k)]
     if diff:
-      raise ValueError(f'{out_dir} holds measurements made with other settings ('
+      raise UserInputError(f'{out_dir} holds measurements made with other settings ('
                        f'{"; ".join(diff)}): use the same flags or another --out_dir')
     return
   os.makedirs(out_dir, exist_ok=True)

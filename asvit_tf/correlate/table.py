@@ -21,6 +21,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import pit_size
 
 SPACES = ('pit', 'asvit')
@@ -40,7 +41,7 @@ class Row:
 
 def check_space(space: str) -> str:
   if space not in SPACES:
-    raise ValueError(f'--space must be one of {", ".join(SPACES)}, got {space!r}')
+    raise UserInputError(f'--space must be one of {", ".join(SPACES)}, got {space!r}')
   return space
 
 
@@ -56,7 +57,7 @@ def _records(path: str) -> List[Tuple[str, object]]:
     data = None
   if isinstance(data, dict) and 'records' in data:
     if not isinstance(data['records'], list):
-      raise ValueError(f'table {path}: "records" must be a list of records')
+      raise UserInputError(f'table {path}: "records" must be a list of records')
     return [(f'{path} record {i + 1}', r) for i, r in enumerate(data['records'])]
   if isinstance(data, list):
     return [(f'{path} record {i + 1}', r) for i, r in enumerate(data)]
@@ -67,7 +68,7 @@ def _records(path: str) -> List[Tuple[str, object]]:
     try:
       out.append((f'{path} line {n}', json.loads(line)))
     except json.JSONDecodeError as e:
-      raise ValueError(f'table {path} line {n} is not JSON: {e.msg}') from None
+      raise UserInputError(f'table {path} line {n} is not JSON: {e.msg}') from None
   return out
 
 
@@ -77,21 +78,21 @@ def _accuracy_columns(record: Dict[str, object]) -> List[str]:
 
 def _number(where: str, field: str, value) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-    raise ValueError(f'{where}: field {field!r} must be a number, got {value!r}')
+    raise UserInputError(f'{where}: field {field!r} must be a number, got {value!r}')
   return float(value)
 
 
 def _network(space: str, where: str, record: Dict[str, object]):
   field = NETWORK_FIELD[space]
   if field not in record:
-    raise ValueError(f'{where}: missing field {field!r} (space {space})')
+    raise UserInputError(f'{where}: missing field {field!r} (space {space})')
   try:
     if space == 'pit':
       net = pit_size.from_dict(record[field])
     else:
       net = arch_lib.as_topology(str(record[field]))
   except ValueError as e:
-    raise ValueError(f'{where}: {e}') from None
+    raise UserInputError(f'{where}: {e}') from None
   return net
 
 
@@ -100,24 +101,24 @@ def read_table(path: str, space: str, columns: Optional[List[str]] = None) -> Li
   check_space(space)
   records = _records(path)
   if not records:
-    raise ValueError(f'table {path} holds no records')
+    raise UserInputError(f'table {path} holds no records')
   rows, seen = [], {}
   for where, record in records:
     if not isinstance(record, dict):
-      raise ValueError(f'{where}: a record must be a JSON object, got {record!r}')
+      raise UserInputError(f'{where}: a record must be a JSON object, got {record!r}')
     net = _network(space, where, record)
     found = _accuracy_columns(record)
     if columns is None:
       if not found:
-        raise ValueError(f'{where}: missing field "accuracy" (or a "*_acc" column)')
+        raise UserInputError(f'{where}: missing field "accuracy" (or a "*_acc" column)')
       columns = found
     for c in columns:
       if c not in record:
-        raise ValueError(f'{where}: missing field {c!r} (the accuracy columns are '
+        raise UserInputError(f'{where}: missing field {c!r} (the accuracy columns are '
                          f'{", ".join(columns)})')
     key = str(net)
     if key in seen:
-      raise ValueError(f'{where}: network {key} repeats {seen[key]}')
+      raise UserInputError(f'{where}: network {key} repeats {seen[key]}')
     seen[key] = where
     given = {m: _number(where, m, record[m]) for m in KNOWN_MEASURES if m in record}
     rows.append(Row(key, net, {c: _number(where, c, record[c]) for c in columns}, given))

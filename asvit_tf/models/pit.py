@@ -25,6 +25,7 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
+from asvit_tf.errors import UserInputError
 from asvit_tf.layers import blocks
 from asvit_tf.models import pit_size
 
@@ -58,7 +59,7 @@ class PitBlock(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.width, self.num_heads, self.hidden = int(width), int(num_heads), int(hidden)
     if self.width % self.num_heads:
-      raise ValueError(f'PiT width {self.width} is not divisible by {self.num_heads} heads')
+      raise UserInputError(f'PiT width {self.width} is not divisible by {self.num_heads} heads')
     self.head_dim = self.width // self.num_heads
     self.drop_path_rate = float(drop_path_rate)
     self.use_layer_norm = bool(use_layer_norm)
@@ -106,7 +107,7 @@ class PitPooling(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.width_in, self.width_out = int(width_in), int(width_out)
     if self.width_out % self.width_in:
-      raise ValueError(f'PiT pooling from width {self.width_in} to {self.width_out}: the '
+      raise UserInputError(f'PiT pooling from width {self.width_in} to {self.width_out}: the '
                        'output width must be a multiple of the input width')
     self.multiplier = self.width_out // self.width_in
     self.fc = _dense(self.width_out, self.width_in, 'fc')
@@ -145,7 +146,7 @@ class PiT(tf_keras.Model):
     self.arch = pit_size.as_pit(arch)
     self.image_size, self.num_classes = int(image_size), int(num_classes)
     if num_tokens not in (1, 2):
-      raise ValueError(f'num_tokens must be 1 or 2 (with distillation), got {num_tokens}')
+      raise UserInputError(f'num_tokens must be 1 or 2 (with distillation), got {num_tokens}')
     self.num_tokens = int(num_tokens)
     self.drop_path_rate = float(drop_path_rate)
     self.use_layer_norm = bool(use_layer_norm)
@@ -185,7 +186,7 @@ class PiT(tf_keras.Model):
   def _check(self, images):
     h, w = images.shape[1], images.shape[2]
     if (h, w) != (self.image_size, self.image_size):
-      raise ValueError(f'this PiT was built for {self.image_size}x{self.image_size} images '
+      raise UserInputError(f'this PiT was built for {self.image_size}x{self.image_size} images '
                        f'(its position embedding has that grid), got {h}x{w}')
 
   def tokens(self, images, training=None):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Mapping, Tuple
 
+from asvit_tf.errors import UserInputError
+
 # The benchmark's fixed settings (pit-ti_c100_base.yaml and pycls' config defaults).
 PATCH_SIZE = 16
 PATCH_STRIDE = 8
@@ -50,19 +52,19 @@ class PitArch:
   def validate(self):
     if isinstance(self.base_dim, bool) or int(self.base_dim) != self.base_dim or \
         self.base_dim < 1:
-      raise ValueError(f'PiT base_dim must be a positive integer, got {self.base_dim!r}')
+      raise UserInputError(f'PiT base_dim must be a positive integer, got {self.base_dim!r}')
     if not self.mlp_ratio > 0:
-      raise ValueError(f'PiT mlp_ratio must be positive, got {self.mlp_ratio!r}')
+      raise UserInputError(f'PiT mlp_ratio must be positive, got {self.mlp_ratio!r}')
     if not self.depth or len(self.depth) != len(self.num_heads):
-      raise ValueError(f'PiT depth and num_heads need one entry per stage, got depth='
+      raise UserInputError(f'PiT depth and num_heads need one entry per stage, got depth='
                        f'{list(self.depth)}, num_heads={list(self.num_heads)}')
     if min(self.depth) < 1 or min(self.num_heads) < 1:
-      raise ValueError(f'PiT depths and heads must be >= 1, got depth={list(self.depth)}, '
+      raise UserInputError(f'PiT depths and heads must be >= 1, got depth={list(self.depth)}, '
                        f'num_heads={list(self.num_heads)}')
     for a, b in zip(self.num_heads, self.num_heads[1:]):
       # The pooling conv has groups = input width: the output width must be a multiple.
       if b % a:
-        raise ValueError(f'PiT num_heads {list(self.num_heads)}: each stage must have a '
+        raise UserInputError(f'PiT num_heads {list(self.num_heads)}: each stage must have a '
                          f'multiple of the previous stage\'s heads ({b} is not a multiple '
                          f'of {a})')
 
@@ -92,19 +94,19 @@ FIELDS = ('base_dim', 'mlp_ratio', 'depth', 'num_heads')
 def from_dict(arch: Mapping[str, object]) -> PitArch:
   """A `PitArch` from the benchmark's {base_dim, mlp_ratio, depth, num_heads}."""
   if not isinstance(arch, Mapping):
-    raise ValueError(f'a PiT arch must be a mapping with {", ".join(FIELDS)}, got {arch!r}')
+    raise UserInputError(f'a PiT arch must be a mapping with {", ".join(FIELDS)}, got {arch!r}')
   missing = [f for f in FIELDS if f not in arch]
   if missing:
-    raise ValueError(f'PiT arch {dict(arch)} lacks the field(s) {", ".join(missing)}')
+    raise UserInputError(f'PiT arch {dict(arch)} lacks the field(s) {", ".join(missing)}')
   depth, heads = arch['depth'], arch['num_heads']
   if not isinstance(depth, (list, tuple)) or not isinstance(heads, (list, tuple)):
-    raise ValueError(f'PiT depth and num_heads must be lists, got depth={depth!r}, '
+    raise UserInputError(f'PiT depth and num_heads must be lists, got depth={depth!r}, '
                      f'num_heads={heads!r}')
   try:
     numbers = (int(arch['base_dim']), float(arch['mlp_ratio']), tuple(int(d) for d in depth),
                tuple(int(h) for h in heads))
   except (TypeError, ValueError) as e:
-    raise ValueError(f'PiT arch {dict(arch)} holds a non-numeric value: {e}') from None
+    raise UserInputError(f'PiT arch {dict(arch)} holds a non-numeric value: {e}') from None
   return PitArch(*numbers)
 
 
@@ -119,7 +121,7 @@ def embed_grid(image_size: int = IMAGE_SIZE, patch: int = PATCH_SIZE,
                stride: int = PATCH_STRIDE) -> int:
   """Side of the embedding's token grid: floor((S - p) / stride) + 1 (conv without padding)."""
   if image_size < patch:
-    raise ValueError(f'PiT image_size must be >= the patch size {patch}, got {image_size}')
+    raise UserInputError(f'PiT image_size must be >= the patch size {patch}, got {image_size}')
   return (image_size - patch) // stride + 1
 
 
