@@ -23,6 +23,7 @@ from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
+from asvit_tf.models.asvit import BuildsWithoutCall
 from asvit_tf.models import size
 
 
@@ -72,7 +73,7 @@ class Backbone(backbones_cfg.Backbone):
 
 
 @tf_keras.utils.register_keras_serializable(package='asvit_tf')
-class AsViTBackbone(tf_keras.Model):
+class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
   """As-ViT as a Model Garden backbone.
 
   `call(images)` returns {'2': stage-1 map, ..., '5': stage-4 map} ([B, rows, cols, width],
@@ -108,6 +109,14 @@ class AsViTBackbone(tf_keras.Model):
     """Changes the token grid; traced functions must be re-traced to see it."""
     self.encoder.set_tokenization(stride, dilation)
 
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    parts = [(self.encoder, input_shape)]
+    if self._pre_logits:
+      width = [None, None, None, self.topology.stage_widths[-1]]
+      parts += [(self.head_norm, width), (self.pre_logits_dense, width)]
+    return parts
+
   def call(self, images, training=None) -> Dict[str, tf.Tensor]:
     maps = self.encoder(images, training=training)
     out = dict(zip(LEVELS, maps))
@@ -132,7 +141,11 @@ class AsViTBackbone(tf_keras.Model):
 
   def get_config(self):
     encoder = self.encoder.get_config()
-    return {'arch': encoder['topology'], 'drop_path_rate': encoder['drop_path_rate'],
+    shape = self._input_specs.shape
+    return {'arch': encoder['topology'],
+            'input_specs': None if shape is None else [None if d is None else int(d)
+                                                       for d in shape],
+            'drop_path_rate': encoder['drop_path_rate'],
             'stride': encoder['stride'], 'dilation': encoder['dilation'],
             'pre_logits': self._pre_logits,
             'kernel_regularizer': _serialize_regularizer(self.encoder.kernel_regularizer),
@@ -141,6 +154,10 @@ class AsViTBackbone(tf_keras.Model):
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    shape = config.pop('input_specs', None)  # absent in configs written before it was saved
+    if shape is not None:
+      config['input_specs'] = tf_keras.layers.InputSpec(shape=shape)
     return cls(**config)
 
 

@@ -44,6 +44,14 @@ def _norm(use_layer_norm: bool, name: str):
   return tf_keras.layers.Activation('linear', name=name)  # identity: the curve metrics' network
 
 
+def _build_in_scope(layer, input_shape):
+  """Builds a sublayer inside its own name scope, as Keras' `__call__` would, so that weight
+  names are unique and readable (`stage1_block2/attn/qkv/kernel`, not four
+  `stage1_block2/kernel`): HDF5 weight files need unique names."""
+  with tf.name_scope(layer.name):
+    layer.build(input_shape)
+
+
 def _static_hw(x, what: str) -> Tuple[int, int]:
   h, w = x.shape[1], x.shape[2]
   if h is None or w is None:
@@ -124,7 +132,7 @@ class PatchEmbedding(tf_keras.layers.Layer):
         regularizer=self.kernel_regularizer)
     self.conv_bias = self.add_weight('bias', [self.width],
                                      initializer=embedding_initializer(channels, self.kernel))
-    self.norm.build(tf.TensorShape([None, None, None, self.width]))
+    _build_in_scope(self.norm, tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 
   def pad(self, images):
@@ -210,8 +218,8 @@ class SplitAttention(tf_keras.layers.Layer):
     self.core = attention
 
   def build(self, input_shape):
-    self.qkv.build(tf.TensorShape([None, self.width]))
-    self.proj.build(tf.TensorShape([None, self.inner]))
+    _build_in_scope(self.qkv, tf.TensorShape([None, self.width]))
+    _build_in_scope(self.proj, tf.TensorShape([None, self.inner]))
     super().build(input_shape)
 
   def set_fixed_window(self, side: Optional[int]):
@@ -280,8 +288,8 @@ class Mlp(tf_keras.layers.Layer):
     self.fc2 = _dense(self.width, 'fc2', regularizer=self.kernel_regularizer)
 
   def build(self, input_shape):
-    self.fc1.build(tf.TensorShape([None, self.width]))
-    self.fc2.build(tf.TensorShape([None, self.hidden]))
+    _build_in_scope(self.fc1, tf.TensorShape([None, self.width]))
+    _build_in_scope(self.fc2, tf.TensorShape([None, self.hidden]))
     super().build(input_shape)
 
   def call(self, x):
@@ -318,7 +326,7 @@ class TransformerBlock(tf_keras.layers.Layer):
   def build(self, input_shape):
     shape = tf.TensorShape([None, None, None, self.width])
     for layer in (self.norm1, self.attn, self.norm2, self.mlp):
-      layer.build(shape)
+      _build_in_scope(layer, shape)
     super().build(input_shape)
 
   def call(self, x, training=None):
@@ -355,8 +363,8 @@ class PatchMerging(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     patch = self.kernel * self.kernel * self.in_width
-    self.norm.build(tf.TensorShape([None, None, None, patch]))
-    self.reduction.build(tf.TensorShape([None, patch]))
+    _build_in_scope(self.norm, tf.TensorShape([None, None, None, patch]))
+    _build_in_scope(self.reduction, tf.TensorShape([None, patch]))
     super().build(input_shape)
 
   def _padding(self, size: int) -> Tuple[int, int]:

@@ -6,6 +6,7 @@ the same encoder, so a classification checkpoint initialises a detection backbon
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -14,6 +15,7 @@ import tf_keras
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
 from asvit_tf import validation
+from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
@@ -21,6 +23,7 @@ from asvit_tf.models import size
 
 _PACKAGE = 'asvit_tf'
 LEVELS = ('2', '3', '4', '5')  # Model Garden levels of stages 1..4 (strides 4, 8, 16, 32)
+DEFAULT_BUILD_SIZE = 224  # the image side `create_model` builds for (no forward pass runs)
 
 
 def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
@@ -28,6 +31,37 @@ def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
   if total_blocks == 1:
     return [0.0]
   return [rate * i / (total_blocks - 1) for i in range(total_blocks)]
+
+
+def own_name_scope(model: tf_keras.Model):
+  """The model's name scope for `build`, unless Keras' `__call__` has entered it already: the
+  weights get the same names (`asvit/encoder/...`) whether the model is built by a call or
+  by `model.build(shape)`."""
+  if tf.get_current_name_scope().split('/')[-1] == model.name:
+    return contextlib.nullcontext()
+  return tf.name_scope(model.name)
+
+
+class BuildsWithoutCall:
+  """Mixin of a `tf_keras.Model` whose `build` creates every weight without a forward pass:
+  the sublayers of `_parts_to_build(input_shape)` ((layer, input shape) pairs) are built in
+  their name scopes. No weight depends on the image size, so building costs the same at any.
+
+  `build` is inherited, not defined by the model class itself, on purpose: tf_keras refuses
+  `model.weights` on a model whose own class defines `build` until that `build` has run, and
+  `AsViT.features` runs the encoder alone (the complexity measures then read the encoder's
+  weights, the head having none yet).
+  """
+
+  def _parts_to_build(self, input_shape):
+    raise NotImplementedError
+
+  def build(self, input_shape):
+    with own_name_scope(self):
+      for layer, shape in self._parts_to_build(input_shape):
+        _build_in_scope(layer, tf.TensorShape(shape))
+    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
+    tf_keras.layers.Layer.build(self, input_shape)
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -48,6 +82,12 @@ class AsViTEncoder(tf_keras.layers.Layer):
     splits' window at the reference size tokenized with that stride (7, 7, 4, 2 tokens at
     stride 16), so that re-tokenization coarsens the grid inside the window as it does under
     `splits`, and `fixed` equals `splits` at the reference size at every stride.
+
+  `stages[i][j]` is block j+1 of stage i+1; each block is also the attribute
+  `stage{i+1}_block{j+1}`. Keras' `.keras`/`.weights.h5` savers walk attributes and flat lists,
+  not lists of lists: without these attributes they would drop every block. TF checkpoints
+  reach a block through both paths (`encoder/stages/0/1` and `encoder/stage1_block2`), so
+  checkpoints written before the attributes existed still load.
   """
 
   def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
@@ -77,9 +117,11 @@ class AsViTEncoder(tf_keras.layers.Layer):
             name=f'merge{i + 1}'))
       blocks = []
       for j in range(topo.depths[i]):
-        blocks.append(asvit_layers.TransformerBlock(
+        block = asvit_layers.TransformerBlock(
             widths[i], heads[i], topo.splits[i], topo.expansions[i], rates[index],
-            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}'))
+            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}')
+        setattr(self, block.name, block)
+        blocks.append(block)
         index += 1
       self.stages.append(blocks)
     self._set_windows()
@@ -104,6 +146,17 @@ class AsViTEncoder(tf_keras.layers.Layer):
     self.patch_embed.set_tokenization(stride, dilation)
     self._set_windows()
 
+  def build(self, input_shape):
+    """Creates every weight without a forward pass: no weight depends on the image size."""
+    _build_in_scope(self.patch_embed, tf.TensorShape(input_shape))
+    widths = self.topology.stage_widths
+    for i, blocks in enumerate(self.stages):
+      if i:
+        _build_in_scope(self.merges[i - 1], tf.TensorShape([None, None, None, widths[i - 1]]))
+      for block in blocks:
+        _build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
+    super().build(input_shape)
+
   def call(self, images, training=None):
     x = self.patch_embed(images)
     maps = []
@@ -126,7 +179,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class AsViT(tf_keras.Model):
+class AsViT(BuildsWithoutCall, tf_keras.Model):
   """As-ViT classifier: encoder -> LayerNorm -> global average pool -> Dense(F) -> tanh
   -> Dense(num_classes). `call` returns logits [B, num_classes].
 
@@ -172,6 +225,12 @@ class AsViT(tf_keras.Model):
     """
     self.encoder.set_tokenization(stride, dilation)
 
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    width = self.topology.stage_widths[-1]
+    return [(self.encoder, input_shape), (self.head_norm, [None, None, None, width]),
+            (self.pre_logits, [None, width]), (self.classifier, [None, self.topology.head_width])]
+
   # ---- forward passes -----------------------------------------------------------------
   def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:
     """{'2': stage-1 map, ..., '5': stage-4 map}, each [B, rows, cols, width]."""
@@ -215,13 +274,22 @@ def model_names() -> List[str]:
   return sorted(_MODELS)
 
 
-def create_model(name: str, image_size: Optional[int] = None, **kwargs) -> AsViT:
-  """Builds a named variant (`model_names()`); with `image_size`, also builds its weights."""
+def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kwargs) -> AsViT:
+  """A named variant (`model_names()`), built: its weights exist, so `summary()`,
+  `count_params`, weight files and checkpoints work at once (a SavedModel traces the first
+  call's image size: call the model once before `model.save(dir)`).
+
+  Building creates the weights without a forward pass and costs the same at any size (no
+  weight depends on it): `image_size` (224 by default) is only the input shape Keras records
+  for the build (`_build_input_shape`); the model takes any image size afterwards.
+  `image_size=None` builds for [None, None, None, 3].
+  """
   if name not in _MODELS:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(model_names())}')
   model = _MODELS[name](**kwargs)
   if image_size is not None:
-    model(tf.zeros([1, image_size, image_size, 3]))
+    validation.check_image_size(image_size, kwargs.get('stride', 4))
+  model.build(tf.TensorShape([None, image_size, image_size, 3]))
   return model
 
 
