@@ -170,3 +170,21 @@ def test_model_garden_backbone_config():
   with pytest.raises(ValueError, match=r"task.model.backbone.asvit.merge must be one of "
                                        r"plain, residual, got 'pool'"):
     factory.build_backbone(specs, bad, None)
+
+
+def test_experiment_override_builds_the_residual_merge():
+  """`task.model.backbone.asvit.merge` reaches the classifier `asvit train` builds; a bad
+  value is one line naming the field."""
+  from official.core import task_factory  # pylint: disable=g-import-not-at-top
+  from asvit_tf.garden import train_lib  # pylint: disable=g-import-not-at-top
+  from tests.garden._training import TINY_YAML  # pylint: disable=g-import-not-at-top
+  params = train_lib.parse_configuration('asvit_imagenet', [str(TINY_YAML)],
+                                         'task.model.backbone.asvit.merge=residual')
+  backbone = task_factory.get_task(params.task).build_model().backbone
+  assert backbone.encoder.merge == 'residual'
+  assert all(m.shortcut_proj is not None for m in backbone.encoder.merges)
+  with pytest.raises(ValueError, match="merge must be one of plain, residual, got 'pool'"
+                     ) as info:
+    train_lib.parse_configuration('asvit_imagenet', [str(TINY_YAML)],
+                                  'task.model.backbone.asvit.merge=pool')
+  assert '\n' not in str(info.value)
