@@ -51,7 +51,8 @@ def main(argv):
                                             repeats=FLAGS.repeats, seed=FLAGS.seed)
       kappa = complexity.ntk_condition_number(factory(topology, merge), FLAGS.image_size,
                                               repeats=FLAGS.repeats, seed=FLAGS.seed)
-      rows.append((f'`{topology}`', merge,
+      cell = topology.replace('|', '\\|')  # a bare | would split the Markdown cell
+      rows.append((f'`{cell}`', merge,
                    f'{models.estimate_params(topology, 1000, merge=merge) / 1e6:.3f}',
                    f'{length.mean:.4g}', ' / '.join(f'{v:.4g}' for v in length.values),
                    f'{kappa.mean:.4g}', ' / '.join(f'{v:.4g}' for v in kappa.values)))
