@@ -16,6 +16,7 @@ from asvit_tf.search import state as state_lib
 from tests.search import test_run
 from tests.search.fakes import fake_measure
 
+_strip = test_run._strip  # pylint: disable=protected-access
 CONFIG = ev.EvolutionConfig(population=6, measurements=30, image_size=32, repeats=1, seed=5)
 
 
@@ -68,9 +69,8 @@ def test_a_tiny_search_is_deterministic_by_seed_and_writes_the_outputs(tmp_path)
   b = _run(CONFIG, tmp_path / 'b')
   other = _run(ev.EvolutionConfig(population=6, measurements=30, image_size=32, repeats=1,
                                   seed=6), tmp_path / 'c')
-  strip = test_run._strip  # pylint: disable=protected-access
-  assert strip(a.records) == strip(b.records) and a.seed_string == b.seed_string
-  assert strip(a.records) != strip(other.records)
+  assert _strip(a.records) == _strip(b.records) and a.seed_string == b.seed_string
+  assert _strip(a.records) != _strip(other.records)
   assert [r['measured'] for r in a.records] == [6, 12, 18, 24, 30]
   seen = [c['topology'] for r in a.records for c in r['children']]
   assert len(set(seen)) == 30  # every measurement a new topology
@@ -130,9 +130,9 @@ def test_resumed_mid_generation_gives_the_uninterrupted_result(tmp_path):
   for stop in (3, 16):  # inside generations 0 and 2
     out = tmp_path / f'b{stop}'
     with pytest.raises(test_run.Stop):
-      _run(CONFIG, out, on_measure=test_run._stop_after(stop))  # pylint: disable=protected-access
+      _run(CONFIG, out, on_measure=test_run._stop_after(stop))  # pylint: disable=W0212
     resumed = _run(CONFIG, out)
-    assert test_run._strip(resumed.records) == test_run._strip(full.records)  # pylint: disable=protected-access
+    assert _strip(resumed.records) == _strip(full.records)
     assert resumed.seed_string == full.seed_string
 
 
@@ -172,7 +172,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
   full = _run(CONFIG, tmp_path / 'full')
   with open(os.path.join(out, 'search.jsonl')) as f:
     resumed = [json.loads(l) for l in f]
-  assert test_run._strip(resumed) == test_run._strip(full.records)  # pylint: disable=protected-access
+  assert _strip(resumed) == _strip(full.records)
   assert open(os.path.join(out, 'seed.txt')).read().strip() == full.seed_string
 
 
