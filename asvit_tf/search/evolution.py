@@ -272,10 +272,10 @@ class EvolutionStrategy:
         if step == 0:
           candidate, parents = random_decisions(rng), []
         else:
-          first = tournament(population, order, config.tournament, rng)
-          parents = [first]
+          k = min(config.tournament, len(population))  # fewer if generation 0 fell back
+          parents = [tournament(population, order, k, rng)]
           if rng.random() < config.crossover_rate:
-            parents.append(tournament(population, order, config.tournament, rng))
+            parents.append(tournament(population, order, k, rng))
             candidate = crossover(parents[0], parents[1], rng)
           else:
             candidate = parents[0]
