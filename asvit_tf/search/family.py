@@ -116,6 +116,11 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
   minutes = sum(r.get('seconds') or 0.0 for r in records) / 60
   status = ('finished: ' + state.get('stop_reason', '')) if done else \
       f'in progress, {len(records)} steps so far'
+  budgets = config.get('budgets') or []
+  budget_lines = ['## Budgets', '',
+                  'The run\'s `--budgets`: the member nearest each (`grow.budget_marks`).', '',
+                  budget_table(records, config.get('budget_metric', ''), budgets), '',
+                  ] if budgets else []
   lines = [
       '# The As-ViT family from one scaling run',
       '',
@@ -137,6 +142,7 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
       '',
       f'![scaling path]({plot_name(out)})' if plot else '',
       '',
+      *budget_lines,
       '## As-ViT Small and Base',
       '',
       'The paper gives sizes, not strings; ours are the steps of this run closest to them'

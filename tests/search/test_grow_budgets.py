@@ -178,7 +178,8 @@ def test_a_run_ends_at_the_last_budget_and_marks_the_nearest(tmp_path):
   # the same path (budgets do not steer the scaling), ended at the first member >= the last
   # budget (the default --target_params, 80 M, is not the end any more)
   assert [r['params'] for r in result.records] == params
-  assert result.stop_reason == f'reached the last budget, {grow.format_budget("params", budgets[-1])}'
+  last = grow.format_budget('params', budgets[-1])
+  assert result.stop_reason == f'reached the last budget, {last}'
   rows = _records(out)
   marks = {r['step']: r['budget'] for r in rows if r['budget']}
   assert marks == {2: [budgets[0]], 4: [budgets[1]], 5: [budgets[2]]}
