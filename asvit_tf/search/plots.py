@@ -113,3 +113,41 @@ def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0
     fig.suptitle(title)
   fig.tight_layout()
   _save(fig, path)
+
+
+def plot_evolution(records: Sequence[Mapping], path: str, title: str = ''):
+  """An evolutionary search per generation: every child's L^E and κ_Θ with the population's
+  best and mean, the population's diversity, and the distinct topologies measured."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+  for ax, key, name, log in ((axes[0, 0], 'length', 'length distortion L^E', False),
+                             (axes[0, 1], 'ntk', 'NTK condition number κ_Θ', True)):
+    xs = [r['step'] for r in records for c in r['children']
+          if c[key] is not None and math.isfinite(c[key])]
+    ys = [c[key] for r in records for c in r['children']
+          if c[key] is not None and math.isfinite(c[key])]
+    if xs:
+      ax.plot(xs, ys, '.', color='gray', ms=3, alpha=0.5, label='children')
+    for series, label in ((f'best_{key}', 'fittest'), (f'mean_{key}', 'population mean')):
+      sx, sy = _series(records, series)
+      if sx:
+        ax.plot(sx, sy, '.-', lw=1, ms=3, label=label)
+    if log and ys and min(ys) > 0 and max(ys) / min(ys) > 20:
+      ax.set_yscale('log')
+    if not ax.get_lines():
+      ax.text(0.5, 0.5, 'not measured', ha='center', va='center', transform=ax.transAxes)
+    else:
+      ax.legend()
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+  for ax, key, name in ((axes[1, 0], 'diversity', 'population diversity (nats per decision)'),
+                        (axes[1, 1], 'measured', 'distinct topologies measured')):
+    sx, sy = _series(records, key)
+    ax.plot(sx, sy, '.-', lw=1, ms=3)
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel('generation')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
