@@ -15,15 +15,20 @@ FLAGS = flags.FLAGS
 
 
 def define_common_flags(seed_help: str):
-  """--image_size --repeats (None: the preset's) --seed --data --data_dir --output_dir
-  --progress --workers."""
+  """--image_size --repeats (None: the preset's) --seed --data --data_dir
+  --share_embedding --output_dir --progress --workers."""
   flags.DEFINE_integer('image_size', None, 'Input side for the metrics (paper 224, quick 32).')
   flags.DEFINE_integer('repeats', None,
                        'Initialisations each metric averages (paper 5, quick 1).')
   flags.DEFINE_integer('seed', 0, seed_help)
-  flags.DEFINE_string('data', '', 'Images for κ_Θ: a TFDS name (with --data_dir) or a folder '
-                      'of images; default Gaussian noise.')
+  flags.DEFINE_string('data', '', "Images for κ_Θ: 'photos' (seeded random crops of the photos "
+                      "shipped with scikit-image), a folder of images or a TFDS name (with "
+                      '--data_dir); default Gaussian noise.')
   flags.DEFINE_string('data_dir', '', 'TFDS data directory (nothing is downloaded).')
+  flags.DEFINE_bool('share_embedding', False,
+                    "Draw each measured topology's patch-embedding conv once for all repeats "
+                    "and re-draw only Dense and LayerNorm weights, as the authors' code does "
+                    '(default: every weight drawn per repeat).')
   flags.DEFINE_string('output_dir', '', 'Where the run writes (and resumes from).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
   flags.DEFINE_integer('workers', 0, 'Processes that measure side by side (L^E and κ_Θ of a '
@@ -52,7 +57,8 @@ def workers() -> int:
 
 
 def common_config() -> Dict:
-  return dict(seed=FLAGS.seed, data=FLAGS.data, data_dir=FLAGS.data_dir)
+  return dict(seed=FLAGS.seed, data=FLAGS.data, data_dir=FLAGS.data_dir,
+              share_embedding=FLAGS.share_embedding)
 
 
 def check_argv(command: str, argv: Sequence[str]):

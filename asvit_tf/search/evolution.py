@@ -84,6 +84,8 @@ class EvolutionConfig:
   data: str = ''
   data_dir: str = ''
   batch_size: int = 16
+  # Added later: a saved run without it matches at the default.
+  share_embedding: bool = False  # the measures draw the patch-embedding conv once per topology
 
   def validate(self):
     if self.strategy != STRATEGY:
