@@ -44,8 +44,14 @@ def config_from_flags() -> grow.GrowConfig:
 
 def main(argv):
   cli_flags.check_argv('grow', argv)
-  result = grow.run_grow(config_from_flags(), FLAGS.output_dir, progress=FLAGS.progress,
-                         workers=cli_flags.workers())
+  config = config_from_flags()
+  evaluator = cli_flags.evaluator(('length', 'ntk'), config)  # what run_grow measures
+  try:
+    result = grow.run_grow(config, FLAGS.output_dir, progress=FLAGS.progress,
+                           workers=cli_flags.workers(), evaluator=evaluator)
+  finally:
+    if evaluator is not None:
+      evaluator.close()
   for r in result.records:
     print(f'step {r["step"]:>2}  {r["arch"]:<44} {r["params"] / 1e6:8.2f} M  '
           f'{r["macs"] / 1e9:7.2f} G MACs')

@@ -38,7 +38,13 @@ def config_from_flags() -> reinforce.SearchConfig:
 
 def main(argv):
   cli_flags.check_argv('search', argv)
-  result = reinforce.run_search(config_from_flags(), FLAGS.output_dir,
-                                progress=FLAGS.progress, workers=cli_flags.workers())
+  config = config_from_flags()
+  evaluator = cli_flags.evaluator(reward_lib.reward_metrics(config.reward), config)
+  try:
+    result = reinforce.run_search(config, FLAGS.output_dir, progress=FLAGS.progress,
+                                  workers=cli_flags.workers(), evaluator=evaluator)
+  finally:
+    if evaluator is not None:
+      evaluator.close()
   print(f'seed topology: {result.seed_string}   '
         f'({len(result.records)} steps, {result.output_dir}/seed.txt)')
