@@ -18,8 +18,7 @@ FLAGS = flags.FLAGS
 
 def define_common_flags(seed_help: str):
   """--image_size --repeats (None: the preset's) --seed --data --data_dir --output_dir
-  --progress --workers --backend --ray_address --ray_cpus_per_measurement
-  --ray_gpus_per_measurement."""
+  --progress --workers and the backend flags."""
   flags.DEFINE_integer('image_size', None, 'Input side for the metrics (paper 224, quick 32).')
   flags.DEFINE_integer('repeats', None,
                        'Initialisations each metric averages (paper 5, quick 1).')
@@ -33,6 +32,12 @@ def define_common_flags(seed_help: str):
                        'topology, the candidates of a grow step); 0: one per core. Each '
                        'holds one measurement in memory (up to ~9 GB at 224 px late in a '
                        'paper-preset grow): use fewer when memory is short.', lower_bound=0)
+  define_backend_flags()
+
+
+def define_backend_flags():
+  """--backend --ray_address --ray_cpus_per_measurement --ray_gpus_per_measurement (any
+  command whose measurements go through an `Evaluator`: `evaluator()` / `ray_options()`)."""
   flags.DEFINE_enum('backend', 'local', list(BACKENDS), 'Where the measurements run: local '
                     'worker processes (--workers), or Ray tasks (--ray_*; pip install -e '
                     '".[ray]"). The same seed gives the same result on both.')
@@ -77,7 +82,7 @@ def ray_options():
       raise ValueError(f'{", ".join(given)} given with --backend={FLAGS.backend}; the '
                        '--ray_* flags need --backend=ray')
     return None
-  if FLAGS['workers'].present:
+  if 'workers' in FLAGS and FLAGS['workers'].present:
     raise ValueError('--workers given with --backend=ray; Ray runs as many measurements '
                      'side by side as the cluster has --ray_cpus_per_measurement for')
   from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
