@@ -1,13 +1,17 @@
 """Topology strings <-> `Topology`, the As-ViT search space, and validation.
 
 A topology string has the seed form ``K1,S1,E1|K2,S2,E2|K3,S3,E3|K4,S4,E4|H`` or the
-scaled form ``K1,S1,E1,L1|...|K4,S4,E4,L4|H,C`` (design.md §1). Missing depths default
+scaled form ``K1,S1,E1,L1|...|K4,S4,E4,L4|H,C`` (docs/design.md §2). Missing depths default
 to 1, a missing width C to 32. ``str(topology)`` always writes the scaled form.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterable, Sequence, Tuple
+
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 
 NUM_STAGES = 4
 DEFAULT_WIDTH = 32
@@ -47,7 +51,7 @@ def _parse_int(field: str, text: str) -> int:
   try:
     return int(text)
   except ValueError:
-    raise ValueError(f'{field} must be an integer, got {text!r}') from None
+    raise UserInputError(f'{field} must be an integer, got {text!r}') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,35 +74,29 @@ class Topology:
   width: int = DEFAULT_WIDTH
 
   def __post_init__(self):
-    for name in ('kernels', 'splits', 'expansions', 'depths'):
+    for name, letter in (('kernels', 'K'), ('splits', 'S'), ('expansions', 'E'),
+                         ('depths', 'L')):
       value = tuple(getattr(self, name))
       if len(value) != NUM_STAGES:
-        raise ValueError(f'{name} needs {NUM_STAGES} values, got {value!r}')
-      object.__setattr__(self, name, tuple(int(v) for v in value))
-    object.__setattr__(self, 'heads', int(self.heads))
-    object.__setattr__(self, 'width', int(self.width))
+        raise UserInputError(f'{name} needs {NUM_STAGES} values, got {value!r}')
+      # A patch merging needs k >= 2 to cover the stride-2 grid.
+      minimums = (1, 2, 2, 2) if name == 'kernels' else (1,) * NUM_STAGES
+      object.__setattr__(self, name, tuple(
+          validation.integer(f'{letter}{i + 1}', v, m)
+          for i, (v, m) in enumerate(zip(value, minimums))))
+    object.__setattr__(self, 'heads', validation.integer('H', self.heads, 8))
+    object.__setattr__(self, 'width', validation.integer('C', self.width))
     self._validate()
 
   # ---- validation -------------------------------------------------------------------
   def _validate(self):
-    def positive(field, value, minimum=1):
-      if value < minimum:
-        raise ValueError(f'{field} must be an integer >= {minimum}, got {value}')
-    for i in range(NUM_STAGES):
-      # A patch merging needs k >= 2 to cover the stride-2 grid.
-      positive(f'K{i + 1}', self.kernels[i], 1 if i == 0 else 2)
-      positive(f'S{i + 1}', self.splits[i])
-      positive(f'E{i + 1}', self.expansions[i])
-      positive(f'L{i + 1}', self.depths[i])
-    positive('H', self.heads, 8)
     if self.heads % 8:
-      raise ValueError(f'H must be divisible by 8 (stages use H/8, H/4, H/2, H heads), '
-                       f'got {self.heads}')
-    positive('C', self.width)
+      raise UserInputError(f'H must be divisible by 8 (stages use H/8, H/4, H/2, H heads), '
+                           f'got {self.heads}')
     for i, (w, h) in enumerate(zip(self.stage_widths, self.stage_heads)):
       if w < h:
-        raise ValueError(f'C={self.width} is too narrow for H={self.heads}: stage {i + 1} '
-                         f'has width {w} < {h} heads')
+        raise UserInputError(f'C={self.width} is too narrow for H={self.heads}: stage {i + 1} '
+                             f'has width {w} < {h} heads')
 
   # ---- derived quantities -----------------------------------------------------------
   @property
@@ -123,18 +121,18 @@ class Topology:
   def parse(cls, text: str) -> 'Topology':
     """Reads the seed or the scaled form; raises ValueError naming the bad field."""
     if not isinstance(text, str):
-      raise ValueError(f'a topology string is needed, got {text!r}')
+      raise UserInputError(f'a topology string is needed, got {text!r}')
     parts = text.strip().split('|')
     if len(parts) != NUM_STAGES + 1:
-      raise ValueError(
+      raise UserInputError(
           f'topology {text!r} has {len(parts)} "|"-separated parts; expected 5 '
           '(K,S,E[,L] for each of 4 stages, then H[,C])')
     kernels, splits, expansions, depths = [], [], [], []
     for i, part in enumerate(parts[:NUM_STAGES]):
       values = part.split(',')
       if len(values) not in (3, 4):
-        raise ValueError(f'stage {i + 1} of {text!r} must be "K,S,E" or "K,S,E,L", '
-                         f'got {part.strip()!r}')
+        raise UserInputError(f'stage {i + 1} of {text!r} must be "K,S,E" or "K,S,E,L", '
+                             f'got {part.strip()!r}')
       names = [f'K{i + 1}', f'S{i + 1}', f'E{i + 1}', f'L{i + 1}']
       ints = [_parse_int(n, v) for n, v in zip(names, values)]
       kernels.append(ints[0])
@@ -143,8 +141,8 @@ class Topology:
       depths.append(ints[3] if len(ints) == 4 else 1)
     tail = parts[NUM_STAGES].split(',')
     if len(tail) not in (1, 2):
-      raise ValueError(f'the last part of {text!r} must be "H" or "H,C", '
-                       f'got {parts[NUM_STAGES].strip()!r}')
+      raise UserInputError(f'the last part of {text!r} must be "H" or "H,C", '
+                           f'got {parts[NUM_STAGES].strip()!r}')
     heads = _parse_int('H', tail[0])
     width = _parse_int('C', tail[1]) if len(tail) == 2 else DEFAULT_WIDTH
     return cls(tuple(kernels), tuple(splits), tuple(expansions), tuple(depths), heads, width)
@@ -172,11 +170,11 @@ class Topology:
   def decisions(self) -> Tuple[int, ...]:
     """Choice indices into `SEARCH_SPACE`; ValueError if outside the search space."""
     if self.splits[3] != FIXED_SPLIT_4:
-      raise ValueError(f'S4 must be {FIXED_SPLIT_4} in the search space, got {self.splits[3]}')
+      raise UserInputError(f'S4 must be {FIXED_SPLIT_4} in the search space, got {self.splits[3]}')
     out = []
     for (field, choices), value in zip(SEARCH_SPACE, self._decision_values()):
       if value not in choices:
-        raise ValueError(f'{field}={value} is not in the search space {choices}')
+        raise UserInputError(f'{field}={value} is not in the search space {choices}')
       out.append(choices.index(value))
     return tuple(out)
 
@@ -186,12 +184,12 @@ class Topology:
     """The topology of 12 choice indices (see `SEARCH_SPACE`)."""
     indices = list(indices)
     if len(indices) != len(SEARCH_SPACE):
-      raise ValueError(f'{len(SEARCH_SPACE)} decisions are needed, got {len(indices)}')
+      raise UserInputError(f'{len(SEARCH_SPACE)} decisions are needed, got {len(indices)}')
     v = []
     for (field, choices), index in zip(SEARCH_SPACE, indices):
       index = int(index)
       if not 0 <= index < len(choices):
-        raise ValueError(f'decision {field} has {len(choices)} choices, got index {index}')
+        raise UserInputError(f'decision {field} has {len(choices)} choices, got index {index}')
       v.append(choices[index])
     return cls(kernels=(v[0], v[3], v[6], v[9]), splits=(v[1], v[4], v[7], FIXED_SPLIT_4),
                expansions=(v[2], v[5], v[8], v[10]), depths=tuple(depths), heads=v[11],
@@ -207,10 +205,42 @@ def as_topology(arch) -> Topology:
     if name in VARIANTS:
       return Topology.parse(VARIANTS[name])
     if '|' not in name:
-      raise ValueError(f'unknown variant {name!r}; known: {", ".join(sorted(VARIANTS))} '
-                       '(or give a topology string such as 8,2,3|4,1,2|4,1,4|4,1,6|32)')
+      raise UserInputError(f'unknown variant {name!r}; known: {", ".join(sorted(VARIANTS))} '
+                           '(or give a topology string such as 8,2,3|4,1,2|4,1,4|4,1,6|32)')
     return Topology.parse(name)
-  raise ValueError(f'cannot make a topology from {arch!r}')
+  raise UserInputError(f'cannot make a topology from {arch!r}')
+
+
+ARCH_FORMS = ('a topology string (seed form K1,S1,E1|...|K4,S4,E4|H such as '
+              '8,2,3|4,1,2|4,1,4|4,1,6|32, or scaled K1,S1,E1,L1|...|H,C), a variant name ({}), '
+              'the output directory of `asvit search` (its seed.txt), or @FILE (a file holding '
+              'one of these)')
+SEED_FILE = 'seed.txt'  # what `asvit search` writes (asvit_tf.search.reinforce.SEED_FILE)
+
+
+def arch_help() -> str:
+  """What an ARCH argument may be, in one sentence."""
+  return ARCH_FORMS.format(', '.join(variant_names()))
+
+
+def resolve(text: str, name: str = 'ARCH') -> Topology:
+  """The topology of an ARCH argument of the command lines (`arch_help`), the same forms for
+  `asvit describe`, `measure` and `grow`; UserInputError or FileNotFoundError otherwise."""
+  text = (text or '').strip()
+  if not text:
+    raise UserInputError(f'{name} is required: {arch_help()}')
+  path = os.path.expanduser(text[1:] if text.startswith('@') else text)
+  if text.startswith('@') or ('|' not in text and os.path.isdir(path)):
+    if os.path.isdir(path):
+      path = os.path.join(path, SEED_FILE)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'{name} {text}: {path} does not exist (has the search finished?)')
+    with open(path) as f:
+      content = f.read().strip()
+    if not content:
+      raise UserInputError(f'{name} {text}: {path} is empty')
+    text = content
+  return as_topology(text)
 
 
 # Named variants (the models registry builds them by these names). The paper gives As-ViT

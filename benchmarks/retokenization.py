@@ -3,7 +3,7 @@
   python benchmarks/retokenization.py                       # asvit_seed and asvit_small, 224 px
   python benchmarks/retokenization.py --models=asvit_seed --batch=4 --steps=3
 
-For each model and each tokenization of the published schedule (design.md §6: stride 16 until
+For each model and each tokenization of the published schedule (docs/design.md §11: stride 16 until
 ~epoch 80 of 300, stride 8 until ~epoch 132, then stride 4; dilation by the K1 rule), it
 measures the time of a full training step (forward, backward, AdamW update) and counts the
 forward MACs. The whole-schedule saving against fixed stride-4 training is the phase-length-

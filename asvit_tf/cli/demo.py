@@ -8,6 +8,8 @@ import os
 
 from absl import flags
 
+from asvit_tf.errors import UserInputError
+
 
 def define_flags():
   """Defines the flags of this command (the dispatcher calls it before parsing)."""
@@ -28,13 +30,25 @@ def run(saved_model: str, image_path: str, output: str, score_threshold: float =
     raise FileNotFoundError(f'--saved_model {saved_model} is not a directory')
   if not os.path.isfile(image_path):
     raise FileNotFoundError(f'--image {image_path} does not exist')
+  if not os.path.isfile(os.path.join(saved_model, 'saved_model.pb')):
+    raise UserInputError(f'--saved_model {saved_model} is not a SavedModel (no saved_model.pb): '
+                         'give the --export_dir of `asvit export`')
+  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from asvit_tf.serving import draw  # pylint: disable=g-import-not-at-top
-  image = draw.load_image(image_path)
-  serve = tf.saved_model.load(saved_model).signatures['serving_default']
+  try:
+    image = draw.load_image(image_path)
+  except UnidentifiedImageError:
+    raise UserInputError(f'--image {image_path} is not an image file PIL can read (PNG, JPEG, '
+                         'TIFF)') from None
+  signatures = tf.saved_model.load(saved_model).signatures
+  if 'serving_default' not in signatures:
+    raise UserInputError(f'--saved_model {saved_model} has no serving_default signature: give '
+                         'the --export_dir of `asvit export`')
+  serve = signatures['serving_default']
   outputs = {k: v.numpy() for k, v in serve(inputs=tf.constant(image[None])).items()}
   if 'detection_boxes' not in outputs:
-    raise ValueError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')
+    raise UserInputError(f'{saved_model} is not a detector (outputs: {", ".join(outputs)})')
   detections = draw.select(outputs, score_threshold)
   draw.draw_detections(image, detections, list(class_names) or None).save(output)
   return detections
@@ -42,9 +56,9 @@ def run(saved_model: str, image_path: str, output: str, score_threshold: float =
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise UserInputError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.saved_model or not FLAGS.image:
-    raise ValueError('--saved_model and --image are required')
+    raise UserInputError('--saved_model and --image are required')
   detections = run(FLAGS.saved_model, FLAGS.image, FLAGS.output, FLAGS.score_threshold,
                    FLAGS.class_names)
   print(f'{len(detections["boxes"])} detections with score >= {FLAGS.score_threshold} '

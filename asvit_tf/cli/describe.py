@@ -1,19 +1,25 @@
 """`asvit describe ARCH [--image_size=224] [--num_classes=1000] [--stride=4]`.
 
 Prints a per-part table of an As-ViT topology: token grid, width, heads, attention window,
-blocks, parameters and multiply-accumulates. Needs no TensorFlow.
+blocks, parameters and multiply-accumulates. Needs no TensorFlow. The numbers follow
+`asvit_tf.validation` (image sides >= the stride; a network beyond any accelerator's memory
+is refused).
 """
 from __future__ import annotations
 
 from absl import flags
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+
+ARCH_ARGUMENT = 'ARCH'
 
 
 def define_flags():
   """Defines the flags of this command (the dispatcher calls it before parsing)."""
-  flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
+  flags.DEFINE_integer('image_size', 224, 'Image side in pixels (>= --stride).')
   flags.DEFINE_integer('num_classes', 1000, 'Classes of the classification head.')
   flags.DEFINE_integer('stride', 4, 'Tokenization stride of the patch embedding.')
 
@@ -21,10 +27,13 @@ def define_flags():
 FLAGS = flags.FLAGS
 
 
-def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: int = 4) -> str:
+def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: int = 4,
+                 flag_prefix: str = '') -> str:
+  """The table; `flag_prefix='--'` names the numbers as flags in errors."""
   topo = arch_lib.as_topology(arch)
-  if image_size < 1:
-    raise ValueError(f'--image_size must be positive, got {image_size}')
+  num_classes = validation.integer(f'{flag_prefix}num_classes', num_classes)
+  stride = validation.integer(f'{flag_prefix}stride', stride)
+  validation.check_buildable(topo, image_size, num_classes, stride, f'{flag_prefix}image_size')
   parts = size.cost_breakdown(topo, image_size, num_classes, stride)
   header = ('part', 'grid', 'width', 'heads', 'window', 'blocks', 'params', 'MACs')
   rows = []
@@ -46,6 +55,6 @@ def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: i
 
 def main(argv):
   if len(argv) != 2:
-    raise ValueError('describe takes one ARCH: a topology string or a variant name '
-                     f'({", ".join(arch_lib.variant_names())})')
-  print(format_table(argv[1], FLAGS.image_size, FLAGS.num_classes, FLAGS.stride))
+    raise UserInputError(f'describe takes one ARCH: {arch_lib.arch_help()}')
+  print(format_table(arch_lib.resolve(argv[1]), FLAGS.image_size, FLAGS.num_classes,
+                     FLAGS.stride, flag_prefix='--'))

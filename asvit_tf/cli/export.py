@@ -1,6 +1,6 @@
 """`asvit export`: a trained As-ViT classifier or detector as a SavedModel.
 
-  asvit export --experiment=asvit_imagenet --config_file=MODEL_DIR/params.yaml \
+  asvit export --experiment=asvit_imagenet --config_file=MODEL_DIR/params.yaml \\
       --checkpoint_path=MODEL_DIR --export_dir=EXPORT_DIR
 
 The signature `serving_default` takes uint8 images [batch, height, width, 3] of any batch size
@@ -9,6 +9,8 @@ The signature `serving_default` takes uint8 images [batch, height, width, 3] of 
 from __future__ import annotations
 
 from absl import flags
+
+from asvit_tf.errors import UserInputError
 
 
 def define_flags():
@@ -29,9 +31,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise UserInputError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.export_dir:
-    raise ValueError('--export_dir is required')
+    raise UserInputError('--export_dir is required')
   from asvit_tf.serving import export as export_lib  # pylint: disable=g-import-not-at-top
   params = export_lib.load_params(FLAGS.experiment, FLAGS.config_file, FLAGS.params_override)
   path = export_lib.export(params, FLAGS.checkpoint_path, FLAGS.export_dir,

@@ -25,53 +25,132 @@ COMMANDS = {
     'train': ('asvit_tf.cli.train', 'Model Garden training with progressive re-tokenization'),
     'export': ('asvit_tf.cli.export', 'SavedModel export of a trained classifier or detector'),
     'demo': ('asvit_tf.cli.demo', 'run an exported detector on an image and draw the result'),
+    'correlate': ('asvit_tf.cli.correlate', 'do the measures rank networks as training does? '
+                  'tau/rho against a ground-truth table'),
 }
 
 
 def usage() -> str:
-  lines = ['usage: asvit <command> [--flags]   (asvit <command> --help for its flags)', '',
-           'commands:']
+  lines = ['usage: asvit <command> [--flags]   (asvit <command> --help for its flags)',
+           '       asvit --version', '', 'commands:']
   for name, (module, text) in COMMANDS.items():
     if importlib.util.find_spec(module) is not None:
       lines.append(f'  {name:<9} {text}')
   return '\n'.join(lines)
 
 
+TRACEBACK_ENV = 'ASVIT_TRACEBACK'  # set to 1: every error keeps its traceback
+INTERRUPTED = 'interrupted; run the same command again to resume'
+# File-system errors name what the user pointed at: one line, like a UserFacingError.
+FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _show_tracebacks() -> bool:
+  return os.environ.get(TRACEBACK_ENV, '') not in ('', '0')
+
+
 def fail(message: str, code: int = 2):
   """Prints one clear line to stderr and exits."""
-  print(f'error: {message}', file=sys.stderr)
+  print(f'error: {" ".join(str(message).split())}', file=sys.stderr)
   sys.exit(code)
 
 
+def _file_error_message(e: OSError) -> str:
+  if e.filename is not None and e.strerror:
+    return f'{e.filename}: {e.strerror}'
+  return str(e) or type(e).__name__
+
+
+def _quiet_broken_pipe():
+  """The reader of stdout went away (`asvit describe ... | head -1`): exit without a word."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
+  sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+
+
 def user_errors(main: Callable[[List[str]], Optional[int]]):
-  """Wraps a command's main: errors a user can cause become one line and a non-zero exit."""
+  """Wraps a command's main: errors the user caused become one line and a non-zero exit.
+
+  Those are `UserFacingError` (with `UserInputError`) and file-system errors; anything else
+  is a bug and keeps its traceback. With ASVIT_TRACEBACK=1 every error keeps it.
+  """
   @functools.wraps(main)
   def wrapped(argv):
-    try:
+    if _show_tracebacks():
       return main(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-            UserFacingError) as e:
+    try:
+      code = main(argv)
+      sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+      return code
+    except UserFacingError as e:
       fail(str(e) or type(e).__name__)
+    except FILE_ERRORS as e:
+      fail(_file_error_message(e))
+    except BrokenPipeError:
+      _quiet_broken_pipe()
+    except KeyboardInterrupt:
+      fail(INTERRUPTED, 130)
   return wrapped
 
 
+def command_help(command: str, module) -> str:
+  """`asvit <command> --help`: the command's usage and docstring, then its flags."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  arch_arg = getattr(module, 'ARCH_ARGUMENT', None)  # 'ARCH' (positional) or '--arch'
+  positional = ' ARCH' if arch_arg == 'ARCH' else ''
+  text = [f'usage: asvit {command}{positional} [--flags]', '', (module.__doc__ or '').strip(),
+          '']
+  if arch_arg:
+    from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
+    text += [f'{arch_arg}: {arch_lib.arch_help()}.', '']
+  # module_help starts with a line naming the module: the flags follow it.
+  flag_help = flags.FLAGS.module_help(module.__name__).strip('\n').split('\n', 1)
+  text += [f'flags of asvit {command}:', flag_help[1] if len(flag_help) == 2 else '  none']
+  return '\n'.join(text)
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+  """absl's flag parsing, with a bad flag reported as one line."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    command = argv[0].split()[-1]
+    fail(f'{e} (run "asvit {command} --help" for its flags)')
+
+
 def run(argv: Optional[List[str]] = None):
-  argv = list(sys.argv if argv is None else argv)
+  try:
+    _run(list(sys.argv if argv is None else argv))
+  except KeyboardInterrupt:
+    if _show_tracebacks():
+      raise
+    fail(INTERRUPTED, 130)
+  except BrokenPipeError:
+    _quiet_broken_pipe()
+
+
+def _run(argv: List[str]):
   if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
     print(usage())
     sys.exit(0 if len(argv) >= 2 else 2)
+  if argv[1] in ('--version', 'version'):
+    import asvit_tf  # pylint: disable=g-import-not-at-top
+    print(f'asvit {asvit_tf.__version__}')
+    sys.exit(0)
   command = argv[1]
   if command not in COMMANDS or importlib.util.find_spec(COMMANDS[command][0]) is None:
     fail(f'unknown command {command!r}; run "asvit --help" for the list')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up chatter out
   module = importlib.import_module(COMMANDS[command][0])
   from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   module.define_flags()
-  # `--help` lists the key flags of the main module: make the command's flags those.
-  for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(user_errors(module.main), argv=[f'asvit {command}'] + argv[2:])
+  if any(a in ('-h', '--help', '-help', '--helpshort', '-?') for a in argv[2:]):
+    print(command_help(command, module))
+    sys.exit(0)
+  app.run(user_errors(module.main), argv=[f'asvit {command}'] + argv[2:],
+          flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

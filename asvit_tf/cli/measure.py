@@ -1,9 +1,10 @@
 """`asvit measure ARCH [--metrics=length,curvature,curvature_length,ntk] [--image_size=224]
-[--repeats=5] [--width=C] [--json]`.
+[--repeats=5] [--width=C] [--share_embedding] [--data=photos|FOLDER|TFDS_NAME] [--json]`.
 
-Measures the complexity of ARCH (a topology string or a variant name) at initialisation and
-prints one row per metric: its mean, the per-repeat values, whether the network is bad, and
-the seconds the measurement took (build, trace and all repeats).
+Measures the complexity of ARCH at initialisation and prints one row per metric: its mean,
+the per-repeat values, whether the network is bad, and the seconds the measurement took
+(build, trace and all repeats). The numbers follow `asvit_tf.validation` (image sides >= 4, the
+stride; a network beyond any accelerator's memory is refused before TensorFlow loads).
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from typing import Dict, Sequence
 from absl import flags
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
+
+ARCH_ARGUMENT = 'ARCH'
 
 # asvit_tf.complexity.METRICS, repeated so that --help and argument errors need no TensorFlow.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -34,6 +39,13 @@ def define_flags():
   flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
                     'Execution of the measures: auto picks per measure what was measured '
                     'fastest (see asvit_tf.complexity.curve_metrics).')
+  flags.DEFINE_bool('share_embedding', False,
+                    "Draw the patch embedding's conv once for all repeats and re-draw only "
+                    "Dense and LayerNorm weights, as the authors' code does (default: every "
+                    'weight drawn per repeat).')
+  flags.DEFINE_string('data', '', "The NTK's images: 'photos' (seeded random crops of "
+                      "scikit-image's photos), a folder of images or a prepared TFDS name; "
+                      'default Gaussian noise.')
   flags.DEFINE_bool('json', False, 'Print JSON instead of a table.')
 
 
@@ -42,26 +54,34 @@ FLAGS = flags.FLAGS
 
 def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
             seed: int = 0, num_points: int = 10, batch_size: int = 16, width=None,
-            mode: str = 'auto') -> Dict[str, object]:
-  """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own."""
+            mode: str = 'auto', share_embedding: bool = False,
+            data: str = '') -> Dict[str, object]:
+  """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own; κ_Θ on
+  the `data` batch (`asvit_tf.search.data.load_batch`, seeded by `seed`) if given."""
   unknown = [m for m in metrics if m not in METRICS]
   if unknown or not metrics:
-    raise ValueError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
+    raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
   topology = arch_lib.as_topology(arch)
   if width is not None:
     topology = topology.replace(width=width)   # validates the width before TF loads
-  if image_size < 1 or repeats < 1:
-    raise ValueError(f'--image_size and --repeats must be positive, got {image_size}, '
-                     f'{repeats}')
+  for name, value in (('repeats', repeats), ('num_points', num_points),
+                      ('batch_size', batch_size)):
+    validation.integer(f'--{name}', value)
+  validation.check_buildable(topology, image_size, None, name='--image_size')
+  images = None
+  if data and 'ntk' in metrics:
+    from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
+    images = data_lib.load_batch(data, '', image_size, batch_size, seed)
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
   out = {}
   for m in metrics:
     if m == 'ntk':
       out[m] = complexity.ntk_condition_number(topology, image_size, repeats, seed,
-                                               batch_size=batch_size, mode=mode)
+                                               images=images, batch_size=batch_size, mode=mode,
+                                               share_embedding=share_embedding)
     else:
       out[m] = complexity.curve_metrics(topology, image_size, num_points, repeats, seed,
-                                        (m,), mode=mode)[m]
+                                        (m,), mode=mode, share_embedding=share_embedding)[m]
   return out
 
 
@@ -89,12 +109,12 @@ def to_json(topology, results, image_size: int) -> str:
 
 def main(argv):
   if len(argv) != 2:
-    raise ValueError('measure takes one ARCH: a topology string or a variant name '
-                     f'({", ".join(arch_lib.variant_names())})')
-  topology = arch_lib.as_topology(argv[1])
+    raise UserInputError(f'measure takes one ARCH: {arch_lib.arch_help()}')
+  topology = arch_lib.resolve(argv[1])
   if FLAGS.width is not None:
     topology = topology.replace(width=FLAGS.width)
   results = measure(topology, FLAGS.metrics, FLAGS.image_size, FLAGS.repeats, FLAGS.seed,
-                    FLAGS.num_points, FLAGS.batch_size, None, FLAGS.mode)
+                    FLAGS.num_points, FLAGS.batch_size, None, FLAGS.mode,
+                    FLAGS.share_embedding, FLAGS.data)
   text = (to_json if FLAGS.json else format_table)(topology, results, FLAGS.image_size)
   print(text)

@@ -3,15 +3,14 @@ grow's --arch."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Dict, Mapping, Optional, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
-from asvit_tf.search import reinforce
 
 FLAGS = flags.FLAGS
 
@@ -79,11 +78,11 @@ def ray_options():
   if FLAGS.backend != 'ray':
     given = [f'--{name}' for name in _RAY_FLAGS if FLAGS[name].present]
     if given:
-      raise ValueError(f'{", ".join(given)} given with --backend={FLAGS.backend}; the '
+      raise UserInputError(f'{", ".join(given)} given with --backend={FLAGS.backend}; the '
                        '--ray_* flags need --backend=ray')
     return None
   if 'workers' in FLAGS and FLAGS['workers'].present:
-    raise ValueError('--workers given with --backend=ray; Ray runs as many measurements '
+    raise UserInputError('--workers given with --backend=ray; Ray runs as many measurements '
                      'side by side as the cluster has --ray_cpus_per_measurement for')
   from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
   return ray_evaluator.RayOptions(
@@ -107,46 +106,25 @@ def common_config() -> Dict:
 
 def check_argv(command: str, argv: Sequence[str]):
   if len(argv) > 1:
-    raise ValueError(f'{command} takes no positional arguments, got {" ".join(argv[1:])}')
+    raise UserInputError(f'{command} takes no positional arguments, got {" ".join(argv[1:])}')
   if not FLAGS.output_dir:
-    raise ValueError('--output_dir is required')
+    raise UserInputError('--output_dir is required')
   # tf.vectorized_map warns about its while_loop fallback for every measured network.
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
 
-def read_seed(path: str) -> str:
-  """The seed string of a search output dir or of a seed.txt file."""
-  if os.path.isdir(path):
-    path = os.path.join(path, reinforce.SEED_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist (has the search finished?)')
-  with open(path) as f:
-    text = f.read().strip()
-  if not text:
-    raise ValueError(f'{path} is empty')
-  return text
-
-
 def resolve_arch(arch: str) -> str:
   """The seed string of grow's --arch: a topology string, a variant name, `@file` (a
-  seed.txt) or a search output directory (its seed.txt).
+  seed.txt) or a search output directory (its seed.txt), as `arch.resolve` reads them.
 
   The scaling starts from the seed at depths 1,1,1,1 and proxy width 8 whatever is given:
   the depths and width of a scaled topology or a variant are not used, which a warning says.
   """
-  arch = (arch or '').strip()
-  if not arch:
-    raise ValueError('--arch is required: a seed topology such as 8,2,3|4,1,2|4,1,4|4,1,6|32, '
-                     '@path/to/seed.txt or a search output directory')
-  if arch.startswith('@'):
-    arch = read_seed(os.path.expanduser(arch[1:]))
-  elif '|' not in arch and os.path.isdir(os.path.expanduser(arch)):
-    arch = read_seed(os.path.expanduser(arch))
-  topo = arch_lib.as_topology(arch)
+  topo = arch_lib.resolve(arch, name='--arch')
   seed = arch_lib.Topology.parse(topo.seed_string)
   if topo != seed:
     absl_logging.warning('--arch %s: only its seed part %s is used (the scaling starts at '
                          'depths 1,1,1,1 and proxy width 8, not at its depths %s and width '
-                         '%d)', arch, topo.seed_string, ','.join(map(str, topo.depths)),
-                         topo.width)
+                         '%d)', arch.strip(), topo.seed_string,
+                         ','.join(map(str, topo.depths)), topo.width)
   return topo.seed_string

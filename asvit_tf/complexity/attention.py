@@ -75,16 +75,16 @@ def _probabilities(q, k):
 
 
 def _times(p, x):
-  """p·x for maps p [..., n, n] and x [..., n, c]. Up to c = NARROW as (xᵀ pᵀ)ᵀ: on this
-  CPU's oneDNN, 1.5–2× faster for c ≤ 4, 1.1× at 8, slower from 16 on."""
+  """p·x for maps p [..., n, n] and x [..., n, c]. Up to c = NARROW as (xᵀ pᵀ)ᵀ, which
+  oneDNN runs faster for narrow x and slower for wide x (docs/benchmarks.md)."""
   if x.shape[-1] is not None and x.shape[-1] <= NARROW:
     return tf.linalg.matrix_transpose(tf.matmul(x, p, transpose_a=True, transpose_b=True))
   return tf.matmul(p, x)
 
 
 def _transposed_times(p, x):
-  """pᵀ·x as (xᵀ p)ᵀ, which reads p row by row: 1.3–7× faster than a transposed p on this
-  CPU's oneDNN (c = 32 to 1)."""
+  """pᵀ·x as (xᵀ p)ᵀ, which reads p row by row: faster than a transposed p on oneDNN at
+  every width measured (docs/benchmarks.md)."""
   return tf.linalg.matrix_transpose(tf.matmul(x, p, transpose_a=True))
 
 

@@ -2,9 +2,9 @@
 
 L^E needs v = dh/dθ, the forward-mode derivative of the pooled features. `tf.autodiff.
 ForwardAccumulator` computes it op by op, each op's JVP as the transpose of its VJP, which on
-this network costs about 4.5 forward passes. Here the tangent travels beside the activations
-through the same layers, written out once for the network the curve metrics measure
-(LayerNorms removed, no drop path):
+this network costs several forward passes (docs/benchmarks.md). Here the tangent travels
+beside the activations through the same layers, written out once for the network the curve
+metrics measure (LayerNorms removed, no drop path):
 
 - linear maps (the patch embedding conv, Dense kernels, pads, windows, patch merging,
   pooling) apply to the tangent without their biases;

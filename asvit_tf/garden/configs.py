@@ -1,6 +1,6 @@
 """Experiment configs: `asvit_imagenet` on Model Garden's image-classification task.
 
-The recipe (design.md §7) is open: the paper's training appendix was not available. We start
+The recipe (docs/design.md §12) is open: the paper's training appendix was not available. We start
 from DeiT/Swin on ImageNet-1k: AdamW, lr 1e-3 x batch/1024 with a cosine decay and 5 warm-up
 epochs, weight decay 0.05, 300 epochs, RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing
 0.1, random erasing 0.25, stochastic depth by model size. The re-tokenization schedule is the
@@ -24,9 +24,12 @@ from official.vision.configs import common
 from official.vision.configs import image_classification as img_cls_cfg
 
 from asvit_tf import arch as arch_lib
-from asvit_tf.garden import retokenization as retok
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 from asvit_tf.garden.backbone import AsViTConfig
 from asvit_tf.garden.backbone import Backbone
+from asvit_tf.garden import retokenization as retok
+from asvit_tf.garden.backbone import check_windows
 
 IMAGENET_TRAIN_EXAMPLES = img_cls_cfg.IMAGENET_TRAIN_EXAMPLES
 IMAGENET_VAL_EXAMPLES = img_cls_cfg.IMAGENET_VAL_EXAMPLES
@@ -89,21 +92,28 @@ def validate_experiment(params: cfg.ExperimentConfig):
   """Raises ValueError (one line, naming the field) if an As-ViT experiment cannot run.
 
   Checks the backbone type, that `arch` is a known variant or a valid topology string, the
-  input size (3 values; sides multiples of every tokenization stride) and the
-  re-tokenization schedule (`retokenization.validate_schedule`).
+  window policy, the input size (3 values; `validation.check_image_size` at every
+  tokenization stride), the number of classes, the re-tokenization schedule
+  (`retokenization.validate_schedule`) and that the network fits the memory of an
+  accelerator (`validation.check_buildable`).
   """
   model = params.task.model
   if model.backbone.type != 'asvit':
-    raise ValueError(f'task.model.backbone.type must be "asvit", got {model.backbone.type!r}')
+    raise UserInputError(f'task.model.backbone.type must be "asvit", got {model.backbone.type!r}')
   backbone = model.backbone.get()
   try:
     arch_lib.as_topology(backbone.arch)
   except ValueError as e:
-    raise ValueError(f'task.model.backbone.asvit.arch: {e}') from None
+    raise UserInputError(f'task.model.backbone.asvit.arch: {e}') from None
+  check_windows(backbone)
   size = list(model.input_size)
-  if len(size) != 3 or min(size) < 1:
-    raise ValueError(f'task.model.input_size must be [height, width, channels], got {size}')
-  if model.num_classes < 1:
-    raise ValueError(f'task.model.num_classes must be >= 1, got {model.num_classes}')
+  if len(size) != 3:
+    raise UserInputError(f'task.model.input_size must be [height, width, channels], got {size}')
+  validation.integer('task.model.input_size channels', size[2])
+  validation.integer('task.model.num_classes', model.num_classes)
   retok.validate_schedule(backbone.retokenization, (backbone.stride, backbone.dilation),
                           size[:2], params.trainer.steps_per_loop, params.trainer.train_steps)
+  # The finest tokenization of the schedule makes the largest tensors.
+  finest = min([backbone.stride] + [p.stride for p in retok.as_phases(backbone.retokenization)])
+  validation.check_buildable(backbone.arch, tuple(size[:2]), model.num_classes, finest,
+                             'task.model.input_size')

@@ -20,6 +20,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import tensorflow as tf
 import tf_keras
+import yaml
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -31,6 +32,7 @@ from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.modeling import factory as model_factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.garden import backbone as asvit_backbone
 
 DETECTION_EXPERIMENT = 'cascadercnn_asvit_coco'
@@ -43,36 +45,37 @@ def check_model(model: maskrcnn_cfg.MaskRCNN) -> None:
   """Raises ValueError (one line) when the model config cannot build or train correctly."""
   size = list(model.input_size)
   if len(size) != 3 or any(int(v) < 1 for v in size):
-    raise ValueError(f'task.model.input_size must be [height, width, 3], got {size}')
+    raise UserInputError(f'task.model.input_size must be [height, width, 3], got {size}')
   multiple = 2**model.max_level
   if size[0] % multiple or size[1] % multiple:
     up = [-(-int(v) // multiple) * multiple for v in size[:2]]
-    raise ValueError(
+    raise UserInputError(
         f'task.model.input_size {size[0]}x{size[1]} is not divisible by 2^max_level = '
         f'{multiple} (max_level {model.max_level}): use multiples of {multiple}, e.g. '
         f'{up[0]}x{up[1]}')
   if model.min_level < 2:
-    raise ValueError(f'task.model.min_level must be >= 2 (the As-ViT backbone gives levels '
-                     f'2..5), got {model.min_level}')
+    raise UserInputError(f'task.model.min_level must be >= 2 (the As-ViT backbone gives levels '
+                         f'2..5), got {model.min_level}')
   if model.backbone.type == 'asvit':
     backbone = model.backbone.asvit
     try:
       arch_lib.as_topology(backbone.arch)
     except ValueError as e:
-      raise ValueError(f'task.model.backbone.asvit.arch: {e}') from None
+      raise UserInputError(f'task.model.backbone.asvit.arch: {e}') from None
     if backbone.pre_logits:
-      raise ValueError('task.model.backbone.asvit.pre_logits must be false for detection '
-                       '(FPN reads numeric levels only)')
+      raise UserInputError('task.model.backbone.asvit.pre_logits must be false for detection '
+                           '(FPN reads numeric levels only)')
     if backbone.stride != 4:
-      raise ValueError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
-                       f'2..5 are strides 4..32), got {backbone.stride}')
+      raise UserInputError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
+                           f'2..5 are strides 4..32), got {backbone.stride}')
+    asvit_backbone.check_windows(backbone)
   if model.roi_sampler.cascade_iou_thresholds and not (
       model.detection_head.class_agnostic_bbox_pred):
-    raise ValueError('task.model.detection_head.class_agnostic_bbox_pred must be true with '
-                     'roi_sampler.cascade_iou_thresholds (Cascade R-CNN)')
+    raise UserInputError('task.model.detection_head.class_agnostic_bbox_pred must be true with '
+                         'roi_sampler.cascade_iou_thresholds (Cascade R-CNN)')
   if model.num_classes < 2:
-    raise ValueError(f'task.model.num_classes must be >= 2 (background + 1), got '
-                     f'{model.num_classes}')
+    raise UserInputError(f'task.model.num_classes must be >= 2 (background + 1), got '
+                         f'{model.num_classes}')
 
 
 def _patterns(input_path) -> List[str]:
@@ -91,11 +94,11 @@ def check_input_files(name: str, data: cfg.DataConfig) -> None:
     return
   patterns = _patterns(data.input_path)
   if not patterns:
-    raise ValueError(f'task.{name}.input_path is empty: point it at the TFRecords of '
-                     'official.vision.data.create_coco_tf_record')
+    raise UserInputError(f'task.{name}.input_path is empty: point it at the TFRecords of '
+                         'official.vision.data.create_coco_tf_record')
   for pattern in patterns:
     if not tf.io.gfile.glob(pattern):
-      raise ValueError(f'task.{name}.input_path {pattern!r} matches no file')
+      raise UserInputError(f'task.{name}.input_path {pattern!r} matches no file')
 
 
 def largest_category_id(annotation_file: str) -> int:
@@ -105,7 +108,7 @@ def largest_category_id(annotation_file: str) -> int:
   ids = [int(c['id']) for c in data.get('categories', [])]
   ids += [int(a['category_id']) for a in data.get('annotations', [])]
   if not ids:
-    raise ValueError(f'task.annotation_file {annotation_file} has no categories')
+    raise UserInputError(f'task.annotation_file {annotation_file} has no categories')
   return max(ids)
 
 
@@ -116,16 +119,17 @@ def check_annotation_file(task: maskrcnn_cfg.MaskRCNNTask) -> None:
   if not path:
     if task.model.include_mask and task.use_coco_metrics and (
         task.validation_data.num_examples <= 0):
-      raise ValueError('task.annotation_file is empty: set it to the instances json of the '
-                       'validation set (or set task.validation_data.num_examples so that '
-                       'Model Garden writes one from the TFRecords)')
+      raise UserInputError('task.annotation_file is empty: set it to the instances json of the '
+                           'validation set (or set task.validation_data.num_examples so that '
+                           'Model Garden writes one from the TFRecords)')
     return
   if not tf.io.gfile.exists(path):
-    raise ValueError(f'task.annotation_file {path!r} does not exist')
+    raise UserInputError(f'task.annotation_file {path!r} does not exist')
   largest = largest_category_id(path)
   if task.model.num_classes <= largest:
-    raise ValueError(f'task.model.num_classes {task.model.num_classes} must be above the '
-                     f'largest category id {largest} in {path}: set it to {largest + 1} or more')
+    raise UserInputError(f'task.model.num_classes {task.model.num_classes} must be above the '
+                         f'largest category id {largest} in {path}: set it to {largest + 1} or '
+                         'more')
 
 
 def validate_detection(params: cfg.ExperimentConfig, check_data: bool = True) -> None:
@@ -153,8 +157,11 @@ class DetectionExperimentConfig(cfg.ExperimentConfig):
 # ---- the experiment ------------------------------------------------------------------------
 def asvit_detection_backbone(arch: str = 'asvit_large',
                              drop_path_rate: float = 0.3) -> asvit_backbone.Backbone:
+  """The detection backbone: `fixed` windows, those of 224 px (As-ViT Large: 28, 28, 14, 7
+  tokens), since the splits' windows grow with the image (128×128 tokens at 1024²)."""
   return asvit_backbone.Backbone(type='asvit', asvit=asvit_backbone.AsViTConfig(
-      arch=arch, drop_path_rate=drop_path_rate, stride=4, dilation=1, pre_logits=False))
+      arch=arch, drop_path_rate=drop_path_rate, stride=4, dilation=1, pre_logits=False,
+      window_policy='fixed', window_reference_size=224))
 
 
 @exp_factory.register_config_factory(DETECTION_EXPERIMENT)
@@ -234,11 +241,20 @@ def detection_config(config_files: Sequence[str] = (),
   `validate_data`.
   """
   params = exp_factory.get_exp_config(DETECTION_EXPERIMENT)
-  for path in config_files:
-    params = hyperparams.override_params_dict(params, path, is_strict=True)
-  if overrides:
-    params = hyperparams.override_params_dict(params, overrides, is_strict=True)
-  cfg.ExperimentConfig.validate(params)  # the restrictions
+  try:
+    for path in config_files:
+      params = hyperparams.override_params_dict(params, path, is_strict=True)
+    if overrides:
+      params = hyperparams.override_params_dict(params, overrides, is_strict=True)
+    cfg.ExperimentConfig.validate(params)  # the restrictions
+  except KeyError as e:  # a key of another experiment's config
+    raise UserInputError(f'config error: {e.args[0] if e.args else e} (is it a config of '
+                         f'{DETECTION_EXPERIMENT}?)') from None
+  except yaml.YAMLError as e:
+    raise UserInputError(f'config error: a --config_file does not parse as YAML: '
+                         f'{" ".join(str(e).split())}') from None
+  except (AttributeError, TypeError, ValueError) as e:
+    raise UserInputError(f'config error: {e}') from None
   validate_detection(params, check_data=validate_data)
   return params
 
@@ -264,7 +280,7 @@ def build_detector(params: cfg.ExperimentConfig, checkpoint_path: Optional[str] 
     if tf.io.gfile.isdir(checkpoint_path):
       latest = tf.train.latest_checkpoint(checkpoint_path)
       if latest is None:
-        raise ValueError(f'no checkpoint in {checkpoint_path}')
+        raise UserInputError(f'no checkpoint in {checkpoint_path}')
       checkpoint_path = latest
     status = tf.train.Checkpoint(model=model).read(checkpoint_path)
     status.expect_partial().assert_existing_objects_matched()

@@ -1,4 +1,4 @@
-"""Progressive re-tokenization (design.md §6): the schedule, and a `Model.fit` callback.
+"""Progressive re-tokenization (docs/design.md §11): the schedule, and a `Model.fit` callback.
 
 A schedule is a list of phases (start step, stride, dilation): from its start step on, a phase's
 stride and dilation drive the patch embedding. Only the tokenization changes, no weight, so one
@@ -21,6 +21,8 @@ import tf_keras
 
 from official.modeling import hyperparams
 
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 from asvit_tf.layers.blocks import retokenization_dilation
 from asvit_tf.models import size
 
@@ -78,40 +80,40 @@ def validate_schedule(schedule, final: Tuple[int, int], image_size: Sequence[int
   Rules: the first phase starts at step 0; start steps increase; stride and dilation >= 1;
   the last phase is `final` (the backbone's stride/dilation: what evaluation and export use);
   start steps are multiples of `steps_per_loop` (switches happen between loops); every phase
-  starts before `train_steps`; image sides are multiples of every stride.
+  starts before `train_steps`; image sides follow `validation.check_image_size` at every
+  stride (a side the stride does not divide is padded up, as in evaluation and export).
   """
   phases = as_phases(schedule)
   strides = {final[0]} | {p.stride for p in phases}
   for stride in sorted(strides):
+    validation.integer('task.model.backbone.asvit.stride (or a retokenization stride)', stride)
     for side in image_size:
-      if side % stride:
-        raise ValueError(f'image size {list(image_size)} (task.model.input_size) is not a '
-                         f'multiple of the tokenization stride {stride}')
+      validation.check_image_size(side, stride, 'task.model.input_size')
   if not phases:
     return
   where = 'task.model.backbone.asvit.retokenization'
   if phases[0].start_step != 0:
-    raise ValueError(f'{where}: the first phase must start at step 0, got '
-                     f'{phases[0].start_step}')
+    raise UserInputError(f'{where}: the first phase must start at step 0, got '
+                         f'{phases[0].start_step}')
   for prev, phase in zip(phases, phases[1:]):
     if phase.start_step <= prev.start_step:
-      raise ValueError(f'{where}: start steps must increase, got {prev.start_step} then '
-                       f'{phase.start_step}')
+      raise UserInputError(f'{where}: start steps must increase, got {prev.start_step} then '
+                           f'{phase.start_step}')
   for phase in phases:
     if phase.stride < 1 or phase.dilation < 1:
-      raise ValueError(f'{where}: stride and dilation must be >= 1, got {tuple(phase)}')
+      raise UserInputError(f'{where}: stride and dilation must be >= 1, got {tuple(phase)}')
     if phase.start_step % steps_per_loop:
-      raise ValueError(f'{where}: start step {phase.start_step} is not a multiple of '
-                       f'trainer.steps_per_loop={steps_per_loop} (switches happen between '
-                       'loops)')
+      raise UserInputError(f'{where}: start step {phase.start_step} is not a multiple of '
+                           f'trainer.steps_per_loop={steps_per_loop} (switches happen between '
+                           'loops)')
     if train_steps is not None and phase.start_step >= train_steps > 0:
-      raise ValueError(f'{where}: phase {tuple(phase)} starts at or after '
-                       f'trainer.train_steps={train_steps}')
+      raise UserInputError(f'{where}: phase {tuple(phase)} starts at or after '
+                           f'trainer.train_steps={train_steps}')
   last = (phases[-1].stride, phases[-1].dilation)
   if last != tuple(final):
-    raise ValueError(f'{where}: the last phase uses stride/dilation {last} but the backbone '
-                     f'has stride/dilation {tuple(final)}; they must agree (evaluation and '
-                     'export build the model with the backbone\'s values)')
+    raise UserInputError(f'{where}: the last phase uses stride/dilation {last} but the backbone '
+                         f'has stride/dilation {tuple(final)}; they must agree (evaluation and '
+                         'export build the model with the backbone\'s values)')
 
 
 def tokenization_at(schedule, step: int, default: Tuple[int, int]) -> Tuple[int, int]:
@@ -137,7 +139,7 @@ def find_retokenizable(model):
   for candidate in (getattr(model, 'backbone', None), model):
     if candidate is not None and hasattr(candidate, 'set_tokenization'):
       return candidate
-  raise ValueError(f'{type(model).__name__} has no As-ViT tokenization to schedule')
+  raise UserInputError(f'{type(model).__name__} has no As-ViT tokenization to schedule')
 
 
 class RetokenizationCallback(tf_keras.callbacks.Callback):
@@ -159,7 +161,7 @@ class RetokenizationCallback(tf_keras.callbacks.Callback):
     super().__init__()
     self.phases = as_phases(schedule)
     if not self.phases:
-      raise ValueError('RetokenizationCallback needs a non-empty schedule')
+      raise UserInputError('RetokenizationCallback needs a non-empty schedule')
     self.image_size = list(image_size) if image_size else None
     self.switches: List[Tuple[int, int, int]] = []  # (step, stride, dilation) applied
 

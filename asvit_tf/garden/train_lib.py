@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
+import yaml
 
 from official.common import distribute_utils
 from official.core import config_definitions as cfg
@@ -22,6 +23,7 @@ from official.core import train_lib
 from official.core import train_utils
 from official.modeling import performance
 
+from asvit_tf.errors import UserInputError
 from asvit_tf.garden import registry_imports  # pylint: disable=unused-import
 from asvit_tf.garden.configs import validate_experiment
 from asvit_tf.garden.trainer import AsViTTrainer
@@ -44,7 +46,7 @@ def parse_configuration(experiment: str, config_files: Sequence[str] = (),
   try:
     exp_factory.get_exp_config(experiment)
   except LookupError:
-    raise ValueError(f'config error: unknown experiment {experiment!r}') from None
+    raise UserInputError(f'config error: unknown experiment {experiment!r}') from None
   check_config_files(config_files)
   options = train_utils.ParseConfigOptions(
       experiment=experiment, config_file=list(config_files or []), tpu=tpu or '',
@@ -54,11 +56,14 @@ def parse_configuration(experiment: str, config_files: Sequence[str] = (),
   except LookupError as e:
     # Model Garden raises KeyError for an unknown config key, LookupError for an unknown
     # experiment.
-    raise ValueError(f'config error: {e.args[0] if e.args else e}') from None
+    raise UserInputError(f'config error: {e.args[0] if e.args else e}') from None
   except tf.errors.NotFoundError as e:  # a --config_file (or override) that is not a file
-    raise ValueError(f'config error: {e.message}') from None
-  except (AttributeError, TypeError) as e:
-    raise ValueError(f'config error: {e}') from None
+    raise UserInputError(f'config error: {e.message}') from None
+  except yaml.YAMLError as e:  # a --config_file that is not YAML
+    raise UserInputError(f'config error: a --config_file does not parse as YAML: '
+                         f'{" ".join(str(e).split())}') from None
+  except (AttributeError, TypeError, ValueError) as e:
+    raise UserInputError(f'config error: {e}') from None
   validate_experiment(params)
   return params
 
@@ -101,7 +106,7 @@ def run_experiment(params: cfg.ExperimentConfig, model_dir: str, mode: str,
   the schedule gives for its step.
   """
   if mode not in MODES:
-    raise ValueError(f'unknown --mode {mode!r}; one of {", ".join(MODES)}')
+    raise UserInputError(f'unknown --mode {mode!r}; one of {", ".join(MODES)}')
   validate_experiment(params)
   if 'train' in mode:
     # Pure eval jobs do not write it: they may run beside the train job.

@@ -1,4 +1,4 @@
-"""Training-free design and scaling: REINFORCE seed search and "grow" (design.md §4–5)."""
+"""Training-free design and scaling: REINFORCE seed search and "grow" (docs/design.md §8–10)."""
 from asvit_tf.search.grow import GrowConfig
 from asvit_tf.search.grow import run_grow
 from asvit_tf.search.measure import Measurement

@@ -16,6 +16,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 
 PAPER_SIZES = {'asvit_small': (29.0e6, 5.3e9), 'asvit_base': (52.6e6, 8.9e9),
@@ -77,7 +78,7 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
   """The document `out` for the scaling run in `run_dir` (`plot`: show `plot_name(out)`)."""
   records = read_records(run_dir)
   if not records:
-    raise ValueError(f'{run_dir} has no scaling steps yet')
+    raise UserInputError(f'{run_dir} has no scaling steps yet')
   state_path = os.path.join(run_dir, 'grow_state.json') if os.path.isdir(run_dir) else ''
   state = {}
   if state_path and os.path.exists(state_path):
@@ -100,7 +101,7 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
   lines = [
       '# The As-ViT family from one scaling run',
       '',
-      f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (design.md §5) '
+      f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (docs/design.md §9) '
       f'with metrics at {config.get("image_size", "?")}×{config.get("image_size", "?")}, '
       f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
       f'{config.get("target_params", 0) / 1e6:g} M, ceiling {config.get("max_params", 0) / 1e6:g} M '

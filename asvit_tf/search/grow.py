@@ -1,4 +1,4 @@
-"""Training-free scaling ("grow", design.md §5), resumable after a kill.
+"""Training-free scaling ("grow", docs/design.md §9), resumable after a kill.
 
 From the seed at proxy width h=8 (real width C=4h) and depths 1,1,1,1, each step builds the
 candidates "+1 block in one stage and width h' = round(h·(1+r)), r ∈ {5,10,15,20} %" (a width
@@ -32,6 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import plots
@@ -64,19 +66,18 @@ class GrowConfig:
   batch_size: int = 16
 
   def validate(self):
-    arch_lib.as_topology(self.arch)
     for name in ('target_params', 'max_params', 'image_size', 'repeats', 'start_width',
                  'num_classes', 'batch_size'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'--{name} must be >= 1, got {getattr(self, name)}')
-    if self.max_steps < 0:
-      raise ValueError(f'--max_steps must be >= 0, got {self.max_steps}')
-    if self.image_size % 4:
-      raise ValueError(f'--image_size must be a multiple of 4 (the token stride), '
-                       f'got {self.image_size}')
+      validation.integer(f'--{name}', getattr(self, name))
+    validation.integer('--max_steps', self.max_steps, minimum=0)
+    validation.check_buildable(self.arch, self.image_size, self.num_classes,
+                               name='--image_size')
+    if self.max_params * validation.FLOAT_BYTES > validation.MEMORY_CEILING:
+      raise UserInputError(f'--max_params {self.max_params:g} is beyond what any single '
+                           'accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
     if self.target_params > self.max_params:
-      raise ValueError(f'--target_params ({self.target_params}) must not exceed '
-                       f'--max_params ({self.max_params})')
+      raise UserInputError(f'--target_params ({self.target_params}) must not exceed '
+                           f'--max_params ({self.max_params})')
     return self
 
 

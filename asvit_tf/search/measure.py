@@ -19,6 +19,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Protocol, 
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 
 METRICS = ('length', 'ntk', 'params', 'macs')
@@ -92,7 +93,7 @@ def check_metrics(metrics: Sequence[str]) -> tuple:
   """`metrics` as a tuple; a ValueError names any not in METRICS."""
   unknown = [m for m in metrics if m not in METRICS]
   if unknown:
-    raise ValueError(f'unknown metric(s) {unknown}; known: {METRICS}')
+    raise UserInputError(f'unknown metric(s) {unknown}; known: {METRICS}')
   return tuple(metrics)
 
 

@@ -1,4 +1,4 @@
-"""The REINFORCE policy of the seed search (design.md §4): 12 independent categoricals.
+"""The REINFORCE policy of the seed search (docs/design.md §8): 12 independent categoricals.
 
 Pure NumPy (float64): the policy is 12 small logit vectors, so its log-prob gradient is
 written out (d log p(a) / d logits = onehot(a) - softmax) and Adam is a few lines. This keeps

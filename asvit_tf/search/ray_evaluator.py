@@ -25,6 +25,7 @@ import numpy as np
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserFacingError
+from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
 
 _COMPLEXITY = ('length', 'ntk')
@@ -55,13 +56,13 @@ class RayOptions:
 
   def validate(self) -> 'RayOptions':
     if not self.cpus_per_measurement > 0:
-      raise ValueError('--ray_cpus_per_measurement must be > 0, got '
+      raise UserInputError('--ray_cpus_per_measurement must be > 0, got '
                        f'{self.cpus_per_measurement}')
     if self.gpus_per_measurement < 0:
-      raise ValueError('--ray_gpus_per_measurement must be >= 0, got '
+      raise UserInputError('--ray_gpus_per_measurement must be >= 0, got '
                        f'{self.gpus_per_measurement}')
     if self.max_retries < 0:
-      raise ValueError(f'max_retries must be >= 0, got {self.max_retries}')
+      raise UserInputError(f'max_retries must be >= 0, got {self.max_retries}')
     return self
 
 

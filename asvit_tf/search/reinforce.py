@@ -1,4 +1,4 @@
-"""Seed search with REINFORCE (design.md §4), resumable after a kill.
+"""Seed search with REINFORCE (docs/design.md §8), resumable after a kill.
 
 Each step samples the 12 decisions, builds the topology at C=32 and depths 1,1,1,1,
 measures it, turns the metrics into a relative-change reward, subtracts a bias-corrected EMA
@@ -23,6 +23,8 @@ from typing import Callable, Dict, List, Optional
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
+from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import plots
@@ -34,7 +36,7 @@ from asvit_tf.search import state as state_lib
 KIND = 'search'
 LOG_FILE = 'search.jsonl'
 PLOT_FILE = 'search.png'
-SEED_FILE = 'seed.txt'
+SEED_FILE = arch_lib.SEED_FILE
 RESULT_FILE = 'result.json'
 TB_DIR = run_lib.TB_DIR
 
@@ -61,14 +63,24 @@ class SearchConfig:
   def validate(self):
     reward_lib.reward_metrics(self.reward)
     for name in ('steps', 'image_size', 'repeats', 'window', 'width', 'batch_size'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'--{name} must be >= 1, got {getattr(self, name)}')
-    if self.image_size % 4:
-      raise ValueError(f'--image_size must be a multiple of 4 (the token stride), '
-                       f'got {self.image_size}')
+      validation.integer(f'--{name}', getattr(self, name))
+    # The costliest topology the policy can sample: every sample must fit.
+    validation.check_buildable(largest_in_search_space(self.width), self.image_size,
+                               name='--image_size')
     if not self.lr > 0 or not 0 <= self.momentum < 1:
-      raise ValueError(f'need lr > 0 and 0 <= momentum < 1, got {self.lr}, {self.momentum}')
+      raise UserInputError(f'need lr > 0 and 0 <= momentum < 1, got {self.lr}, {self.momentum}')
     return self
+
+
+def largest_in_search_space(width: int) -> arch_lib.Topology:
+  """The search-space topology with the most parameters and the largest tensors at `width`:
+  the largest kernels, expansions and heads, the fewest splits."""
+  space = dict(arch_lib.SEARCH_SPACE)
+  return arch_lib.Topology(
+      kernels=tuple(max(space[f'K{i}']) for i in range(1, 5)),
+      splits=(min(space['S1']), min(space['S2']), min(space['S3']), arch_lib.FIXED_SPLIT_4),
+      expansions=tuple(max(space[f'E{i}']) for i in range(1, 5)), heads=max(space['H']),
+      width=width)
 
 
 PRESETS: Dict[str, Dict] = {
@@ -222,8 +234,8 @@ def run_search(config: SearchConfig, output_dir: str,
     if measure is not None:
       return measure_lib.SerialEvaluator(measure)
     # A step's L^E and κ_Θ run side by side and rarely take the same time: with every
-    # core's thread in each worker, the one still running then uses the whole CPU (measured:
-    # 9 % less per step at 224 than one thread each, docs/benchmarks.md).
+    # core's thread in each worker, the one still running then uses the whole CPU (measured
+    # faster per step than one thread each: docs/benchmarks.md).
     from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
     return run_lib.default_evaluator(metrics, config, workers,
                                      threads=parallel.default_workers())

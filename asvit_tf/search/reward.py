@@ -1,4 +1,4 @@
-"""Reward of the seed search (design.md §4): relative change of the metrics, EMA baseline.
+"""Reward of the seed search (docs/design.md §8): relative change of the metrics, EMA baseline.
 
 For each metric m the history holds one value per step; the step's term is
     Δm = (m_t − m_{t−1}) / (max − min of the last `window` values, m_t included, + 1e-6)
@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from asvit_tf.errors import UserInputError
 
 WINDOW = 20
 EPS = 1e-6
@@ -30,7 +32,7 @@ REWARDS: Dict[str, Tuple[Tuple[str, int], ...]] = {
 def reward_metrics(reward: str) -> Tuple[str, ...]:
   """The metrics a reward needs."""
   if reward not in REWARDS:
-    raise ValueError(f'--reward must be one of {", ".join(REWARDS)}, got {reward!r}')
+    raise UserInputError(f'--reward must be one of {", ".join(REWARDS)}, got {reward!r}')
   return tuple(m for m, _ in REWARDS[reward])
 
 
@@ -74,7 +76,7 @@ class RewardTracker:
           ) -> Tuple[float, Dict[str, float]]:
     """Appends one step; returns (reward, the values used after substitution).
 
-    `bad` marks a bad network: its κ_Θ becomes the worst seen (design.md §4).
+    `bad` marks a bad network: its κ_Θ becomes the worst seen (docs/design.md §8).
     """
     used, reward = {}, 0.0
     for metric, sign in REWARDS[self.reward]:

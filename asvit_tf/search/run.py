@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from absl import logging
 
+from asvit_tf.errors import UserInputError
 from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import state as state_lib
@@ -150,7 +151,7 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
     strategy.restore(state)
   except (KeyError, TypeError, AttributeError, IndexError) as e:
     path = os.path.join(output_dir, state_lib.state_file(strategy.kind))
-    raise ValueError(f'the saved state {path} is damaged ({type(e).__name__}: {e}); move it '
+    raise UserInputError(f'the saved state {path} is damaged ({type(e).__name__}: {e}); move it '
                      'away to start the run afresh, or use another --output_dir') from None
   return state
 

@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
+from asvit_tf.errors import UserInputError
+
 
 
 def state_file(kind: str) -> str:
@@ -90,16 +92,16 @@ def write_jsonl(path: str, records):
 def prepare_output_dir(path: str) -> str:
   """Creates `path` if needed; ValueError (one line) if it cannot be written."""
   if not path:
-    raise ValueError('--output_dir is required')
+    raise UserInputError('--output_dir is required')
   path = os.path.abspath(path)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f'--output_dir {path} exists and is not a directory')
+    raise UserInputError(f'--output_dir {path} exists and is not a directory')
   try:
     os.makedirs(path, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe', delete=True)
     probe.close()
   except OSError as e:
-    raise ValueError(f'--output_dir {path} is not writable ({e.strerror or e})') from None
+    raise UserInputError(f'--output_dir {path} is not writable ({e.strerror or e})') from None
   return path
 
 
@@ -126,7 +128,7 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
     if not isinstance(state, dict) or state.get('kind') != kind:
       raise ValueError(f'not the state of a {kind} run')
   except (OSError, ValueError) as e:
-    raise ValueError(f'cannot read the saved state {path} ({e}): move it away to start the '
+    raise UserInputError(f'cannot read the saved state {path} ({e}): move it away to start the '
                      'run afresh, or use another --output_dir') from None
   saved = dict(state.get('config', {}))
   config = json.loads(dumps(config))
@@ -135,9 +137,9 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
   diffs = [f'{k}={saved.get(k)!r} there, {config.get(k)!r} now'
            for k in sorted(set(saved) | set(config)) if not _same(saved.get(k), config.get(k))]
   if diffs:
-    raise ValueError(f'{output_dir} holds a {kind} run with a different configuration '
-                     f'({"; ".join(diffs)}); rerun with the same flags to resume it, or '
-                     'use another --output_dir')
+    raise UserInputError(f'{output_dir} holds a {kind} run with a different configuration '
+                         f'({"; ".join(diffs)}); rerun with the same flags to resume it, or '
+                         'use another --output_dir')
   return state
 
 

@@ -38,7 +38,8 @@ def test_cli_prints_the_table():
     (['describe', '8,2,3|4,1'], 'error: topology'),
     (['describe', 'asvit_huge'], "error: unknown variant 'asvit_huge'"),
     (['describe'], 'error: describe takes one ARCH'),
-    (['describe', 'asvit_seed', '--image_size=0'], 'error: --image_size must be positive'),
+    (['describe', 'asvit_seed', '--image_size=0'],
+     'error: --image_size must be an integer >= 1, got 0'),
     (['frobnicate'], "error: unknown command 'frobnicate'"),
 ])
 def test_cli_bad_input_is_one_line_and_non_zero(args, message):

@@ -32,7 +32,7 @@ def test_published_schedule_uses_the_dilation_rule():
     ([(0, 16, 2), (4, 8, 1)], {}, 'must agree'),
     ([(0, 16, 2), (4, 4, 1)], {'train_steps': 4}, 'starts at or after'),
     ([(0, 16, 0), (4, 4, 1)], {}, '>= 1'),
-    ([(0, 16, 2), (4, 4, 1)], {'image_size': [40, 40]}, 'not a multiple of the tokenization'),
+    ([(0, 16, 2), (4, 4, 1)], {'image_size': [8, 8]}, 'at least the tokenization stride 16'),
 ])
 def test_validate_schedule_names_the_rule(schedule, kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -42,6 +42,8 @@ def test_validate_schedule_names_the_rule(schedule, kwargs, message):
 def test_validate_schedule_accepts_a_good_one():
   retok.validate_schedule([(0, 16, 2), (4, 8, 1), (8, 4, 1)], (4, 1), [32, 32], 2, 10)
   retok.validate_schedule([], (4, 1), [36, 36])
+  # a side the stride does not divide is padded up, as in the model: accepted
+  retok.validate_schedule([(0, 16, 2), (4, 4, 1)], (4, 1), [40, 30])
 
 
 def test_tokenization_logs():

@@ -60,7 +60,7 @@ def test_tiny_search_then_grow_with_the_real_metrics(tmp_path):
     (('grow', '--arch=asvit_seed', '--output_dir=/proc/asvit'), 'not writable'),
     (('search', '--reward=params', '--data=/nonexistent/images', '--reward=ntk',
       '--output_dir=OUT'), '--data /nonexistent/images: no such folder'),
-    (('search', '--image_size=30', '--output_dir=OUT'), 'multiple of 4'),
+    (('search', '--image_size=2', '--output_dir=OUT'), 'at least the tokenization stride 4'),
     (('search',), '--output_dir is required'),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, args, message):

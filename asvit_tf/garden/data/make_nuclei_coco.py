@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from asvit_tf.errors import UserInputError
+
 CATEGORY = {'id': 1, 'name': 'nucleus', 'supercategory': 'cell'}
 _IMAGE = 'stardist/data/images/img2d.tif'
 _LABELS = 'stardist/data/images/mask2d.tif'
@@ -134,7 +136,7 @@ def instance_annotations(labels: np.ndarray, image_id: int, first_id: int,
 def tile_origins(height: int, width: int, tile: int) -> List[Tuple[int, int]]:
   """Top-left corners of the non-overlapping `tile` x `tile` tiles, row by row."""
   if tile < 16 or tile > min(height, width):
-    raise ValueError(f'tile size {tile} must be between 16 and {min(height, width)}')
+    raise UserInputError(f'tile size {tile} must be between 16 and {min(height, width)}')
   return [(r, c) for r in range(0, height - tile + 1, tile)
           for c in range(0, width - tile + 1, tile)]
 
@@ -146,8 +148,8 @@ def write_coco(out_dir: str, tile: int = 128, val_tiles: int = 4,
   rgb = to_rgb8(image)
   origins = tile_origins(*labels.shape, tile)
   if not 1 <= val_tiles < len(origins):
-    raise ValueError(f'val_tiles={val_tiles} must be in [1, {len(origins) - 1}] for '
-                     f'{len(origins)} tiles of {tile} px')
+    raise UserInputError(f'val_tiles={val_tiles} must be in [1, {len(origins) - 1}] for '
+                         f'{len(origins)} tiles of {tile} px')
   os.makedirs(os.path.join(out_dir, 'images'), exist_ok=True)
   splits = {'train': origins[:-val_tiles], 'val': origins[-val_tiles:]}
   paths, counts = [], []

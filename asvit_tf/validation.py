@@ -1,0 +1,118 @@
+"""The checks of every number a user gives: one rule each, the same in every command.
+
+- **Integers**: counts, sizes, strides and topology fields are integers >= their minimum. An
+  integral float (``32.0``, from YAML or JSON) is taken; ``32.7``, ``True``, ``'32'`` and NaN are
+  refused, never truncated.
+- **Image size**: a side is an integer >= the tokenization stride s. The patch embedding pads
+  a side that s does not divide up to the next multiple (a side of n gives ceil(n/s) tokens,
+  nothing is cropped) and every patch merging gives ceil(n/2), so from one s×s patch on, every
+  stage has at least one token that holds image pixels. Below s the first token would be
+  mostly padding. During training the rule holds at every stride of the re-tokenization
+  schedule. (Detection adds Model Garden's own rule: multiples of 2^max_level.)
+- **Ceiling**: a network is refused before anything is allocated when its float32 weights, or
+  the largest float32 tensor one image produces (attention scores, MLP hidden layer, patches
+  of a merging), need more than `MEMORY_CEILING` bytes: more than any single accelerator holds
+  (the largest hold 192 GB), so it could not run anywhere and would only exhaust the host.
+
+Every refusal is a `UserInputError` (a `ValueError`) whose one line names the value and the
+rule. Pure Python: no TensorFlow.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Tuple, Union
+
+from asvit_tf.errors import UserInputError
+
+MEMORY_CEILING = 256 * 2**30  # bytes: 256 GiB
+FLOAT_BYTES = 4
+
+
+def integer(name: str, value, minimum: int = 1) -> int:
+  """`value` as an int if it is an integer >= `minimum`; UserInputError otherwise."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise UserInputError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  if not isinstance(value, numbers.Integral):
+    if not (math.isfinite(value) and float(value).is_integer()):
+      raise UserInputError(f'{name} must be an integer >= {minimum}, got {value!r} '
+                           '(not rounded: give a whole number)')
+  if value < minimum:
+    raise UserInputError(f'{name} must be an integer >= {minimum}, got {int(value)}')
+  return int(value)
+
+
+def check_image_size(value, stride: int = 4,
+                     name: str = 'image_size') -> Union[int, Tuple[int, int]]:
+  """A checked image size: an int side, or (height, width); each side >= `stride`.
+
+  See the module docstring for why; UserInputError naming the value and the rule otherwise.
+  """
+  stride = integer('stride', stride)
+  sides = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  if len(sides) not in (1, 2):
+    raise UserInputError(f'{name} must be one side or (height, width), got {value!r}')
+  out = []
+  for side in sides:
+    side = integer(name, side)
+    if side < stride:
+      raise UserInputError(
+          f'{name} must be at least the tokenization stride {stride} (one {stride}x{stride} '
+          f'patch per side, so every stage has a token of image pixels), got {side}')
+    out.append(side)
+  return out[0] if len(out) == 1 else tuple(out)
+
+
+def _gib(n_bytes: float) -> str:
+  return f'{n_bytes / 2**30:,.0f} GiB' if n_bytes >= 2**30 else f'{n_bytes / 2**20:,.1f} MiB'
+
+
+def largest_activation(topology, image_size, stride: int = 4) -> Tuple[int, str]:
+  """(scalars, what) of the largest tensor one image produces in the forward pass."""
+  from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
+  topo = topology
+  grids = size.stage_grids(image_size, stride)
+  h, w = size._as_hw(image_size)  # pylint: disable=protected-access
+  best = (h * w * 3, 'the image')
+  for i, grid in enumerate(grids):
+    width, heads = topo.stage_widths[i], topo.stage_heads[i]
+    tokens = grid[0] * grid[1]
+    if i:
+      k = topo.kernels[i]
+      best = max(best, (tokens * k * k * topo.stage_widths[i - 1],
+                        f'the patches of merge{i + 1}'))
+    wh, ww = size.window_size(grid[0], topo.splits[i]), size.window_size(grid[1], topo.splits[i])
+    windows = math.ceil(grid[0] / wh) * math.ceil(grid[1] / ww)
+    best = max(best, (windows * heads * (wh * ww)**2, f'the attention scores of stage{i + 1}'),
+               (tokens * topo.expansions[i] * width, f'the MLP hidden layer of stage{i + 1}'))
+  return best
+
+
+def check_buildable(topology, image_size=None, num_classes: Optional[int] = 1000,
+                    stride: int = 4, name: str = 'image_size'):
+  """Refuses a network beyond `MEMORY_CEILING`, from its topology alone (nothing allocated).
+
+  Checks `num_classes` (None: no head) and `stride`, the parameters (float32 weights), and
+  with `image_size` its rule and the largest tensor of one image. Returns the topology.
+  """
+  from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
+  from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
+  topo = arch_lib.as_topology(topology)
+  if num_classes is not None:
+    num_classes = integer('num_classes', num_classes)
+  stride = integer('stride', stride)
+  params = size.estimate_params(topo, num_classes)
+  if params * FLOAT_BYTES > MEMORY_CEILING:
+    raise UserInputError(
+        f'{topo} has {params:,} parameters ({_gib(params * FLOAT_BYTES)} of float32 weights): '
+        f'beyond the {_gib(MEMORY_CEILING)} that any single accelerator holds '
+        '(asvit_tf.validation.MEMORY_CEILING); use smaller depths or width')
+  if image_size is not None:
+    side = check_image_size(image_size, stride, name)
+    scalars, what = largest_activation(topo, side, stride)
+    if scalars * FLOAT_BYTES > MEMORY_CEILING:
+      raise UserInputError(
+          f'{name} {image_size} is too large for {topo} at stride {stride}: {what} of one '
+          f'image alone take {_gib(scalars * FLOAT_BYTES)}, beyond the {_gib(MEMORY_CEILING)} '
+          'that any single accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
+  return topo

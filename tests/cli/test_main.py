@@ -1,0 +1,200 @@
+"""The `asvit` dispatcher: user errors are one line, bugs keep their traceback, help and
+version, Ctrl-C and a closed pipe. Subprocess tests run the real console entry point."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import asvit_tf
+from asvit_tf import arch
+from asvit_tf.cli import main as cli_main
+from asvit_tf.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_YAML = os.path.join(REPO, 'official_configs', 'asvit_tiny_cpu.yaml')
+
+
+def _env(**extra):
+  # TF_CPP_MIN_LOG_LEVEL=3: this machine's TensorFlow logs a failed cuInit (no GPU driver)
+  # on stderr; the tests count our lines only.
+  env = dict(os.environ)
+  env.pop('ASVIT_TRACEBACK', None)
+  env.update(TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO, **extra)
+  return env
+
+
+def _asvit(*args, timeout=600, **env):
+  return subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', *args], cwd=REPO,
+                        env=_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+# ---- user_errors, in process ------------------------------------------------------------
+def _wrapped(exc):
+  def main(argv):
+    raise exc
+  return cli_main.user_errors(main)
+
+
+@pytest.mark.parametrize('exc, line, code', [
+    (UserInputError('--stride must be an integer >= 1, got 0'),
+     'error: --stride must be an integer >= 1, got 0', 2),
+    (FileNotFoundError(2, 'No such file or directory', '/no/such'),
+     'error: /no/such: No such file or directory', 2),
+    (IsADirectoryError(21, 'Is a directory', '/tmp'), 'error: /tmp: Is a directory', 2),
+    (KeyboardInterrupt(), 'error: interrupted; run the same command again to resume', 130),
+])
+def test_user_errors_become_one_line(monkeypatch, capsys, exc, line, code):
+  monkeypatch.delenv('ASVIT_TRACEBACK', raising=False)
+  with pytest.raises(SystemExit) as info:
+    _wrapped(exc)(['asvit x'])
+  assert info.value.code == code
+  assert capsys.readouterr().err.splitlines() == [line]
+
+
+@pytest.mark.parametrize('exc', [ValueError('operands could not be broadcast'),
+                                 KeyError('logits'), ZeroDivisionError('division by zero')])
+def test_other_errors_keep_their_traceback(monkeypatch, exc):
+  """A ValueError of TensorFlow or NumPy is a bug, not something the user typed."""
+  monkeypatch.delenv('ASVIT_TRACEBACK', raising=False)
+  with pytest.raises(type(exc)):
+    _wrapped(exc)(['asvit x'])
+
+
+def test_a_real_numpy_value_error_is_not_hidden(monkeypatch):
+  monkeypatch.delenv('ASVIT_TRACEBACK', raising=False)
+  def main(argv):
+    return np.ones(3) + np.ones(4)
+  with pytest.raises(ValueError, match='could not be broadcast'):
+    cli_main.user_errors(main)(['asvit x'])
+
+
+def test_the_environment_variable_shows_every_traceback(monkeypatch):
+  monkeypatch.setenv('ASVIT_TRACEBACK', '1')
+  with pytest.raises(UserInputError):
+    _wrapped(UserInputError('bad'))(['asvit x'])
+
+
+# ---- the real command line --------------------------------------------------------------
+def test_version():
+  r = _asvit('--version')
+  assert r.returncode == 0 and r.stdout.strip() == f'asvit {asvit_tf.__version__}'
+
+
+def test_traceback_on_request():
+  r = _asvit('describe', 'asvit_seed', '--stride=0', ASVIT_TRACEBACK='1')
+  assert r.returncode != 0
+  assert 'Traceback' in r.stderr and 'stride must be an integer >= 1, got 0' in r.stderr
+
+
+def test_a_closed_pipe_is_a_quiet_exit():
+  """`asvit describe asvit_large | head -1`: the reader is gone before the table is written."""
+  proc = subprocess.Popen([sys.executable, '-m', 'asvit_tf.cli.main', 'describe',
+                           'asvit_large'], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  proc.stdout.close()
+  err = proc.stderr.read().decode()
+  assert proc.wait(timeout=120) == 141
+  assert err == ''
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+  proc = subprocess.Popen([sys.executable, '-m', 'asvit_tf.cli.main', 'measure',
+                           'asvit_seed', '--image_size=64', '--repeats=500', '--metrics=ntk'],
+                          cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  time.sleep(15)  # inside TensorFlow by now
+  assert proc.poll() is None
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130
+  assert err.strip().splitlines() == ['error: interrupted; run the same command again to '
+                                      'resume'], err
+
+
+# ---- help -------------------------------------------------------------------------------
+@pytest.mark.parametrize('command', ['describe', 'measure', 'grow', 'search'])
+def test_help_names_the_command_and_what_to_type(command):
+  r = _asvit(command, '--help')
+  assert r.returncode == 0, r.stderr
+  assert f'usage: asvit {command}' in r.stdout
+  if command in ('describe', 'measure', 'grow'):
+    forms = 'a topology string' in r.stdout and '@FILE' in r.stdout and 'search' in r.stdout
+    assert forms and all(name in r.stdout for name in arch.variant_names()), r.stdout
+  if command in ('describe', 'measure'):
+    assert f'usage: asvit {command} ARCH' in r.stdout
+  if command == 'grow':
+    assert '--arch' in r.stdout
+  if command == 'search':
+    assert '59 min on a 2-core CPU' in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command, flags', [
+    ('train', ('--experiment', '--mode', '--model_dir', '--config_file', '--params_override')),
+    ('export', ('--experiment', '--config_file', '--checkpoint_path', '--export_dir')),
+    ('demo', ('--saved_model', '--image', '--output')),
+])
+def test_help_lists_the_flags(command, flags):
+  r = _asvit(command, '--help')
+  assert r.returncode == 0, r.stderr
+  assert f'usage: asvit {command}' in r.stdout
+  assert all(f in r.stdout for f in flags), r.stdout
+
+
+# ---- bad input: one line, no traceback --------------------------------------------------
+BAD_INPUT = [
+    (('describe', 'asvit_seed', '--stride=-4'), '--stride must be an integer >= 1, got -4'),
+    (('describe', 'asvit_seed', '--stride=0'), '--stride must be an integer >= 1, got 0'),
+    (('describe', 'asvit_seed', '--num_classes=-3'), '--num_classes must be an integer >= 1'),
+    (('describe', 'asvit_seed', '--image_size=1'), 'at least the tokenization stride 4'),
+    (('describe', 'asvit_seed', '--image_size=abc'), 'flag --image_size=abc'),
+    (('describe', '8,2,3|4,1,2|4,1,4|4,1,6|32.7'), "H must be an integer, got '32.7'"),
+    (('describe', '8,2,3,99999999|4,1,2|4,1,4|4,1,6|32'), 'parameters'),
+    (('describe', 'asvit_large', '--image_size=100000'), 'is too large'),
+    (('describe', '@/nonexistent/seed.txt'), 'does not exist'),
+    (('describe',), 'describe takes one ARCH'),
+    (('frobnicate',), "unknown command 'frobnicate'"),
+    (('measure', 'asvit_seed', '--image_size=100000'), 'is too large'),
+    (('measure', '8,2,3,99999999|4,1,2|4,1,4|4,1,6|32'), 'parameters'),
+    (('search', '--output_dir=OUT', '--image_size=100000'), 'is too large'),
+    (('search', '--output_dir=OUT', '--steps=0'), '--steps must be an integer >= 1'),
+    (('grow', '--arch=asvit_seed', '--output_dir=OUT', '--image_size=0'),
+     '--image_size must be an integer >= 1'),
+    (('grow', '--arch=asvit_seed', '--output_dir=OUT', '--max_params=1e12',
+      '--target_params=1e9'), 'beyond what any single accelerator holds'),
+    (('train', '--experiment=asvit_imagenet', '--mode=train', '--model_dir=FILE',
+      f'--config_file={TINY_YAML}'), 'is a file'),
+    (('train', '--experiment=asvit_imagenet', '--mode=train', '--model_dir=OUT',
+      '--config_file=BAD_YAML'), 'does not parse as YAML'),
+    (('train', '--experiment=asvit_imagenet', '--mode=train', '--model_dir=OUT',
+      f'--config_file={TINY_YAML}', '--params_override=task.model.input_size=[100000,100000,3]'),
+     'is too large'),
+    (('export', '--experiment=cascadercnn_asvit_coco', f'--config_file={TINY_YAML}',
+      '--export_dir=OUT'), 'config error'),
+    (('demo', '--saved_model=OUT', '--image=FILE'), 'is not a SavedModel'),
+    (('demo', '--saved_model=SAVED', '--image=FILE'), 'is not an image file'),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('args, message', BAD_INPUT, ids=[' '.join(a)[:60] for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+  saved = tmp_path / 'saved'
+  saved.mkdir()
+  (saved / 'saved_model.pb').write_bytes(b'')  # only looked at after the image is read
+  (tmp_path / 'file.txt').write_text('not an image, not a directory\n')
+  (tmp_path / 'bad.yaml').write_text('task: [unclosed\n  a: b: c\n')
+  subs = {'OUT': str(tmp_path), 'FILE': str(tmp_path / 'file.txt'), 'SAVED': str(saved),
+          'BAD_YAML': str(tmp_path / 'bad.yaml')}
+  for key, value in subs.items():
+    args = [a[:-len(key)] + value if a.endswith('=' + key) else a for a in args]
+  r = _asvit(*args)
+  lines = r.stderr.splitlines()
+  assert r.returncode != 0
+  assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
+  assert message in lines[0] and 'Traceback' not in r.stderr
