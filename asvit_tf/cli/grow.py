@@ -73,8 +73,13 @@ def config_from_flags() -> grow.GrowConfig:
 def main(argv):
   cli_flags.check_argv('grow', argv)
   config = config_from_flags()
-  result = grow.run_grow(config, FLAGS.output_dir, progress=FLAGS.progress,
-                         workers=cli_flags.workers())
+  evaluator = cli_flags.evaluator(('length', 'ntk'), config)  # what run_grow measures
+  try:
+    result = grow.run_grow(config, FLAGS.output_dir, progress=FLAGS.progress,
+                           workers=cli_flags.workers(), evaluator=evaluator)
+  finally:
+    if evaluator is not None:
+      evaluator.close()
   for r in result.records:
     marks = ''.join(f'  ≈ {grow.format_budget(config.budget_metric, b)}'
                     for b in r.get('budget') or [])

@@ -95,14 +95,21 @@ def config_from_flags():
 def main(argv):
   cli_flags.check_argv('search', argv)
   config = config_from_flags()
-  if isinstance(config, evolution.EvolutionConfig):
-    result = evolution.run_evolution(config, FLAGS.output_dir, progress=FLAGS.progress,
-                                     workers=cli_flags.workers())
-    measured = result.records[-1]['measured'] if result.records else 0
-    print(f'seed topology: {result.seed_string}   ({len(result.records)} generations, '
-          f'{measured} measured, {result.output_dir}/seed.txt)')
-    return
-  result = reinforce.run_search(config, FLAGS.output_dir,
-                                progress=FLAGS.progress, workers=cli_flags.workers())
+  is_evolution = isinstance(config, evolution.EvolutionConfig)
+  metrics = reward_lib.reward_metrics(config.fitness if is_evolution else config.reward)
+  evaluator = cli_flags.evaluator(metrics, config)
+  try:
+    if is_evolution:
+      result = evolution.run_evolution(config, FLAGS.output_dir, progress=FLAGS.progress,
+                                       workers=cli_flags.workers(), evaluator=evaluator)
+      measured = result.records[-1]['measured'] if result.records else 0
+      print(f'seed topology: {result.seed_string}   ({len(result.records)} generations, '
+            f'{measured} measured, {result.output_dir}/seed.txt)')
+      return
+    result = reinforce.run_search(config, FLAGS.output_dir, progress=FLAGS.progress,
+                                  workers=cli_flags.workers(), evaluator=evaluator)
+  finally:
+    if evaluator is not None:
+      evaluator.close()
   print(f'seed topology: {result.seed_string}   '
         f'({len(result.records)} steps, {result.output_dir}/seed.txt)')
