@@ -201,7 +201,9 @@ class TappedGradients:
                        f'rank-{x.shape.rank} input: only the last axis is supported')
     x = tf.cast(x, layer.compute_dtype)
     mean, variance = tf.nn.moments(x, [x.shape.rank - 1], keepdims=True)
-    return (x - mean) * tf.math.rsqrt(variance + tf.cast(layer.epsilon, x.dtype))
+    # ε as Keras adds it: a Python float taken in x's dtype (tf.cast would round it to
+    # float32 first, 1e-5 by 2.5e-13: 1e-11 of x̂ at a variance of 1e-2, in float64).
+    return (x - mean) * tf.math.rsqrt(variance + tf.constant(layer.epsilon, x.dtype))
 
   def __call__(self, weights, images):
     """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
