@@ -179,6 +179,49 @@ def test_get_config_round_trip(make):
   _round_trip(layer, _rand(*shape))
 
 
+@pytest.mark.parametrize('rows, cols, fixed, window, count', [
+    (8, 8, 4, (4, 4), 4),     # divides
+    (7, 7, 4, (4, 4), 4),     # odd grid: padded to 8x8
+    (9, 5, 4, (4, 4), 6),     # non-square, padded to 12x8
+    (3, 5, 4, (3, 4), 2),     # rows below the window: clipped, not padded
+    (2, 2, 7, (2, 2), 1),     # grid below the window: one global window
+])
+def test_fixed_window_shapes(rows, cols, fixed, window, count):
+  layer = layers.SplitAttention(16, num_heads=2, split=1, fixed_window=fixed)
+  assert layer.window(rows, cols) == window
+  x = _rand(2, rows, cols, 16)
+  to_windows, from_windows = layer.windows(rows, cols)
+  tokens = to_windows(x)
+  assert tokens.shape == (2 * count, window[0] * window[1], 16)
+  np.testing.assert_array_equal(from_windows(tokens).numpy(), x.numpy())
+  assert layer(x).shape == (2, rows, cols, 16)
+
+
+def test_fixed_window_keeps_padded_windows_apart():
+  """7x7 grid, 4-token windows: the bottom-right window (3x3 real tokens) is its own."""
+  layer = layers.SplitAttention(8, num_heads=2, split=1, fixed_window=4)
+  x = _rand(1, 7, 7, 8).numpy()
+  base = layer(tf.constant(x)).numpy()
+  x[0, 6, 6] += 10.0
+  changed = np.abs(layer(tf.constant(x)).numpy() - base).max(axis=-1)[0] > 1e-6
+  assert changed[4:, 4:].all()
+  assert not changed[:4, :].any() and not changed[:, :4].any()
+
+
+def test_fixed_window_round_trips_and_rejects_bad_sides():
+  block = layers.TransformerBlock(8, 2, split=2, expansion=2, fixed_window=3)
+  x = _rand(1, 7, 5, 8)
+  y = block(x)
+  clone = layers.TransformerBlock.from_config(block.get_config())
+  clone(x)
+  clone.set_weights(block.get_weights())
+  assert clone.attn.fixed_window == 3 and clone.attn.window(7, 5) == (3, 3)
+  np.testing.assert_allclose(clone(x).numpy(), y.numpy(), rtol=1e-6, atol=1e-6)
+  assert layers.SplitAttention(8, 2, 2).get_config()['fixed_window'] is None
+  with pytest.raises(ValueError, match='fixed_window must be >= 1 token'):
+    layers.SplitAttention(8, 2, 2, fixed_window=0)
+
+
 def test_dense_kernels_are_untruncated_normal_with_zero_bias():
   """The authors' Dense init (design.md §2): N(0, 0.02²), in effect untruncated (Keras'
   TruncatedNormal cuts at 2σ: std 0.0176 and nothing beyond 0.04); biases 0; LayerNorm
