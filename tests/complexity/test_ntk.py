@@ -180,7 +180,9 @@ def test_kappa_with_scales_is_the_authors_on_identical_weights(float64):
                                         include_scales=False)
   assert got.mean == pytest.approx(authors, rel=1e-9)
   assert old.mean == pytest.approx(kernels, rel=1e-9)
-  assert abs(authors - kernels) > 1e-3 * kernels
+  # γ moves κ_Θ little (4.6e-4 here, 2e-5 on the seed at 224 px) but far beyond the 1e-9
+  # above: the comparison tells the two selections apart.
+  assert abs(authors - kernels) > 1e-5 * kernels
 
 
 def test_methods_agree_and_auto_picks_taps_for_asvit():
