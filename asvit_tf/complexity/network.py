@@ -155,10 +155,10 @@ class Network:
       variable.assign(tf.cast(value, variable.dtype))
 
   def kernels(self, include_scales: bool = False) -> List[tf.Variable]:
-    """The weights the NTK differentiates: trainable variables of rank >= 2 (Dense and
-    conv kernels). Biases and LayerNorm offsets (rank 1) are left out; LayerNorm scales
-    (gamma, rank 1) too unless `include_scales` (the authors' PyTorch code selects
-    parameters named 'weight', which includes LayerNorm scales)."""
+    """Trainable variables of rank >= 2 (Dense and conv kernels), and with `include_scales`
+    the LayerNorm scales (gamma, rank 1): the latter are the weights the NTK differentiates
+    by default, as the authors' PyTorch code selects the parameters named 'weight'. Biases
+    and LayerNorm offsets (rank 1) are always left out."""
     out = []
     for v in self.variables:
       name = v.name.split('/')[-1].split(':')[0]
