@@ -88,7 +88,8 @@ DEFAULT_OUT = 'docs/family.md'
 
 
 def plot_name(out: str) -> str:
-  """The file name of the scaling plot shown by the document `out` (family.md → family_scaling.png)."""
+  """The file name of the scaling plot shown by the document `out`
+  (family.md → family_scaling.png)."""
   return os.path.splitext(os.path.basename(out))[0] + '_scaling.png'
 
 
@@ -127,7 +128,8 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
       f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (docs/design.md §9) '
       f'with metrics at {config.get("image_size", "?")}×{config.get("image_size", "?")}, '
       f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
-      f'{config.get("target_params", 0) / 1e6:g} M, ceiling {config.get("max_params", 0) / 1e6:g} M '
+      f'{config.get("target_params", 0) / 1e6:g} M, '
+      f'ceiling {config.get("max_params", 0) / 1e6:g} M '
       f'parameters. Run: `{run_dir}` ({status}).',
       'Parameters at 1000 classes and MACs at 224×224 are counted from the topology '
       '(`asvit_tf.models.size`); L^E and κ_Θ are measured on the proxy width C/4.',
