@@ -49,7 +49,7 @@ from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
-from asvit_tf.search.measure import make_measure  # pylint: disable=g-import-not-at-top
+from asvit_tf.search.measure import Measurement, make_measure  # pylint: disable=g-import-not-at-top
 from benchmarks import _report  # pylint: disable=g-import-not-at-top
 
 
@@ -177,10 +177,10 @@ def time_path(preset: str, samples, workers: int):
   out = {}
   with parallel.PoolMeasure(('length', 'ntk'), workers, p['image_size'],
                             p['repeats']) as pool:
-    pool(first_step_proxies(0)[0], 0)
+    list(pool.measure([(first_step_proxies(0)[0], 0)]))
     for step, topologies in sorted(samples.items()):
       start = time.perf_counter()
-      list(pool.map([(t, 1) for t in topologies]))
+      list(pool.measure([(t, 1) for t in topologies]))
       out[step] = (time.perf_counter() - start) / len(topologies)
       print(f'grow step {step}: {out[step]:.1f} s per candidate '
             f'({len(topologies)} measured, {workers} workers)', flush=True)
@@ -199,7 +199,7 @@ def grow_measurements(target=80_000_000, max_params=110_000_000, max_steps=0, ru
     def measure(topo, seed, rng=rng):
       del topo, seed
       v = rng.random()
-      return {'length': v, 'ntk': -v, 'bad': False}
+      return Measurement(length=v, ntk=-v)
     config = grow.GrowConfig(target_params=target, max_params=max_params,
                              max_steps=max_steps, image_size=32, repeats=1)
     with tempfile.TemporaryDirectory() as d:

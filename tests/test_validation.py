@@ -7,6 +7,7 @@ from asvit_tf import arch
 from asvit_tf import validation
 from asvit_tf.cli import describe
 from asvit_tf.cli import measure
+from asvit_tf.cli import run_flags
 from asvit_tf.errors import UserFacingError
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -122,7 +123,7 @@ def test_arch_forms_are_the_same_for_every_command(tmp_path):
   assert arch.resolve(str(run)) == seed
   assert arch.resolve(f'@{run / "seed.txt"}') == seed
   assert arch.resolve(f'@{tmp_path / "large.txt"}') == arch.as_topology('asvit_large')
-  assert grow.resolve_arch(str(run)) == seed.seed_string
+  assert run_flags.resolve_arch(str(run)) == seed.seed_string
   with pytest.raises(FileNotFoundError, match='does not exist'):
     arch.resolve(f'@{tmp_path / "missing.txt"}')
   with pytest.raises(UserInputError, match='unknown variant'):

@@ -1,20 +1,21 @@
 """`asvit grow --arch SEED --output_dir DIR [--preset paper|quick] ...`: training-free scaling.
 
 SEED is a seed topology (`8,2,3|4,1,2|4,1,4|4,1,6|32`), a variant name, `@path/seed.txt`, or
-the output dir of `asvit search` (its seed.txt); the depths and width of a scaled string are
-ignored (the scaling starts at depths 1,1,1,1 and proxy width 8). Writes to DIR after every
-step: grow.jsonl, family.md (the series table) and scaling.png; at the end family.txt (one
-topology a line). Rerunning the same command resumes a killed run; a finished run is only
-reported. Explicit flags override the preset (paper: 224×224, 5 repeats, up to 80 M
-parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may share DIR. How
-long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core CPU
-(README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
+the output dir of `asvit search` (its seed.txt); the depths and width of a scaled string or a
+variant are not used, which a warning says (the scaling starts at depths 1,1,1,1 and proxy
+width 8). Writes to DIR after every step: grow.jsonl, family.md (the series table) and
+scaling.png; at the end family.txt (one topology a line). Rerunning the same command resumes
+a killed run; a finished run is reported (and its outputs rewritten); a run into a DIR in use
+by another exits at once. Explicit flags override the preset (paper: 224×224, 5 repeats, up
+to 80 M parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may share DIR.
+How long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core
+CPU (README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
 """
 from __future__ import annotations
 
 from absl import flags
 
-from asvit_tf.search import cli_flags
+from asvit_tf.cli import run_flags as cli_flags
 from asvit_tf.search import grow
 
 ARCH_ARGUMENT = '--arch'
@@ -41,7 +42,7 @@ FLAGS = flags.FLAGS
 def config_from_flags() -> grow.GrowConfig:
   values = cli_flags.preset_values(grow.PRESETS, ('image_size', 'repeats', 'max_steps',
                                                   'target_params', 'max_params'))
-  return grow.GrowConfig(arch=grow.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
+  return grow.GrowConfig(arch=cli_flags.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
                          **values).validate()
 
 

@@ -25,6 +25,8 @@ COMMANDS = {
     'train': ('asvit_tf.cli.train', 'Model Garden training with progressive re-tokenization'),
     'export': ('asvit_tf.cli.export', 'SavedModel export of a trained classifier or detector'),
     'demo': ('asvit_tf.cli.demo', 'run an exported detector on an image and draw the result'),
+    'correlate': ('asvit_tf.cli.correlate', 'do the measures rank networks as training does? '
+                  'tau/rho against a ground-truth table'),
 }
 
 

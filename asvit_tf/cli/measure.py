@@ -1,5 +1,5 @@
 """`asvit measure ARCH [--metrics=length,curvature,curvature_length,ntk] [--image_size=224]
-[--repeats=5] [--width=C] [--json]`.
+[--repeats=5] [--width=C] [--share_embedding] [--data=photos|FOLDER|TFDS_NAME] [--json]`.
 
 Measures the complexity of ARCH at initialisation and prints one row per metric: its mean,
 the per-repeat values, whether the network is bad, and the seconds the measurement took
@@ -39,6 +39,13 @@ def define_flags():
   flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
                     'Execution of the measures: auto picks per measure what was measured '
                     'fastest (see asvit_tf.complexity.curve_metrics).')
+  flags.DEFINE_bool('share_embedding', False,
+                    "Draw the patch embedding's conv once for all repeats and re-draw only "
+                    "Dense and LayerNorm weights, as the authors' code does (default: every "
+                    'weight drawn per repeat).')
+  flags.DEFINE_string('data', '', "The NTK's images: 'photos' (seeded random crops of "
+                      "scikit-image's photos), a folder of images or a prepared TFDS name; "
+                      'default Gaussian noise.')
   flags.DEFINE_bool('json', False, 'Print JSON instead of a table.')
 
 
@@ -47,8 +54,10 @@ FLAGS = flags.FLAGS
 
 def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
             seed: int = 0, num_points: int = 10, batch_size: int = 16, width=None,
-            mode: str = 'auto') -> Dict[str, object]:
-  """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own."""
+            mode: str = 'auto', share_embedding: bool = False,
+            data: str = '') -> Dict[str, object]:
+  """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own; κ_Θ on
+  the `data` batch (`asvit_tf.search.data.load_batch`, seeded by `seed`) if given."""
   unknown = [m for m in metrics if m not in METRICS]
   if unknown or not metrics:
     raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
@@ -59,15 +68,20 @@ def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 
                       ('batch_size', batch_size)):
     validation.integer(f'--{name}', value)
   validation.check_buildable(topology, image_size, None, name='--image_size')
+  images = None
+  if data and 'ntk' in metrics:
+    from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
+    images = data_lib.load_batch(data, '', image_size, batch_size, seed)
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
   out = {}
   for m in metrics:
     if m == 'ntk':
       out[m] = complexity.ntk_condition_number(topology, image_size, repeats, seed,
-                                               batch_size=batch_size, mode=mode)
+                                               images=images, batch_size=batch_size, mode=mode,
+                                               share_embedding=share_embedding)
     else:
       out[m] = complexity.curve_metrics(topology, image_size, num_points, repeats, seed,
-                                        (m,), mode=mode)[m]
+                                        (m,), mode=mode, share_embedding=share_embedding)[m]
   return out
 
 
@@ -100,6 +114,7 @@ def main(argv):
   if FLAGS.width is not None:
     topology = topology.replace(width=FLAGS.width)
   results = measure(topology, FLAGS.metrics, FLAGS.image_size, FLAGS.repeats, FLAGS.seed,
-                    FLAGS.num_points, FLAGS.batch_size, None, FLAGS.mode)
+                    FLAGS.num_points, FLAGS.batch_size, None, FLAGS.mode,
+                    FLAGS.share_embedding, FLAGS.data)
   text = (to_json if FLAGS.json else format_table)(topology, results, FLAGS.image_size)
   print(text)

@@ -2,9 +2,10 @@
 
 Writes to DIR: search.jsonl (one record per step), tensorboard/ (scalars), search.png
 (reward, entropy, L^E and κ_Θ per step), result.json and seed.txt (the derived seed
-topology). Rerunning the same command resumes a killed run; a finished run is only reported.
-Explicit flags override the preset (paper: 500 steps, 224×224, 5 repeats; quick: 10 steps,
-32×32, 1 repeat). How long: one uninterrupted paper-preset search took 59 min on a 2-core CPU
+topology). Rerunning the same command resumes a killed run; a finished run is reported (and
+its outputs rewritten); a run into a DIR in use by another exits at once. Explicit flags
+override the preset (paper: 500 steps, 224×224, 5 repeats; quick: 10 steps, 32×32, 1
+repeat). How long: one uninterrupted paper-preset search took 59 min on a 2-core CPU
 (its `asvit grow` 57 min more; README, docs/benchmarks.md); the quick preset a few minutes.
 The numbers follow `asvit_tf.validation`: --image_size >= 4 (the stride), and the largest
 topology of the search space must fit an accelerator's memory at that size.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from asvit_tf.search import cli_flags
+from asvit_tf.cli import run_flags as cli_flags
 from asvit_tf.search import reinforce
 from asvit_tf.search import reward as reward_lib
 

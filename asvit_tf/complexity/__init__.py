@@ -4,7 +4,10 @@ NTK condition number κ_Θ. Each returns a `MetricResult` (mean, per-repeat valu
 
 A factory is `factory(use_layer_norm: bool) -> tf_keras.Model` whose model has
 `features(images, training) -> [B, F]`; a topology, topology string or variant name builds
-`AsViT` (optionally at another width C with `width=`).
+`AsViT` (optionally at another width C with `width=`). Their weights are drawn afresh at every
+repeat from the authors' distributions (docs/design.md §4). A given model with `features` is
+measured as it is (its weights kept), on a given curve (`curve=(u0, u1)`) or image batch
+(`images=`) if wanted, so anyone can check a model's values from outside.
 """
 from asvit_tf.complexity.curves import CURVE_METRICS
 from asvit_tf.complexity.curves import curvature

@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence
 from absl import logging
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from asvit_tf.complexity import dual
 from asvit_tf.complexity import network as network_lib
@@ -140,22 +141,48 @@ def _check_metrics(metrics: Sequence[str]):
     raise UserInputError(f'unknown curve metric(s) {list(metrics)}; known: {CURVE_METRICS}')
 
 
+def check_curve(curve):
+  """(u0, u1) as two float64 arrays of one [H, W, C] shape; a ValueError otherwise."""
+  try:
+    u0, u1 = (np.asarray(u, np.float64) for u in curve)
+  except (TypeError, ValueError):
+    raise UserInputError('curve must be a pair (u0, u1) of [H, W, C] arrays') from None
+  if u0.ndim != 3 or u0.shape != u1.shape:
+    raise UserInputError(f'curve must be a pair (u0, u1) of [H, W, C] arrays of one shape, got '
+                     f'shapes {u0.shape} and {u1.shape}')
+  return u0, u1
+
+
 def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                   num_points: int = 10, repeats: int = 5, seed: int = 0,
                   metrics: Sequence[str] = CURVE_METRICS, *, width: Optional[int] = None,
-                  mode: str = 'auto') -> Dict[str, MetricResult]:
+                  mode: str = 'auto', curve=None,
+                  share_embedding: bool = False) -> Dict[str, MetricResult]:
   """Several curve metrics from one pass per repeat: {metric: MetricResult}.
 
   Args:
-    arch_or_factory: a `Topology`, topology string or variant name (built as `AsViT` with
-      LayerNorms removed), or a factory `factory(use_layer_norm: bool) -> model` whose
-      model has `features(images, training) -> [B, F]` (called with use_layer_norm=False).
-    image_size: square input side.
+    arch_or_factory: what to measure. A `Topology`, topology string or variant name (built
+      as `AsViT` with LayerNorms removed) or a factory `factory(use_layer_norm: bool) ->
+      model` whose model has `features(images, training) -> [B, F]` (called with
+      use_layer_norm=False): its weights are drawn afresh at every repeat. Or a given model
+      with `features` (e.g. `AsViT(..., use_layer_norm=False)` holding the weights to check),
+      measured as it is: its weights are neither drawn nor changed, and only the curve
+      changes from repeat to repeat. The authors measure without LayerNorms: a given model
+      with LayerNorms is measured with them (a warning says so).
+    image_size: square input side (ignored when `curve` is given).
     num_points: n, the points θ_k = linspace(0, 2π, n) on the input curve.
     repeats: independent initialisations, each with its own curve; the result averages.
+      With a given model and a given curve every repeat computes the same: use 1.
     seed: same seed, same numbers.
     metrics: any of 'length' (L^E), 'curvature' (κ), 'curvature_length' (L^E_κ).
     width: overrides the topology's C.
+    curve: optional (u0, u1), two [H, W, 3] arrays: the input curve x(θ) = u0 cos θ +
+      u1 sin θ of every repeat, as given (docs/design.md §5 takes them orthonormal:
+      `input_curve(shape, seed, repeat)` draws the measure's own). Default: a new curve per
+      repeat.
+    share_embedding: draw the patch embedding's conv once and keep it for all repeats,
+      re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
+      weight drawn per repeat). Not for a given model.
     mode: 'eager', 'graph' (one `tf.function` traced per call, reused by the repeats),
       'xla' (the same, XLA-compiled) or 'auto': graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
@@ -173,12 +200,18 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   if repeats < 1:
     raise UserInputError(f'repeats must be >= 1, got {repeats}')
   theta_np = angles(num_points)
-  shape = network_lib.image_shape(image_size)
-  factory = network_lib.model_factory(arch_or_factory, width)
+  if curve is not None:
+    curve = check_curve(curve)
+    shape = curve[0].shape
+  else:
+    shape = network_lib.image_shape(image_size)
   start = time.perf_counter()
   values = {m: [] for m in metrics}
   second_order = any(m in _NEEDS_SECOND_ORDER for m in metrics)
-  net = network_lib.Network(factory, use_layer_norm=False, image_shape=shape)
+  net = network_lib.measured_network(arch_or_factory, width, False, shape, share_embedding)
+  if net.given and _has_layer_norm(net.model):
+    logging.warning('curve metrics of a given model with LayerNorms: measured with them '
+                    '(the authors measure without; build it with use_layer_norm=False)')
 
   def features(images):
     return net.model.features(images, training=True)
@@ -199,8 +232,9 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
 
   theta = tf.constant(distinct_angles(theta_np), net.dtype)
   for r in range(repeats):
-    net.reinitialise(seed, r)
-    u0, u1 = input_curve(shape, seed, r)
+    if not net.given:
+      net.reinitialise(seed, r, share_embedding)
+    u0, u1 = curve if curve is not None else input_curve(shape, seed, r)
     out = run(tf.constant(u0, net.dtype), tf.constant(u1, net.dtype), theta)
     result = metrics_from_products(
         {k: with_period_end(t.numpy(), num_points) for k, t in out.items()})
@@ -209,6 +243,11 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     logging.vlog(1, 'curve metrics repeat %d/%d: %s', r + 1, repeats, result)
   seconds = time.perf_counter() - start
   return {m: MetricResult.from_values(values[m], seconds) for m in metrics}
+
+
+def _has_layer_norm(model) -> bool:
+  return any(isinstance(layer, tf_keras.layers.LayerNormalization)
+             for layer in model.submodules)
 
 
 def length_distortion(arch_or_factory, image_size: int = 224, num_points: int = 10,

@@ -7,6 +7,8 @@ scope at build time), re-seeded from (seed, repeat, variable index): repeats are
 initialisations, the same seed gives the same weights, and the global random state is never
 touched. A variable whose initial value is not a Keras initializer cannot be re-seeded: it
 gets its initial value again at every repeat.
+
+A given, built model (`Network.of_model`) is measured as it is: its weights are never drawn.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from asvit_tf.errors import UserInputError
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
 # returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
 Factory = Callable[[bool], tf_keras.Model]
-ArchOrFactory = Union[arch_lib.Topology, str, Factory]
+# Or a given model with `features`, measured with the weights it holds.
+ArchOrFactory = Union[arch_lib.Topology, str, Factory, tf_keras.Model]
 
 # Streams of the seed words, so weights, curves and noise images never share a seed.
 WEIGHTS, CURVE, IMAGES = 0, 1, 2
@@ -39,6 +42,12 @@ def seed_words(seed: int, *words: int) -> int:
 
 def rng(seed: int, *words: int) -> np.random.Generator:
   return np.random.default_rng(seed_words(seed, *words))
+
+
+def is_model(arch_or_factory) -> bool:
+  """True for a model to measure as it is (anything with a `features` method), rather than
+  a topology or a factory to build one from."""
+  return callable(getattr(arch_or_factory, 'features', None))
 
 
 def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -> Factory:
@@ -83,6 +92,7 @@ class Network:
     model: the built model.
     dtype: the dtype its inputs and features use.
     variables: its trainable variables, in creation order.
+    given: True for a given model (`of_model`): its weights are kept, never drawn.
   """
 
   def __init__(self, factory: Factory, use_layer_norm: bool, image_shape: Sequence[int]):
@@ -94,22 +104,54 @@ class Network:
       return variable
 
     with tf.variable_creator_scope(remember):
-      self.model = factory(use_layer_norm)
-      self.dtype = tf.as_dtype(getattr(self.model, 'compute_dtype', None) or tf.float32)
-      try:
-        self.model.features(tf.zeros([1, *image_shape], self.dtype), training=True)
-      except tf.errors.InvalidArgumentError as e:
-        raise ValueError(f'the network does not run on {list(image_shape)} images: '
-                         f'{e.message.splitlines()[0]}') from None
-    self.variables: List[tf.Variable] = list(self.model.trainable_variables)
+      self._build(factory(use_layer_norm), image_shape)
     self._initial_values = [created.get(id(v)) for v in self.variables]
+    self.given = False
 
-  def reinitialise(self, seed: int, repeat: int):
-    """Draws every trainable variable again, seeded by (seed, repeat, index)."""
+  @classmethod
+  def of_model(cls, model, image_shape: Sequence[int]) -> 'Network':
+    """A given model (built, or built here by one call on zeros), measured as it is."""
+    from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+    if isinstance(model, asvit.AsViT) and model.encoder.drop_path_rate > 0:
+      raise UserInputError('a measured model must have drop_path_rate=0 (the measures run in '
+                       f'training mode), got {model.encoder.drop_path_rate}')
+    net = cls.__new__(cls)
+    net._build(model, image_shape)
+    net._initial_values = [None] * len(net.variables)
+    net.given = True
+    return net
+
+  def _build(self, model, image_shape: Sequence[int]):
+    self.model = model
+    self.dtype = tf.as_dtype(getattr(self.model, 'compute_dtype', None) or tf.float32)
+    try:
+      self.model.features(tf.zeros([1, *image_shape], self.dtype), training=True)
+    except tf.errors.InvalidArgumentError as e:
+      raise ValueError(f'the network does not run on {list(image_shape)} images: '
+                       f'{e.message.splitlines()[0]}') from None
+    self.variables: List[tf.Variable] = list(self.model.trainable_variables)
+    redrawn = set()
+    for layer in self.model.submodules:
+      if isinstance(layer, (tf_keras.layers.Dense, tf_keras.layers.LayerNormalization)):
+        redrawn.update(v.ref() for v in layer.trainable_weights)
+    # The variables the authors' repeats draw again: their code re-initialises only
+    # nn.Linear and nn.LayerNorm modules, so the patch embedding's conv keeps its first draw.
+    self._dense_or_norm = [v.ref() in redrawn for v in self.variables]
+
+  def reinitialise(self, seed: int, repeat: int, share_embedding: bool = False):
+    """Draws every trainable variable again, seeded by (seed, repeat, index).
+
+    With `share_embedding`, only Dense and LayerNorm variables get a new draw per repeat, as
+    in the authors' code; the others (on an As-ViT, the patch embedding's conv kernel and
+    bias) get repeat 0's draw at every repeat.
+    """
+    if self.given:
+      raise ValueError('a given model keeps its weights: it is not re-initialised')
     for i, (variable, initial) in enumerate(zip(self.variables, self._initial_values)):
       if initial is None:
         continue  # created outside our scope (e.g. shared): keep it
-      value = _reseeded(initial, seed_words(seed, WEIGHTS, repeat, i))
+      draw = repeat if self._dense_or_norm[i] or not share_embedding else 0
+      value = _reseeded(initial, seed_words(seed, WEIGHTS, draw, i))
       variable.assign(tf.cast(value, variable.dtype))
 
   def kernels(self, include_scales: bool = False) -> List[tf.Variable]:
@@ -123,6 +165,18 @@ class Network:
       if v.shape.rank >= 2 or (include_scales and name == 'gamma'):
         out.append(v)
     return out
+
+
+def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
+                     image_shape: Sequence[int], share_embedding: bool = False) -> Network:
+  """The measured `Network`: a given model as it is, or one built from a topology or factory
+  (its weights drawn at every repeat)."""
+  if not is_model(arch_or_model):
+    return Network(model_factory(arch_or_model, width), use_layer_norm, image_shape)
+  if width is not None or share_embedding:
+    raise UserInputError('width and share_embedding apply to drawn weights, not to a given '
+                     f'model (got width={width}, share_embedding={share_embedding})')
+  return Network.of_model(arch_or_model, image_shape)
 
 
 MODES = ('auto', 'eager', 'graph', 'xla')

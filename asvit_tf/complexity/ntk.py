@@ -97,7 +97,7 @@ class TappedGradients:
   """Per-image kernel gradients of an As-ViT from one batched forward and backward pass.
 
   The model's Dense layers and its patch embedding are tapped (their `call` wrapped on the
-  instance: the model is the measuring network's own): while `__call__` traces, each records
+  instance, until `untap`): while `__call__` traces, each records
   the input a and output z of its matmul, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i)
   with respect to every z gives every δ. The batch rows of a and δ are images (windows and
   tokens of an image are contiguous), so g_i = a_iᵀ δ_i. The conv's input patches are taken
@@ -117,6 +117,7 @@ class TappedGradients:
       raise ValueError(f'tapped gradients need an AsViT model, got {type(model).__name__}')
     self._records = None
     self._tapped = set()
+    self._untaps = []
     for layer in model.submodules:
       if isinstance(layer, tf_keras.layers.Dense) and layer.built:
         self._tap(layer, layer.kernel)
@@ -141,8 +142,19 @@ class TappedGradients:
         else:
           self._records.append((kernel, embedding, inputs))
       return out
+    own = 'call' in vars(layer)
     layer.call = tapped
     self._tapped.add(kernel.ref())
+    self._untaps.append((layer, own, call))
+
+  def untap(self):
+    """Gives every tapped layer its own `call` back: the model leaves as it came."""
+    for layer, own, call in reversed(self._untaps):
+      if own:
+        layer.call = call
+      else:
+        del layer.call
+    self._untaps = []
 
   @staticmethod
   def applies_to(model) -> bool:
@@ -232,13 +244,17 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = False,
                          mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK,
-                         method: str = 'auto') -> MetricResult:
+                         method: str = 'auto', share_embedding: bool = False) -> MetricResult:
   """κ_Θ averaged over `repeats` independent initialisations (lower is better).
 
   Args:
-    arch_or_factory: a `Topology`, topology string or variant name (built as `AsViT` with
-      its LayerNorms), or a factory `factory(use_layer_norm: bool) -> model` whose model
-      has `features(images, training) -> [B, F]` (called with use_layer_norm=True).
+    arch_or_factory: what to measure. A `Topology`, topology string or variant name (built
+      as `AsViT` with its LayerNorms) or a factory `factory(use_layer_norm: bool) -> model`
+      whose model has `features(images, training) -> [B, F]` (called with
+      use_layer_norm=True): its weights are drawn afresh at every repeat. Or a given model
+      with `features` (e.g. an `AsViT` holding the weights to check), measured as it is:
+      its weights are neither drawn nor changed, and only the noise images change from
+      repeat to repeat (none do with `images`: then use repeats=1).
     image_size: square side of the noise images (ignored when `images` is given).
     repeats: independent initialisations; without `images` each gets its own noise.
     seed: same seed, same numbers.
@@ -255,6 +271,9 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
       on an As-ViT without `include_scales`, else vmap): taps run one batched pass where
       vmap vectorises op by op (docs/benchmarks.md compares them).
+    share_embedding: draw the patch embedding's conv once and keep it for all repeats,
+      re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
+      weight drawn per repeat). Not for a given model.
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
@@ -274,9 +293,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     shape = network_lib.image_shape(image_size)
-  factory = network_lib.model_factory(arch_or_factory, width)
   start = time.perf_counter()
-  net = network_lib.Network(factory, use_layer_norm=True, image_shape=shape)
+  net = network_lib.measured_network(arch_or_factory, width, True, shape, share_embedding)
   weights = net.kernels(include_scales)
   if not weights:
     raise ValueError('the model has no kernels (trainable variables of rank >= 2)')
@@ -288,6 +306,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   if method == 'taps' or (method == 'auto' and TappedGradients.applies_to(net.model)):
     taps = TappedGradients(net.model)
     if not taps.covers(weights):
+      taps.untap()
       if method == 'taps':
         raise ValueError('method="taps" differentiates kernels only: not with '
                          'include_scales=True')
@@ -300,10 +319,15 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   run = network_lib.compile_mode(kernel, 'graph' if mode == 'auto' else mode)
 
   values = []
-  for r in range(repeats):
-    net.reinitialise(seed, r)
-    batch = images if images is not None else noise_images(batch_size, shape, seed, r)
-    value = condition_number(run(tf.constant(batch, net.dtype)).numpy())
-    values.append(value)
-    logging.vlog(1, 'NTK repeat %d/%d: %s', r + 1, repeats, value)
+  try:
+    for r in range(repeats):
+      if not net.given:
+        net.reinitialise(seed, r, share_embedding)
+      batch = images if images is not None else noise_images(batch_size, shape, seed, r)
+      value = condition_number(run(tf.constant(batch, net.dtype)).numpy())
+      values.append(value)
+      logging.vlog(1, 'NTK repeat %d/%d: %s', r + 1, repeats, value)
+  finally:
+    if taps is not None:
+      taps.untap()
   return MetricResult.from_values(values, time.perf_counter() - start)

@@ -16,12 +16,14 @@ from official.vision.configs import backbones as backbones_cfg
 from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.garden.retokenization import RetokenizationPhase
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
+from asvit_tf.models.asvit import BuildsWithoutCall
 from asvit_tf.models import size
 
 
@@ -38,6 +40,10 @@ class AsViTConfig(hyperparams.Config):
       'pre_logits' (classification); off for detection.
     retokenization: progressive re-tokenization schedule, phases (start_step, stride,
       dilation) applied by `asvit_tf.garden.trainer.AsViTTrainer`; empty = fixed tokenization.
+    window_policy: 'splits' (attention windows are 1/S of the grid, so they grow with the
+      image; classification) or 'fixed' (each stage keeps the window it has at
+      `window_reference_size`; detection). See `asvit_tf.models.AsViTEncoder`.
+    window_reference_size: the image side (px) whose windows 'fixed' keeps.
   """
   arch: str = 'asvit_seed'
   drop_path_rate: float = 0.0
@@ -45,6 +51,18 @@ class AsViTConfig(hyperparams.Config):
   dilation: int = 1
   pre_logits: bool = True
   retokenization: List[RetokenizationPhase] = dataclasses.field(default_factory=list)
+  window_policy: str = 'splits'
+  window_reference_size: int = size.REFERENCE_SIZE
+
+
+def check_windows(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
+  """Raises UserInputError (one line, naming the field) for a bad window policy or reference."""
+  if cfg.window_policy not in size.WINDOW_POLICIES:
+    raise UserInputError(f'{where}.window_policy must be one of {", ".join(size.WINDOW_POLICIES)}'
+                     f', got {cfg.window_policy!r}')
+  if cfg.window_reference_size < 1:
+    raise UserInputError(f'{where}.window_reference_size must be >= 1 (pixels), got '
+                     f'{cfg.window_reference_size}')
 
 
 @dataclasses.dataclass
@@ -55,7 +73,7 @@ class Backbone(backbones_cfg.Backbone):
 
 
 @tf_keras.utils.register_keras_serializable(package='asvit_tf')
-class AsViTBackbone(tf_keras.Model):
+class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
   """As-ViT as a Model Garden backbone.
 
   `call(images)` returns {'2': stage-1 map, ..., '5': stage-4 map} ([B, rows, cols, width],
@@ -66,7 +84,9 @@ class AsViTBackbone(tf_keras.Model):
 
   def __init__(self, arch, input_specs: Optional[tf_keras.layers.InputSpec] = None,
                drop_path_rate: float = 0.0, stride: int = 4, dilation: int = 1,
-               pre_logits: bool = False, kernel_regularizer=None, **kwargs):
+               pre_logits: bool = False, kernel_regularizer=None,
+               window_policy: str = 'splits',
+               window_reference_size: int = size.REFERENCE_SIZE, **kwargs):
     super().__init__(**kwargs)
     self.topology = arch_lib.as_topology(arch)
     if input_specs is None:
@@ -74,7 +94,8 @@ class AsViTBackbone(tf_keras.Model):
     self._input_specs = input_specs
     self._pre_logits = bool(pre_logits)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, True, stride, dilation,
-                                kernel_regularizer, name='encoder')
+                                kernel_regularizer, window_policy, window_reference_size,
+                                name='encoder')
     reg = self.encoder.kernel_regularizer
     if self._pre_logits:
       self.head_norm = _norm(True, 'head_norm')
@@ -87,6 +108,14 @@ class AsViTBackbone(tf_keras.Model):
   def set_tokenization(self, stride: int, dilation: int = 1):
     """Changes the token grid; traced functions must be re-traced to see it."""
     self.encoder.set_tokenization(stride, dilation)
+
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    parts = [(self.encoder, input_shape)]
+    if self._pre_logits:
+      width = [None, None, None, self.topology.stage_widths[-1]]
+      parts += [(self.head_norm, width), (self.pre_logits_dense, width)]
+    return parts
 
   def call(self, images, training=None) -> Dict[str, tf.Tensor]:
     maps = self.encoder(images, training=training)
@@ -112,14 +141,23 @@ class AsViTBackbone(tf_keras.Model):
 
   def get_config(self):
     encoder = self.encoder.get_config()
-    return {'arch': encoder['topology'], 'drop_path_rate': encoder['drop_path_rate'],
+    shape = self._input_specs.shape
+    return {'arch': encoder['topology'],
+            'input_specs': None if shape is None else [None if d is None else int(d)
+                                                       for d in shape],
+            'drop_path_rate': encoder['drop_path_rate'],
             'stride': encoder['stride'], 'dilation': encoder['dilation'],
             'pre_logits': self._pre_logits,
             'kernel_regularizer': _serialize_regularizer(self.encoder.kernel_regularizer),
-            'name': self.name}
+            'window_policy': encoder['window_policy'],
+            'window_reference_size': encoder['window_reference_size'], 'name': self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    shape = config.pop('input_specs', None)  # absent in configs written before it was saved
+    if shape is not None:
+      config['input_specs'] = tf_keras.layers.InputSpec(shape=shape)
     return cls(**config)
 
 
@@ -130,6 +168,8 @@ def build_asvit(input_specs, backbone_config, norm_activation_config, l2_regular
   if backbone_config.type != 'asvit':
     raise ValueError(f'build_asvit got backbone type {backbone_config.type!r}')
   cfg = backbone_config.get()
+  check_windows(cfg)
   return AsViTBackbone(cfg.arch, input_specs=input_specs, drop_path_rate=cfg.drop_path_rate,
                        stride=cfg.stride, dilation=cfg.dilation, pre_logits=cfg.pre_logits,
-                       kernel_regularizer=l2_regularizer)
+                       kernel_regularizer=l2_regularizer, window_policy=cfg.window_policy,
+                       window_reference_size=cfg.window_reference_size)

@@ -29,6 +29,7 @@ from asvit_tf.errors import UserInputError
 from asvit_tf.garden.backbone import AsViTConfig
 from asvit_tf.garden.backbone import Backbone
 from asvit_tf.garden import retokenization as retok
+from asvit_tf.garden.backbone import check_windows
 
 IMAGENET_TRAIN_EXAMPLES = img_cls_cfg.IMAGENET_TRAIN_EXAMPLES
 IMAGENET_VAL_EXAMPLES = img_cls_cfg.IMAGENET_VAL_EXAMPLES
@@ -91,9 +92,10 @@ def validate_experiment(params: cfg.ExperimentConfig):
   """Raises ValueError (one line, naming the field) if an As-ViT experiment cannot run.
 
   Checks the backbone type, that `arch` is a known variant or a valid topology string, the
-  input size (3 values; `validation.check_image_size` at every tokenization stride), the
-  number of classes, the re-tokenization schedule (`retokenization.validate_schedule`) and
-  that the network fits the memory of an accelerator (`validation.check_buildable`).
+  window policy, the input size (3 values; `validation.check_image_size` at every
+  tokenization stride), the number of classes, the re-tokenization schedule
+  (`retokenization.validate_schedule`) and that the network fits the memory of an
+  accelerator (`validation.check_buildable`).
   """
   model = params.task.model
   if model.backbone.type != 'asvit':
@@ -103,6 +105,7 @@ def validate_experiment(params: cfg.ExperimentConfig):
     arch_lib.as_topology(backbone.arch)
   except ValueError as e:
     raise UserInputError(f'task.model.backbone.asvit.arch: {e}') from None
+  check_windows(backbone)
   size = list(model.input_size)
   if len(size) != 3:
     raise UserInputError(f'task.model.input_size must be [height, width, channels], got {size}')

@@ -68,6 +68,7 @@ def check_model(model: maskrcnn_cfg.MaskRCNN) -> None:
     if backbone.stride != 4:
       raise UserInputError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
                            f'2..5 are strides 4..32), got {backbone.stride}')
+    asvit_backbone.check_windows(backbone)
   if model.roi_sampler.cascade_iou_thresholds and not (
       model.detection_head.class_agnostic_bbox_pred):
     raise UserInputError('task.model.detection_head.class_agnostic_bbox_pred must be true with '
@@ -156,8 +157,11 @@ class DetectionExperimentConfig(cfg.ExperimentConfig):
 # ---- the experiment ------------------------------------------------------------------------
 def asvit_detection_backbone(arch: str = 'asvit_large',
                              drop_path_rate: float = 0.3) -> asvit_backbone.Backbone:
+  """The detection backbone: `fixed` windows, those of 224 px (As-ViT Large: 28, 28, 14, 7
+  tokens), since the splits' windows grow with the image (128×128 tokens at 1024²)."""
   return asvit_backbone.Backbone(type='asvit', asvit=asvit_backbone.AsViTConfig(
-      arch=arch, drop_path_rate=drop_path_rate, stride=4, dilation=1, pre_logits=False))
+      arch=arch, drop_path_rate=drop_path_rate, stride=4, dilation=1, pre_logits=False,
+      window_policy='fixed', window_reference_size=224))
 
 
 @exp_factory.register_config_factory(DETECTION_EXPERIMENT)

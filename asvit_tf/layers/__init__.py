@@ -7,9 +7,11 @@ from asvit_tf.layers.blocks import PatchMerging
 from asvit_tf.layers.blocks import SplitAttention
 from asvit_tf.layers.blocks import TransformerBlock
 from asvit_tf.layers.blocks import dense_initializer
+from asvit_tf.layers.blocks import embedding_initializer
 from asvit_tf.layers.blocks import embedding_padding
 from asvit_tf.layers.blocks import retokenization_dilation
 
 __all__ = ['DropPath', 'Mlp', 'PatchEmbedding', 'PatchMerging', 'SplitAttention',
-           'TransformerBlock', 'dense_initializer', 'embedding_padding',
+           'TransformerBlock', 'dense_initializer', 'embedding_initializer',
+           'embedding_padding',
            'retokenization_dilation']

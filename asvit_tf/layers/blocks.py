@@ -15,8 +15,17 @@ _PACKAGE = 'asvit_tf'
 
 
 def dense_initializer():
-  """Dense kernels: truncated normal, std 0.02 (docs/design.md §4)."""
-  return tf_keras.initializers.TruncatedNormal(stddev=0.02)
+  """Dense kernels: N(0, 0.02²), untruncated (docs/design.md §4). The authors call timm's
+  `trunc_normal_(std=.02)`, whose bounds ±2 are absolute (100σ): in effect no truncation.
+  Keras' `TruncatedNormal(0.02)` would cut at 2σ (std 0.0176)."""
+  return tf_keras.initializers.RandomNormal(stddev=0.02)
+
+
+def embedding_initializer(channels: int, kernel: int):
+  """The patch-embedding conv's kernel and bias: U(−1/√fan_in, 1/√fan_in), fan_in =
+  channels·kernel² (PyTorch's Conv2d default, which the authors keep; docs/design.md §4)."""
+  bound = 1.0 / math.sqrt(channels * kernel * kernel)
+  return tf_keras.initializers.RandomUniform(-bound, bound)
 
 
 def _serialize_regularizer(regularizer):
@@ -33,6 +42,14 @@ def _norm(use_layer_norm: bool, name: str):
   if use_layer_norm:
     return tf_keras.layers.LayerNormalization(epsilon=1e-5, name=name)
   return tf_keras.layers.Activation('linear', name=name)  # identity: the curve metrics' network
+
+
+def _build_in_scope(layer, input_shape):
+  """Builds a sublayer inside its own name scope, as Keras' `__call__` would, so that weight
+  names are unique and readable (`stage1_block2/attn/qkv/kernel`, not four
+  `stage1_block2/kernel`): HDF5 weight files need unique names."""
+  with tf.name_scope(layer.name):
+    layer.build(input_shape)
 
 
 def _static_hw(x, what: str) -> Tuple[int, int]:
@@ -108,12 +125,14 @@ class PatchEmbedding(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     channels = int(input_shape[-1])
-    # Conv kernel and bias: the framework's Conv2D defaults (glorot uniform, zeros).
+    # Kernel and bias both U(±1/√fan_in): the authors' (PyTorch's) conv init, not Keras'.
     self.conv_kernel = self.add_weight(
         'kernel', [self.kernel, self.kernel, channels, self.width],
-        initializer='glorot_uniform', regularizer=self.kernel_regularizer)
-    self.conv_bias = self.add_weight('bias', [self.width], initializer='zeros')
-    self.norm.build(tf.TensorShape([None, None, None, self.width]))
+        initializer=embedding_initializer(channels, self.kernel),
+        regularizer=self.kernel_regularizer)
+    self.conv_bias = self.add_weight('bias', [self.width],
+                                     initializer=embedding_initializer(channels, self.kernel))
+    _build_in_scope(self.norm, tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 
   def pad(self, images):
@@ -170,22 +189,26 @@ class SplitAttention(tf_keras.layers.Layer):
   """Multi-head self-attention inside each of split×split windows of the token grid.
 
   The window side is ceil(resolution / split), recomputed from the grid of each call, so the
-  layer follows a re-tokenized (coarser) grid. A grid the window does not divide is padded
-  with zero tokens and cropped after. head_dim = width // heads; qkv maps width to
-  3·heads·head_dim and the output projection maps heads·head_dim back to width.
+  layer follows a re-tokenized (coarser) grid; or, with `fixed_window` (the `fixed` window
+  policy, set by the encoder), that many tokens whatever the grid, clipped to the grid. A grid
+  the window does not divide is padded with zero tokens and cropped after. head_dim = width //
+  heads; qkv maps width to 3·heads·head_dim and the output projection maps heads·head_dim
+  back to width.
 
   `core(q, k, v)` computes softmax(q kᵀ)·v (`attention`); the NTK measure's tapped pass
   swaps in an equal one that runs map group by map group (`asvit_tf.complexity.attention`).
   """
 
   def __init__(self, width: int, num_heads: int, split: int, kernel_regularizer=None,
-               **kwargs):
+               fixed_window: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.width, self.num_heads, self.split = int(width), int(num_heads), int(split)
     if self.num_heads < 1 or self.width < self.num_heads:
       raise UserInputError(f'width {self.width} cannot hold {self.num_heads} heads')
     if self.split < 1:
       raise UserInputError(f'split must be >= 1, got {self.split}')
+    self.fixed_window = None
+    self.set_fixed_window(fixed_window)
     self.head_dim = self.width // self.num_heads
     self.inner = self.head_dim * self.num_heads
     self.scale = self.head_dim ** -0.5
@@ -195,11 +218,20 @@ class SplitAttention(tf_keras.layers.Layer):
     self.core = attention
 
   def build(self, input_shape):
-    self.qkv.build(tf.TensorShape([None, self.width]))
-    self.proj.build(tf.TensorShape([None, self.inner]))
+    _build_in_scope(self.qkv, tf.TensorShape([None, self.width]))
+    _build_in_scope(self.proj, tf.TensorShape([None, self.inner]))
     super().build(input_shape)
 
+  def set_fixed_window(self, side: Optional[int]):
+    """None: windows of ceil(grid / split) (the `splits` policy); an int: windows of that
+    many tokens a side, clipped to the grid. Read at trace time, like the tokenization."""
+    if side is not None and int(side) < 1:
+      raise UserInputError(f'fixed_window must be >= 1 token (or None), got {side}')
+    self.fixed_window = None if side is None else int(side)
+
   def window(self, rows: int, cols: int) -> Tuple[int, int]:
+    if self.fixed_window is not None:
+      return min(self.fixed_window, rows), min(self.fixed_window, cols)
     return math.ceil(rows / self.split), math.ceil(cols / self.split)
 
   def windows(self, rows: int, cols: int):
@@ -240,7 +272,8 @@ class SplitAttention(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'fixed_window': self.fixed_window}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -255,8 +288,8 @@ class Mlp(tf_keras.layers.Layer):
     self.fc2 = _dense(self.width, 'fc2', regularizer=self.kernel_regularizer)
 
   def build(self, input_shape):
-    self.fc1.build(tf.TensorShape([None, self.width]))
-    self.fc2.build(tf.TensorShape([None, self.hidden]))
+    _build_in_scope(self.fc1, tf.TensorShape([None, self.width]))
+    _build_in_scope(self.fc2, tf.TensorShape([None, self.hidden]))
     super().build(input_shape)
 
   def call(self, x):
@@ -269,11 +302,13 @@ class Mlp(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class TransformerBlock(tf_keras.layers.Layer):
-  """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x)))."""
+  """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x))).
+
+  `fixed_window` is the attention's (`SplitAttention.set_fixed_window`)."""
 
   def __init__(self, width: int, num_heads: int, split: int, expansion: int,
                drop_path_rate: float = 0.0, use_layer_norm: bool = True,
-               kernel_regularizer=None, **kwargs):
+               kernel_regularizer=None, fixed_window: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.width, self.num_heads = int(width), int(num_heads)
     self.split, self.expansion = int(split), int(expansion)
@@ -282,7 +317,7 @@ class TransformerBlock(tf_keras.layers.Layer):
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self.norm1 = _norm(self.use_layer_norm, 'norm1')
     self.attn = SplitAttention(self.width, self.num_heads, self.split,
-                               self.kernel_regularizer, name='attn')
+                               self.kernel_regularizer, fixed_window, name='attn')
     self.norm2 = _norm(self.use_layer_norm, 'norm2')
     self.mlp = Mlp(self.width, self.expansion * self.width, self.kernel_regularizer,
                    name='mlp')
@@ -291,7 +326,7 @@ class TransformerBlock(tf_keras.layers.Layer):
   def build(self, input_shape):
     shape = tf.TensorShape([None, None, None, self.width])
     for layer in (self.norm1, self.attn, self.norm2, self.mlp):
-      layer.build(shape)
+      _build_in_scope(layer, shape)
     super().build(input_shape)
 
   def call(self, x, training=None):
@@ -302,7 +337,8 @@ class TransformerBlock(tf_keras.layers.Layer):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split, 'expansion': self.expansion,
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'fixed_window': self.attn.fixed_window}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -327,8 +363,8 @@ class PatchMerging(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     patch = self.kernel * self.kernel * self.in_width
-    self.norm.build(tf.TensorShape([None, None, None, patch]))
-    self.reduction.build(tf.TensorShape([None, patch]))
+    _build_in_scope(self.norm, tf.TensorShape([None, None, None, patch]))
+    _build_in_scope(self.reduction, tf.TensorShape([None, patch]))
     super().build(input_shape)
 
   def _padding(self, size: int) -> Tuple[int, int]:

@@ -6,6 +6,7 @@ the same encoder, so a classification checkpoint initialises a detection backbon
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -14,12 +15,15 @@ import tf_keras
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
 from asvit_tf import validation
+from asvit_tf.layers.blocks import _build_in_scope
 from asvit_tf.layers.blocks import _dense
 from asvit_tf.layers.blocks import _norm
 from asvit_tf.layers.blocks import _serialize_regularizer
+from asvit_tf.models import size
 
 _PACKAGE = 'asvit_tf'
 LEVELS = ('2', '3', '4', '5')  # Model Garden levels of stages 1..4 (strides 4, 8, 16, 32)
+DEFAULT_BUILD_SIZE = 224  # the image side `create_model` builds for (no forward pass runs)
 
 
 def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
@@ -29,17 +33,71 @@ def drop_path_rates(total_blocks: int, rate: float) -> List[float]:
   return [rate * i / (total_blocks - 1) for i in range(total_blocks)]
 
 
+def own_name_scope(model: tf_keras.Model):
+  """The model's name scope for `build`, unless Keras' `__call__` has entered it already: the
+  weights get the same names (`asvit/encoder/...`) whether the model is built by a call or
+  by `model.build(shape)`."""
+  if tf.get_current_name_scope().split('/')[-1] == model.name:
+    return contextlib.nullcontext()
+  return tf.name_scope(model.name)
+
+
+class BuildsWithoutCall:
+  """Mixin of a `tf_keras.Model` whose `build` creates every weight without a forward pass:
+  the sublayers of `_parts_to_build(input_shape)` ((layer, input shape) pairs) are built in
+  their name scopes. No weight depends on the image size, so building costs the same at any.
+
+  `build` is inherited, not defined by the model class itself, on purpose: tf_keras refuses
+  `model.weights` on a model whose own class defines `build` until that `build` has run, and
+  `AsViT.features` runs the encoder alone (the complexity measures then read the encoder's
+  weights, the head having none yet).
+  """
+
+  def _parts_to_build(self, input_shape):
+    raise NotImplementedError
+
+  def build(self, input_shape):
+    with own_name_scope(self):
+      for layer, shape in self._parts_to_build(input_shape):
+        _build_in_scope(layer, tf.TensorShape(shape))
+    # Layer.build, not Model.build: the latter would trace `call` to create the weights.
+    tf_keras.layers.Layer.build(self, input_shape)
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class AsViTEncoder(tf_keras.layers.Layer):
   """Patch embedding + 4 stages of transformer blocks joined by patch mergings.
 
   Calling it on images [B, H, W, 3] returns the 4 stage maps, [B, ceil(H/s·2^-i), ..., d_i]
   for i = 0..3 (s the tokenization stride, 4 by default).
+
+  Window policies (which windows the split attention uses):
+  - 'splits' (the default, the topology's definition): stage i attends within S_i×S_i
+    windows of whatever grid it gets, ceil(grid / S_i) tokens a side, so the windows grow with
+    the image (As-ViT Large at 1024²: 128×128-token windows in stage 1, global in stage 2).
+  - 'fixed': every stage keeps the window the splits give at `window_reference_size` (224
+    px): As-ViT Large keeps 28, 28, 14, 7 tokens at any image size, padding the grids the
+    window does not divide and attending grids smaller than the window globally. At another
+    tokenization stride the window keeps its extent in pixels, not in tokens: it is the
+    splits' window at the reference size tokenized with that stride (7, 7, 4, 2 tokens at
+    stride 16), so that re-tokenization coarsens the grid inside the window as it does under
+    `splits`, and `fixed` equals `splits` at the reference size at every stride.
+
+  `stages[i][j]` is block j+1 of stage i+1; each block is also the attribute
+  `stage{i+1}_block{j+1}`. Keras' `.keras`/`.weights.h5` savers walk attributes and flat lists,
+  not lists of lists: without these attributes they would drop every block. TF checkpoints
+  reach a block through both paths (`encoder/stages/0/1` and `encoder/stage1_block2`), so
+  checkpoints written before the attributes existed still load.
   """
 
   def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
-               stride: int = 4, dilation: int = 1, kernel_regularizer=None, **kwargs):
+               stride: int = 4, dilation: int = 1, kernel_regularizer=None,
+               window_policy: str = 'splits',
+               window_reference_size: int = size.REFERENCE_SIZE, **kwargs):
     super().__init__(**kwargs)
+    size.check_window_policy(window_policy, window_reference_size)
+    self.window_policy = window_policy
+    self.window_reference_size = int(window_reference_size)
     self.topology = arch_lib.as_topology(topology)
     self.drop_path_rate = float(drop_path_rate)
     self.use_layer_norm = bool(use_layer_norm)
@@ -59,11 +117,25 @@ class AsViTEncoder(tf_keras.layers.Layer):
             name=f'merge{i + 1}'))
       blocks = []
       for j in range(topo.depths[i]):
-        blocks.append(asvit_layers.TransformerBlock(
+        block = asvit_layers.TransformerBlock(
             widths[i], heads[i], topo.splits[i], topo.expansions[i], rates[index],
-            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}'))
+            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}')
+        setattr(self, block.name, block)
+        blocks.append(block)
         index += 1
       self.stages.append(blocks)
+    self._set_windows()
+
+  def _set_windows(self):
+    """Gives every attention its stage's fixed window (None under `splits`)."""
+    if self.window_policy == 'fixed':
+      sides = size.fixed_windows(self.topology, self.patch_embed.stride,
+                                 self.window_reference_size)
+    else:
+      sides = [None] * arch_lib.NUM_STAGES
+    for blocks, side in zip(self.stages, sides):
+      for block in blocks:
+        block.attn.set_fixed_window(side)
 
   @property
   def tokenization(self):
@@ -72,6 +144,18 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
   def set_tokenization(self, stride: int, dilation: int = 1):
     self.patch_embed.set_tokenization(stride, dilation)
+    self._set_windows()
+
+  def build(self, input_shape):
+    """Creates every weight without a forward pass: no weight depends on the image size."""
+    _build_in_scope(self.patch_embed, tf.TensorShape(input_shape))
+    widths = self.topology.stage_widths
+    for i, blocks in enumerate(self.stages):
+      if i:
+        _build_in_scope(self.merges[i - 1], tf.TensorShape([None, None, None, widths[i - 1]]))
+      for block in blocks:
+        _build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
+    super().build(input_shape)
 
   def call(self, images, training=None):
     x = self.patch_embed(images)
@@ -89,11 +173,13 @@ class AsViTEncoder(tf_keras.layers.Layer):
     return {**super().get_config(), 'topology': str(self.topology),
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
             'stride': stride, 'dilation': dilation,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'window_policy': self.window_policy,
+            'window_reference_size': self.window_reference_size}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class AsViT(tf_keras.Model):
+class AsViT(BuildsWithoutCall, tf_keras.Model):
   """As-ViT classifier: encoder -> LayerNorm -> global average pool -> Dense(F) -> tanh
   -> Dense(num_classes). `call` returns logits [B, num_classes].
 
@@ -105,17 +191,22 @@ class AsViT(tf_keras.Model):
       complexity metrics measure).
     stride, dilation: tokenization of the patch embedding (see `set_tokenization`).
     kernel_regularizer: applied to every Dense and conv kernel.
+    window_policy: 'splits' (default) or 'fixed' attention windows (`AsViTEncoder`).
+    window_reference_size: image side (px) whose windows 'fixed' keeps; 224 by default.
   """
 
   def __init__(self, topology, num_classes: int = 1000, drop_path_rate: float = 0.0,
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
-               kernel_regularizer=None, name: str = 'asvit', **kwargs):
+               kernel_regularizer=None, window_policy: str = 'splits',
+               window_reference_size: int = size.REFERENCE_SIZE, name: str = 'asvit',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
     self.topology = validation.check_buildable(topology, None, num_classes, stride)
     self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
-                                dilation, kernel_regularizer, name='encoder')
+                                dilation, kernel_regularizer, window_policy,
+                                window_reference_size, name='encoder')
     reg = self.encoder.kernel_regularizer
     self.head_norm = _norm(self.encoder.use_layer_norm, 'head_norm')
     self.pre_logits = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
@@ -127,11 +218,18 @@ class AsViT(tf_keras.Model):
     return self.encoder.tokenization
 
   def set_tokenization(self, stride: int, dilation: int = 1):
-    """Changes the patch embedding's stride and dilation; no weight changes.
+    """Changes the patch embedding's stride and dilation (and the `fixed` windows with
+    them); no weight changes.
 
     A `tf.function` that already traced the model keeps the old grid: trace a new one.
     """
     self.encoder.set_tokenization(stride, dilation)
+
+  def _parts_to_build(self, input_shape):
+    """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
+    width = self.topology.stage_widths[-1]
+    return [(self.encoder, input_shape), (self.head_norm, [None, None, None, width]),
+            (self.pre_logits, [None, width]), (self.classifier, [None, self.topology.head_width])]
 
   # ---- forward passes -----------------------------------------------------------------
   def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:
@@ -155,7 +253,8 @@ class AsViT(tf_keras.Model):
             'drop_path_rate': config['drop_path_rate'],
             'use_layer_norm': config['use_layer_norm'], 'stride': config['stride'],
             'dilation': config['dilation'], 'kernel_regularizer': config['kernel_regularizer'],
-            'name': self.name}
+            'window_policy': config['window_policy'],
+            'window_reference_size': config['window_reference_size'], 'name': self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -175,13 +274,22 @@ def model_names() -> List[str]:
   return sorted(_MODELS)
 
 
-def create_model(name: str, image_size: Optional[int] = None, **kwargs) -> AsViT:
-  """Builds a named variant (`model_names()`); with `image_size`, also builds its weights."""
+def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kwargs) -> AsViT:
+  """A named variant (`model_names()`), built: its weights exist, so `summary()`,
+  `count_params`, weight files and checkpoints work at once (a SavedModel traces the first
+  call's image size: call the model once before `model.save(dir)`).
+
+  Building creates the weights without a forward pass and costs the same at any size (no
+  weight depends on it): `image_size` (224 by default) is only the input shape Keras records
+  for the build (`_build_input_shape`); the model takes any image size afterwards.
+  `image_size=None` builds for [None, None, None, 3].
+  """
   if name not in _MODELS:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(model_names())}')
   model = _MODELS[name](**kwargs)
   if image_size is not None:
-    model(tf.zeros([1, image_size, image_size, 3]))
+    validation.check_image_size(image_size, kwargs.get('stride', 4))
+  model.build(tf.TensorShape([None, image_size, image_size, 3]))
   return model
 
 

@@ -57,6 +57,59 @@ def window_size(resolution: int, split: int) -> int:
   return max(1, math.ceil(resolution / split))
 
 
+WINDOW_POLICIES = ('splits', 'fixed')
+REFERENCE_SIZE = 224  # the image side at which `fixed` windows are taken by default
+
+
+def check_window_policy(window_policy: str, reference_size: int = REFERENCE_SIZE) -> None:
+  """Raises UserInputError (one line) for an unknown policy or a reference size below 1."""
+  if window_policy not in WINDOW_POLICIES:
+    raise UserInputError(f'window_policy must be one of {", ".join(WINDOW_POLICIES)}, got '
+                     f'{window_policy!r}')
+  if int(reference_size) < 1:
+    raise UserInputError(f'window reference size must be >= 1 pixel, got {reference_size}')
+
+
+def fixed_windows(arch, stride: int = 4, reference_size: int = REFERENCE_SIZE) -> List[int]:
+  """Window side, in tokens, of each stage under the `fixed` window policy.
+
+  The window a stage's splits give at the reference image size (224 by default) tokenized
+  with `stride`: ceil(grid_i / S_i) with grid_i the stage's grid at that size. The window is
+  a region of the image, so a re-tokenized (coarser) grid gets a window with fewer tokens
+  covering the same pixels, up to rounding: As-ViT Large's windows are 28, 28, 14, 7 tokens
+  at stride 4 and 7, 7, 4, 2 at stride 16. At the reference size this is what the splits
+  give at any stride, so `fixed` and `splits` compute the same function there.
+  """
+  topo = arch_lib.as_topology(arch)
+  grids = stage_grids(int(reference_size), stride)
+  return [window_size(rows, split) for (rows, _), split in zip(grids, topo.splits)]
+
+
+def attention_window(grid: Tuple[int, int], split: int,
+                     fixed: Optional[int] = None) -> Tuple[int, int]:
+  """(rows, cols) of the attention windows on a token grid.
+
+  `fixed=None` is the `splits` policy, ceil(side / split); otherwise the fixed side,
+  clipped to the grid (a grid smaller than the window is attended as one window, not
+  padded up to it). A grid the window does not divide is padded up to a multiple of it.
+  """
+  rows, cols = grid
+  if fixed is None:
+    return window_size(rows, split), window_size(cols, split)
+  return min(int(fixed), rows), min(int(fixed), cols)
+
+
+def stage_windows(arch, image_size=224, stride: int = 4, window_policy: str = 'splits',
+                  reference_size: int = REFERENCE_SIZE) -> List[Tuple[int, int]]:
+  """(rows, cols) of the attention windows of stages 1..4 at an image size."""
+  check_window_policy(window_policy, reference_size)
+  topo = arch_lib.as_topology(arch)
+  fixed = (fixed_windows(topo, stride, reference_size) if window_policy == 'fixed'
+           else [None] * arch_lib.NUM_STAGES)
+  return [attention_window(grid, split, side) for grid, split, side
+          in zip(stage_grids(image_size, stride), topo.splits, fixed)]
+
+
 def _block_params(width: int, heads: int, expansion: int, layer_norm: bool) -> int:
   inner = heads * (width // heads)
   hidden = expansion * width
@@ -67,9 +120,10 @@ def _block_params(width: int, heads: int, expansion: int, layer_norm: bool) -> i
   return norm + qkv + proj + mlp
 
 
-def _block_macs(grid, width: int, heads: int, expansion: int, split: int) -> Tuple[int, int]:
+def _block_macs(grid, width: int, heads: int, expansion: int,
+                window: Tuple[int, int]) -> Tuple[int, int]:
   inner = heads * (width // heads)
-  wh, ww = window_size(grid[0], split), window_size(grid[1], split)
+  wh, ww = window
   nh, nw = math.ceil(grid[0] / wh), math.ceil(grid[1] / ww)
   padded_tokens = nh * wh * nw * ww
   tokens = grid[0] * grid[1]
@@ -81,11 +135,14 @@ def _block_macs(grid, width: int, heads: int, expansion: int, split: int) -> Tup
 
 
 def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
-                   dilation: int = 1, use_layer_norm: bool = True) -> List[PartCost]:
+                   dilation: int = 1, use_layer_norm: bool = True,
+                   window_policy: str = 'splits',
+                   window_reference_size: int = REFERENCE_SIZE) -> List[PartCost]:
   """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
 
   `num_classes=None` leaves out the classification head (the backbone alone). The numbers
   follow `validation`: UserInputError naming a bad `image_size`, `stride` or `num_classes`.
+  `window_policy` and `window_reference_size` are the model's (`stage_windows`).
   """
   del dilation  # the dilation changes no weight and no output size
   topo = arch_lib.as_topology(arch)
@@ -95,6 +152,7 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
     num_classes = validation.integer('num_classes', num_classes)
   widths, heads = topo.stage_widths, topo.stage_heads
   grids = stage_grids(image_size, stride)
+  windows = stage_windows(topo, image_size, stride, window_policy, window_reference_size)
   ln = use_layer_norm
   parts = []
   k1, c = topo.kernels[0], widths[0]
@@ -108,8 +166,8 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
       parts.append(PartCost(f'merge{i + 1}', grids[i], d_out, 0, 0, 0,
                             k * k * d_in * d_out + (2 * k * k * d_in if ln else 0),
                             tokens * k * k * d_in * d_out))
-    w, h, e, s, depth = widths[i], heads[i], topo.expansions[i], topo.splits[i], topo.depths[i]
-    macs, window = _block_macs(grids[i], w, h, e, s)
+    w, h, e, depth = widths[i], heads[i], topo.expansions[i], topo.depths[i]
+    macs, window = _block_macs(grids[i], w, h, e, windows[i])
     parts.append(PartCost(f'stage{i + 1}', grids[i], w, h, window, depth,
                           depth * _block_params(w, h, e, ln), depth * macs))
   if num_classes is not None:
@@ -121,9 +179,13 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
 
 
 def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
-               dilation: int = 1) -> int:
-  """Multiply-accumulates of one forward pass of one image (docs/design.md §3)."""
-  return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation))
+               dilation: int = 1, window_policy: str = 'splits',
+               window_reference_size: int = REFERENCE_SIZE) -> int:
+  """Multiply-accumulates of one forward pass of one image (docs/design.md §3), with the
+  attention windows of `window_policy` ('splits' or 'fixed', see `stage_windows`)."""
+  return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation,
+                                            window_policy=window_policy,
+                                            window_reference_size=window_reference_size))
 
 
 def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: bool = True) -> int:

@@ -1,4 +1,5 @@
-"""The image batch for κ_Θ: a TFDS data set, a folder of images, or None (Gaussian noise).
+"""The image batch for κ_Θ: a TFDS data set, a folder of images, 'photos' (random crops of
+photos shipped with scikit-image), or None (Gaussian noise).
 
 Images are resized (shorter side to `image_size`, centre crop) and normalised with the
 ImageNet mean and standard deviation, so they are on the scale of the N(0, 1) default.
@@ -62,6 +63,31 @@ def _folder_batch(folder: str, image_size: int, batch_size: int, seed: int) -> n
   return np.stack(batch)
 
 
+# Natural photos shipped inside scikit-image (read from the installed files, no network).
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
+
+
+def photo_batch(image_size: int = 224, batch_size: int = 16, seed: int = 0) -> np.ndarray:
+  """[batch_size, image_size, image_size, 3] float32 random crops of `PHOTOS`, normalised as
+  the other batches: each a square of 50-100 % of its photo's shorter side at a random
+  place, resized to `image_size`. The same seed gives the same batch."""
+  try:
+    from skimage import data as skimage_data  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError("--data photos needs scikit-image (pip install 'asvit-tf[data]')"
+                         ) from None
+  photos = [getattr(skimage_data, name)() for name in PHOTOS]
+  rng = np.random.default_rng([int(seed), 0xF070])
+  batch = []
+  for _ in range(batch_size):
+    photo = photos[rng.integers(len(photos))]
+    h, w = photo.shape[:2]
+    side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+    top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    batch.append(_preprocess(photo[top:top + side, left:left + side], image_size))
+  return np.stack(batch)
+
+
 def _tfds_batch(name: str, data_dir: Optional[str], image_size: int,
                 batch_size: int) -> np.ndarray:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -97,6 +123,11 @@ def load_batch(data: str, data_dir: str = '', image_size: int = 224, batch_size:
     raise FileNotFoundError(f'--data_dir {data_dir} does not exist')
   if not data:
     return None
+  if data == 'photos':
+    if os.path.isdir(data):
+      raise UserInputError("--data photos names scikit-image's photos, and ./photos is a folder "
+                       'too: give --data=./photos for the folder')
+    return photo_batch(image_size, batch_size, seed)
   path = os.path.expanduser(data)
   if os.path.isdir(path):
     return _folder_batch(path, image_size, batch_size, seed)

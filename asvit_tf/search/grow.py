@@ -35,9 +35,10 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import plots
+from asvit_tf.search import run as run_lib
 from asvit_tf.search import state as state_lib
-from asvit_tf.search.measure import MeasureFn, measure_from_config
 
 KIND = 'grow'
 LOG_FILE = 'grow.jsonl'
@@ -205,24 +206,21 @@ class GrowResult:
     return [r['arch'] for r in self.records]
 
 
-def _fresh_state(config: GrowConfig) -> Dict:
-  return {'kind': KIND, 'config': dataclasses.asdict(config), 'step': 0, 'done': False,
-          'stop_reason': '', 'width': config.start_width, 'depths': [1, 1, 1, 1],
-          'pending': {}, 'records': []}
-
-
-def _clean(x):
-  return x if x is None or math.isfinite(x) else None
-
-
-def _model_record(step, seed_topo, h, depths, metrics, config) -> Dict:
+def _model_record(step, seed_topo, h, depths, metrics: Dict, config) -> Dict:
   real = seed_topo.replace(depths=tuple(depths), width=WIDTH_FACTOR * h)
   return {'step': step, 'arch': str(real), 'proxy_arch': str(real.replace(width=h)),
           'proxy_width': h, 'width': real.width, 'depths': list(depths),
           'params': size.estimate_params(real, num_classes=config.num_classes),
           'macs': size.count_macs(real, 224, config.num_classes),
-          'length': _clean(metrics.get('length')), 'ntk': _clean(metrics.get('ntk')),
-          'bad': bool(metrics.get('bad', False))}
+          'length': metrics['length'], 'ntk': metrics['ntk'], 'bad': metrics['bad']}
+
+
+def _candidate_records(seed_topo, kept, results, sel: Selection) -> List[Dict]:
+  return [{'arch': str(c.real(seed_topo)), 'stage': c.stage + 1, 'percent': c.percent,
+           'length': r['length'], 'ntk': r['ntk'], 'bad': r['bad'],
+           'rank_length': sel.rank_length[i], 'rank_ntk': sel.rank_ntk[i],
+           'rank_sum': sel.rank_sum[i]}
+          for i, (c, r) in enumerate(zip(kept, results))]
 
 
 def family_table(records: Sequence[Dict]) -> str:
@@ -231,141 +229,154 @@ def family_table(records: Sequence[Dict]) -> str:
   return family.series_table(records)
 
 
-def _write_outputs(output_dir: str, records: List[Dict], config: GrowConfig, title: str):
-  state_lib.write_jsonl(os.path.join(output_dir, LOG_FILE), records)
-  text = (f'# Scaling series of {config.arch}\n\n{title}\n\n' + family_table(records) + '\n')
-  state_lib.atomic_write(os.path.join(output_dir, TABLE_FILE), text)
-  if records:
-    plots.plot_scaling(records, os.path.join(output_dir, PLOT_FILE), config.target_params,
-                       f'grow {config.arch}')
+class GrowStrategy:
+  """The scaling (a `run.Strategy`): step 0 measures the start, each further step proposes
+  the candidates under --max_params and accepts the one `select` picks.
+
+  The state keeps the measurements of the current step under 'pending' (by `Candidate.key`;
+  'start' at step 0) until the step is concluded, so a resumed step measures only the rest.
+  """
+  kind, log_file, unit, scalars = KIND, LOG_FILE, 'measurement', ()
+
+  def __init__(self, config: GrowConfig):
+    self.config = config
+    self.seed = arch_lib.as_topology(config.arch)
+    self.state: Dict = {}
+    self._step: Optional[Dict] = None  # the candidates of the current step
+
+  def fresh_state(self) -> Dict:
+    return {'kind': KIND, 'config': dataclasses.asdict(self.config), 'step': 0,
+            'done': False, 'stop_reason': '', 'width': self.config.start_width,
+            'depths': [1, 1, 1, 1], 'pending': {}, 'records': []}
+
+  def restore(self, state: Dict):
+    missing = [k for k in ('step', 'width', 'depths', 'pending', 'stop_reason', 'records')
+               if k not in state]
+    if missing:
+      raise KeyError(f'no {", ".join(missing)}')
+    self.state = state
+
+  def finished(self) -> bool:
+    return self.state['done']
+
+  def total(self) -> None:
+    return None
+
+  def status(self) -> str:
+    if not self.state['records']:
+      return ''
+    r = self.state['records'][-1]
+    return f'step {r["step"]}: {r["arch"]}  {r["params"] / 1e6:.2f} M params'
+
+  def propose(self) -> Optional[run_lib.Proposal]:
+    step, h, depths = self.state['step'], self.state['width'], self.state['depths']
+    seed, pending = state_lib.derive_seed(self.config.seed, step), self.state['pending']
+    self._step = {'start': time.time()}
+    if step == 0:
+      start = self.seed.replace(depths=tuple(depths), width=h)
+      keys = [] if 'start' in pending else ['start']
+      return run_lib.Proposal(keys, [(start, seed)] * len(keys), 1 - len(keys),
+                              f'start {self.seed.replace(width=WIDTH_FACTOR * h)}')
+    kept, dropped = filter_by_params(candidates(h, depths), self.seed,
+                                     self.config.max_params, self.config.num_classes)
+    if not kept:
+      self.state.update(done=True, stop_reason=f'no candidate under --max_params '
+                        f'{self.config.max_params} ({len(dropped)} dropped)')
+      return None
+    self._step.update(kept=kept, dropped=dropped)
+    todo = [c for c in kept if c.key not in pending]
+    return run_lib.Proposal([c.key for c in todo], [(c.proxy(self.seed), seed) for c in todo],
+                            len(kept) - len(todo),
+                            f'step {step}: {len(todo)} of {len(kept)} candidates')
+
+  def take(self, key: str, measurement: measure_lib.Measurement):
+    m = measurement.cleaned()
+    self.state['pending'][key] = {'length': m.length, 'ntk': m.ntk, 'bad': m.bad}
+
+  def _accept(self) -> Dict:
+    """The record of the current step's accepted model."""
+    step, h, depths = self.state['step'], self.state['width'], self.state['depths']
+    pending = self.state['pending']
+    if step == 0:
+      record = _model_record(0, self.seed, h, depths, pending['start'], self.config)
+      record.update(choice=None, candidates=[])
+      return record
+    kept = self._step['kept']
+    results = [pending[c.key] for c in kept]
+    sel = select([r['length'] for r in results], [r['ntk'] for r in results])
+    chosen = kept[sel.index]
+    record = _model_record(step, self.seed, chosen.width, chosen.depths, results[sel.index],
+                           self.config)
+    record.update(choice={'stage': chosen.stage + 1, 'percent': chosen.percent,
+                          'rank_sum': sel.rank_sum[sel.index], 'tied': len(sel.tied),
+                          'tie_break': sel.tie_break},
+                  candidates=_candidate_records(self.seed, kept, results, sel),
+                  dropped=len(self._step['dropped']))
+    return record
+
+  def conclude(self) -> Dict:
+    record = self._accept()
+    record['seconds'] = round(time.time() - self._step['start'], 3)
+    step, config = record['step'], self.config
+    self.state['records'].append(record)
+    self.state.update(step=step + 1, width=record['proxy_width'], depths=record['depths'],
+                      pending={})
+    if record['params'] >= config.target_params:
+      self.state.update(done=True, stop_reason=f'reached --target_params {config.target_params}')
+    elif config.max_steps and step >= config.max_steps:
+      self.state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
+    logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
+                 record['params'] / 1e6)
+    return record
+
+  def write_outputs(self, output_dir: str, final: bool):
+    """family.md and scaling.png; at the end family.txt (one topology a line)."""
+    config, records = self.config, self.state['records']
+    title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
+             f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
+             f'width at 224x224, {config.num_classes} classes.')
+    if final:
+      title += f'\n\nStopped: {self.state["stop_reason"]}.'
+    text = f'# Scaling series of {config.arch}\n\n{title}\n\n' + family_table(records) + '\n'
+    state_lib.atomic_write(os.path.join(output_dir, TABLE_FILE), text)
+    if records:
+      plots.plot_scaling(records, os.path.join(output_dir, PLOT_FILE), config.target_params,
+                         f'grow {config.arch}')
+    if final:
+      state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
+                             ''.join(r['arch'] + '\n' for r in records))
 
 
-def run_grow(config: GrowConfig, output_dir: str, measure: Optional[MeasureFn] = None,
-             progress: bool = True, on_measure: Optional[Callable[[Dict], None]] = None,
-             workers: int = 1) -> GrowResult:
-  """Runs (or resumes, or just reports a finished) scaling run in `output_dir`.
+def run_grow(config: GrowConfig, output_dir: str,
+             measure: Optional[measure_lib.MeasureFn] = None, progress: bool = True,
+             on_measure: Optional[Callable[[measure_lib.Measurement], None]] = None,
+             workers: int = 1,
+             evaluator: Optional[measure_lib.Evaluator] = None) -> GrowResult:
+  """Runs (or resumes, or reports a finished) scaling run in `output_dir` (`run.drive`).
 
   Args:
     config: the run's configuration; a saved run with another one is refused.
-    measure: (topology, seed) -> {'length', 'ntk', 'bad'}; default `make_measure`.
+    measure: (topology, seed) -> Measurement with 'length', 'ntk' and 'bad', run in this
+      process; default: `make_measure`.
     on_measure: called after each saved candidate measurement (tests use it to stop).
     workers: processes that measure a step's candidates side by side (default measure only;
-      the result does not depend on it, but for floating-point rounding). A `measure` with
-      a `map` method (such as `parallel.PoolMeasure`) is used the same way.
+      the result does not depend on it, but for floating-point rounding).
+    evaluator: measures instead of `measure` (the caller closes it).
 
   Returns the series of accepted models (step 0 is the start) and why it stopped.
   """
   config.validate()
-  seed_topo = arch_lib.as_topology(config.arch)
-  output_dir, state = state_lib.open_run(output_dir, KIND, config)
-  if state is None:
-    state = _fresh_state(config)
-  owned = measure is None and not state['done']
-  if owned:
-    measure = measure_from_config(('length', 'ntk'), config, workers)
-  records = state['records']
-  title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
-           f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
-           f'width at 224x224, {config.num_classes} classes.')
-  if not state['done']:
-    _write_outputs(output_dir, records, config, title)
 
-  def save(key: str, m: Dict):
-    # Each measurement is saved as it arrives, so a kill loses at most those under way.
-    state['pending'][key] = {'length': _clean(m.get('length')), 'ntk': _clean(m.get('ntk')),
-                             'bad': bool(m.get('bad', False))}
-    state_lib.save_state(output_dir, state)
-    if on_measure is not None:
-      on_measure(state['pending'][key])
+  def make_evaluator() -> measure_lib.Evaluator:
+    if evaluator is not None:
+      return evaluator
+    if measure is not None:
+      return measure_lib.SerialEvaluator(measure)
+    return run_lib.default_evaluator(('length', 'ntk'), config, workers)
 
-  def measured(key: str, topo: arch_lib.Topology, seed: int) -> Dict:
-    if key not in state['pending']:
-      save(key, measure(topo, seed))
-    return state['pending'][key]
-
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm(desc='grow', unit='candidate', disable=not progress or state['done'],
-             dynamic_ncols=True)
-  try:
-    while not state['done']:
-      step, h, depths = state['step'], state['width'], state['depths']
-      step_seed = state_lib.derive_seed(config.seed, step)
-      start = time.time()
-      if step == 0:
-        bar.set_postfix_str(f'start {seed_topo.replace(width=WIDTH_FACTOR * h)}')
-        m = measured('start', seed_topo.replace(depths=tuple(depths), width=h), step_seed)
-        record = _model_record(0, seed_topo, h, depths, m, config)
-        record.update(choice=None, candidates=[], seconds=round(time.time() - start, 3))
-      else:
-        kept, dropped = filter_by_params(candidates(h, depths), seed_topo, config.max_params,
-                                         config.num_classes)
-        if not kept:
-          state.update(done=True, stop_reason=f'no candidate under --max_params '
-                       f'{config.max_params} ({len(dropped)} dropped)')
-          break
-        todo = [c for c in kept if c.key not in state['pending']]
-        bar.update(len(kept) - len(todo))
-        if hasattr(measure, 'map'):
-          bar.set_postfix_str(f'step {step}: {len(todo)} of {len(kept)} candidates')
-          for i, m in measure.map([(c.proxy(seed_topo), step_seed) for c in todo]):
-            save(todo[i].key, m)
-            bar.update(1)
-        else:
-          for c in todo:
-            bar.set_postfix_str(f'step {step} candidate {kept.index(c) + 1}/{len(kept)}')
-            measured(c.key, c.proxy(seed_topo), step_seed)
-            bar.update(1)
-        results = [state['pending'][c.key] for c in kept]
-        sel = select([r['length'] for r in results], [r['ntk'] for r in results])
-        chosen = kept[sel.index]
-        record = _model_record(step, seed_topo, chosen.width, chosen.depths,
-                               results[sel.index], config)
-        record.update(
-            choice={'stage': chosen.stage + 1, 'percent': chosen.percent,
-                    'rank_sum': sel.rank_sum[sel.index], 'tied': len(sel.tied),
-                    'tie_break': sel.tie_break},
-            candidates=[{'arch': str(c.real(seed_topo)), 'stage': c.stage + 1,
-                         'percent': c.percent, 'length': r['length'], 'ntk': r['ntk'],
-                         'bad': r['bad'], 'rank_length': sel.rank_length[i],
-                         'rank_ntk': sel.rank_ntk[i], 'rank_sum': sel.rank_sum[i]}
-                        for i, (c, r) in enumerate(zip(kept, results))],
-            dropped=len(dropped), seconds=round(time.time() - start, 3))
-      records.append(record)
-      state.update(step=step + 1, width=record['proxy_width'], depths=record['depths'],
-                   pending={})
-      if record['params'] >= config.target_params:
-        state.update(done=True, stop_reason=f'reached --target_params {config.target_params}')
-      elif config.max_steps and step >= config.max_steps:
-        state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
-      state_lib.save_state(output_dir, state)
-      _write_outputs(output_dir, records, config, title)
-      logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
-                   record['params'] / 1e6)
-      if progress:
-        bar.write(f'step {step}: {record["arch"]}  {record["params"] / 1e6:.2f} M params')
-  finally:
-    bar.close()
-    if owned and hasattr(measure, 'close'):
-      measure.close()
-  # Final files: rewritten atomically with the same content if a kill fell among them.
-  state_lib.save_state(output_dir, state)
-  _write_outputs(output_dir, records, config, title + f'\n\nStopped: {state["stop_reason"]}.')
-  state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
-                         ''.join(r['arch'] + '\n' for r in records))
-  return GrowResult(records, state['stop_reason'], output_dir)
-
-
-def resolve_arch(arch: str) -> str:
-  """The seed string of --arch: a topology string, a variant name, `@file` (a seed.txt) or
-  a search output directory (its seed.txt)."""
-  from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top
-  arch = (arch or '').strip()
-  if not arch:
-    raise UserInputError('--arch is required: a seed topology such as 8,2,3|4,1,2|4,1,4|4,1,6|32, '
-                         '@path/to/seed.txt or a search output directory')
-  if arch.startswith('@'):
-    arch = reinforce.read_seed(os.path.expanduser(arch[1:]))
-  elif '|' not in arch and os.path.isdir(os.path.expanduser(arch)):
-    arch = reinforce.read_seed(os.path.expanduser(arch))
-  topo = arch_lib.as_topology(arch)
-  return topo.seed_string
+  strategy = GrowStrategy(config)
+  output_dir, state = run_lib.drive(
+      strategy, config, output_dir, make_evaluator, owned=evaluator is None,
+      progress=progress, tensorboard=False, plot_every=1,
+      hooks=run_lib.Hooks(on_measure=on_measure))
+  return GrowResult(state['records'], state['stop_reason'], output_dir)

@@ -1,14 +1,20 @@
-"""What the search and the scaling measure on a topology: a `MeasureFn`.
+"""What the search and the scaling measure on a topology, and who measures it.
 
-A `MeasureFn` maps (topology, seed) to a dict of metric values: any of 'length' (L^E,
-higher is better), 'ntk' (κ_Θ, lower is better), 'params', 'macs', plus 'bad' (bool) and the
-per-repeat values under '<metric>_values'. Search and grow take it as a parameter, so tests
-use hand-made metrics and the defaults use `asvit_tf.complexity`.
+A `Measurement` holds the metric values of one topology: any of L^E ('length', higher is
+better), κ_Θ ('ntk', lower is better), 'params', 'macs', whether it is bad, and the
+per-repeat values of L^E and κ_Θ. A `MeasureFn` maps (topology, seed) to a `Measurement`.
+
+An `Evaluator` measures many (topology, seed) pairs and yields each result as soon as it is
+complete; `close` stops what it started. The run driver (`asvit_tf.search.run`) talks to an
+evaluator only, so where the measurements happen is one choice: `SerialEvaluator` runs a
+`MeasureFn` in this process (the tests' hand-made metrics, one-worker runs),
+`asvit_tf.search.parallel.PoolMeasure` in local worker processes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -16,8 +22,71 @@ from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 
-MeasureFn = Callable[[arch_lib.Topology, int], Dict[str, object]]
 METRICS = ('length', 'ntk', 'params', 'macs')
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+  """The metrics of one topology; a metric not measured is None.
+
+  The field order is the key order of the search's JSONL records (`as_dict`).
+  """
+  length: Optional[float] = None
+  ntk: Optional[float] = None
+  params: Optional[int] = None
+  macs: Optional[int] = None
+  bad: bool = False
+  length_values: Optional[List[float]] = None
+  ntk_values: Optional[List[float]] = None
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, object]) -> 'Measurement':
+    """From a record or a saved state entry (keys other than the fields are ignored)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{k: values[k] for k in names if k in values})
+
+  def as_dict(self) -> Dict[str, object]:
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  def cleaned(self) -> 'Measurement':
+    """As it is logged: a non-finite L^E or κ_Θ becomes None, `bad` a bool."""
+    finite = lambda x: x if x is None or math.isfinite(x) else None
+    return dataclasses.replace(self, length=finite(self.length), ntk=finite(self.ntk),
+                               bad=bool(self.bad))
+
+  def merge(self, other: 'Measurement') -> 'Measurement':
+    """Both parts of a topology measured apart: the other's measured metrics override,
+    bad if either is."""
+    taken = {k: v for k, v in other.as_dict().items() if v is not None and k != 'bad'}
+    return dataclasses.replace(self, bad=bool(self.bad or other.bad), **taken)
+
+
+MeasureFn = Callable[[arch_lib.Topology, int], Measurement]
+Item = Tuple[arch_lib.Topology, int]  # (topology, seed)
+
+
+class Evaluator(Protocol):
+  """Measures topologies; the run driver's only way to get metrics."""
+
+  def measure(self, items: Sequence[Item]) -> Iterator[Tuple[int, Measurement]]:
+    """Yields (index into `items`, its measurement) for each item, in order of completion."""
+
+  def close(self) -> None:
+    """Stops what the evaluator started (processes, connections); it may be used again."""
+
+
+class SerialEvaluator:
+  """An `Evaluator` that calls a `MeasureFn` in this process, one item after the other."""
+
+  def __init__(self, measure_fn: MeasureFn):
+    self.measure_fn = measure_fn
+
+  def measure(self, items: Sequence[Item]) -> Iterator[Tuple[int, Measurement]]:
+    for i, (topology, seed) in enumerate(items):
+      yield i, self.measure_fn(topology, seed)
+
+  def close(self) -> None:
+    pass
 
 
 def check_metrics(metrics: Sequence[str]) -> tuple:
@@ -34,14 +103,14 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
   """The default `MeasureFn`: the metrics of `asvit_tf.complexity`, counted params/MACs.
 
   Args:
-    metrics: subset of METRICS to compute (the others are left out of the result).
+    metrics: subset of METRICS to compute (the others are left None).
     image_size: square input side for L^E, κ_Θ and the MAC count.
     repeats: independent initialisations each complexity metric averages over.
     images: optional [B, H, W, 3] batch for κ_Θ (default: Gaussian noise).
   """
   metrics = check_metrics(metrics)
 
-  def measure(topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
+  def measure(topology: arch_lib.Topology, seed: int) -> Measurement:
     out: Dict[str, object] = {'bad': False}
     if 'length' in metrics or 'ntk' in metrics:
       from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
@@ -61,25 +130,6 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
       out['params'] = size.estimate_params(topology, num_classes=num_classes)
     if 'macs' in metrics:
       out['macs'] = size.count_macs(topology, image_size, num_classes)
-    return out
+    return Measurement(**out)
 
   return measure
-
-
-def measure_from_config(metrics: Sequence[str], config, workers: int = 1,
-                        threads: Optional[int] = None):
-  """`make_measure` with a run config's image_size, repeats, batch_size and its --data batch
-  (loaded, and so checked, whenever given, though only κ_Θ reads it).
-
-  With `workers` > 1 the complexity metrics run in that many processes
-  (`asvit_tf.search.parallel.PoolMeasure`, which also has `map`), each with `threads`
-  intra-op threads (default: its share of the cores); close it when done.
-  """
-  from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
-  images = data_lib.load_batch(config.data, config.data_dir, config.image_size,
-                               config.batch_size, config.seed)
-  if workers > 1:
-    from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
-    return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
-                                config.batch_size, threads=threads)
-  return make_measure(metrics, config.image_size, config.repeats, images, config.batch_size)

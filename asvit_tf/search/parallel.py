@@ -1,15 +1,14 @@
-"""Measuring topologies in worker processes: a `MeasureFn` that uses every core.
+"""Measuring topologies in worker processes: an `Evaluator` that uses every core.
 
 Measuring a topology is two independent jobs (L^E and κ_Θ), each of which spends seconds in
 single-threaded Python (building the Keras model, tracing the forward-mode and per-image
 gradient functions) before the multi-threaded execution of its repeats. One process leaves
 a core idle for much of that time. `PoolMeasure` runs each (metric, topology, seed) job in
-one of `workers` spawned processes, each with an equal share of the intra-op threads:
-
-- `measure(topology, seed)` (the `MeasureFn` protocol, used by the search) runs the metrics
-  of one topology side by side and merges them;
-- `measure.map(items)` (used by grow) submits every metric of every candidate of a step and
-  yields each topology's merged metrics as soon as it is complete, so the caller can save it.
+one of `workers` spawned processes, each with an equal share of the intra-op threads.
+`measure(items)` (the `asvit_tf.search.measure.Evaluator` protocol) submits every metric of
+every topology at once (the search's one topology: its L^E and κ_Θ side by side; a grow step:
+all its candidates) and yields each topology's merged metrics as soon as it is complete, so
+the caller can save it.
 
 A metric's value depends only on (topology, seed, settings): every repeat re-draws its weights
 and inputs from the seed (`asvit_tf.complexity.network`), never from a process's history, so
@@ -27,6 +26,7 @@ import numpy as np
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserFacingError
+from asvit_tf.search import measure as measure_lib
 
 _COMPLEXITY = ('length', 'ntk')
 # The workers are replaced (between two calls, never during one) once they have made so many
@@ -35,7 +35,7 @@ _COMPLEXITY = ('length', 'ntk')
 # measurement at 224×224 tens. (Not `max_tasks_per_child`: its replacement of a worker
 # can hang the pool in Python 3.11.)
 TASKS_PER_WORKER = 24
-_worker_measures: Dict[str, object] = {}
+_worker_measures: Dict[str, measure_lib.MeasureFn] = {}
 
 
 class WorkerDied(UserFacingError):
@@ -50,9 +50,10 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _die_with_parent(parent: int):
-  """Linux: the kernel kills this worker when the process that started it dies (a killed
-  search must not leave workers computing for nobody); if it died already, exit now."""
+def die_with_parent(parent: int):
+  """A worker process's initializer. Linux: the kernel kills this worker when the process
+  `parent` that started it dies (a killed search must not leave workers computing for
+  nobody); if it died already, exit now."""
   try:
     import ctypes  # pylint: disable=g-import-not-at-top
     import signal  # pylint: disable=g-import-not-at-top
@@ -67,10 +68,9 @@ def _die_with_parent(parent: int):
 
 def _init_worker(parent: int, settings: Dict, threads: int):
   import logging  # pylint: disable=g-import-not-at-top
-  _die_with_parent(parent)
+  die_with_parent(parent)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
@@ -78,7 +78,7 @@ def _init_worker(parent: int, settings: Dict, threads: int):
     _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
 
 
-def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
+def _measure_in_worker(metric: str, arch: str, seed: int) -> measure_lib.Measurement:
   import gc  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   try:
@@ -90,16 +90,7 @@ def _measure_in_worker(metric: str, arch: str, seed: int) -> Dict:
     gc.collect()
 
 
-def _merge(parts: Sequence[Dict]) -> Dict:
-  """One topology's metrics from the parts measured apart; bad if any part is."""
-  out: Dict[str, object] = {}
-  for part in parts:
-    out.update(part)
-  out['bad'] = any(bool(part.get('bad', False)) for part in parts)
-  return out
-
-
-def _longest_first(items: Sequence[Tuple[arch_lib.Topology, int]], metrics: Sequence[str],
+def _longest_first(items: Sequence[measure_lib.Item], metrics: Sequence[str],
                    image_size: int) -> List[Tuple[int, str]]:
   """(item index, metric) jobs, the costliest first: the workers take them in this order, so
   the last ones to start are short and no worker waits long for another at the end of a
@@ -113,7 +104,7 @@ def _longest_first(items: Sequence[Tuple[arch_lib.Topology, int]], metrics: Sequ
 
 
 class PoolMeasure:
-  """A `MeasureFn` (plus `map`) whose complexity metrics run in `workers` processes.
+  """An `Evaluator` whose complexity metrics run in `workers` processes.
 
   Args:
     metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
@@ -128,7 +119,6 @@ class PoolMeasure:
   def __init__(self, metrics: Sequence[str], workers: int, image_size: int = 224,
                repeats: int = 5, images: Optional[np.ndarray] = None, batch_size: int = 16,
                num_points: int = 10, num_classes: int = 1000, threads: Optional[int] = None):
-    from asvit_tf.search import measure as measure_lib  # pylint: disable=g-import-not-at-top
     if workers < 1:
       raise ValueError(f'workers must be >= 1, got {workers}')
     if threads is not None and threads < 1:
@@ -156,18 +146,19 @@ class PoolMeasure:
           initializer=_init_worker, initargs=(os.getpid(), self._settings, self.threads))
     return self._pool
 
-  def __call__(self, topology: arch_lib.Topology, seed: int) -> Dict[str, object]:
-    for _, metrics in self.map([(topology, seed)]):
-      return metrics
-    raise AssertionError('unreachable')
+  def worker_pids(self) -> List[int]:
+    """The process ids of the running workers (none before the first measurement)."""
+    if self._pool is None:
+      return []
+    return [p.pid for p in list(self._pool._processes.values())]  # pylint: disable=protected-access
 
-  def map(self, items: Iterable[Tuple[arch_lib.Topology, int]]
-          ) -> Iterator[Tuple[int, Dict[str, object]]]:
-    """Yields (index into `items`, metrics) for each topology, in order of completion."""
+  def measure(self, items: Iterable[measure_lib.Item]
+              ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
+    """Yields (index into `items`, measurement) for each topology, in order of completion."""
     items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
-    parts: List[List[Dict]] = [[self._counts(t, s)] for t, s in items]
+    merged = [self._counts(t, s) for t, s in items]
     if not self._complexity:
-      yield from enumerate(_merge(p) for p in parts)
+      yield from enumerate(merged)
       return
     pool = self._executor()
     futures = {}
@@ -180,7 +171,7 @@ class PoolMeasure:
       for future in concurrent.futures.as_completed(futures):
         i = futures[future]
         try:
-          parts[i].append(future.result())
+          merged[i] = merged[i].merge(future.result())
         except concurrent.futures.process.BrokenProcessPool:
           self.close()
           raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
@@ -188,7 +179,7 @@ class PoolMeasure:
                            'memory is short') from None
         waiting[i] -= 1
         if not waiting[i]:
-          yield i, _merge(parts[i])
+          yield i, merged[i]
     finally:
       for future in futures:
         future.cancel()

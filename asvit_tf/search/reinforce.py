@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Callable, Dict, List, Optional
@@ -27,18 +26,19 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import plots
 from asvit_tf.search import policy as policy_lib
 from asvit_tf.search import reward as reward_lib
+from asvit_tf.search import run as run_lib
 from asvit_tf.search import state as state_lib
-from asvit_tf.search.measure import MeasureFn, measure_from_config
 
 KIND = 'search'
 LOG_FILE = 'search.jsonl'
 PLOT_FILE = 'search.png'
-SEED_FILE = 'seed.txt'
+SEED_FILE = arch_lib.SEED_FILE
 RESULT_FILE = 'result.json'
-TB_DIR = 'tensorboard'
+TB_DIR = run_lib.TB_DIR
 
 # Tags of the RNG streams derived from (seed, step, tag).
 _SAMPLE, _MEASURE = 1, 2
@@ -102,174 +102,147 @@ class SearchResult:
     return self.topology.seed_string
 
 
-def _fresh_state(config: SearchConfig) -> Dict:
-  policy = policy_lib.Policy(config.seed)
-  return {'kind': KIND, 'config': dataclasses.asdict(config), 'step': 0, 'done': False,
-          'logits': policy.state(), 'adam': policy_lib.Adam(lr=config.lr).state(),
-          'tracker': reward_lib.RewardTracker(config.reward, config.window).state(),
-          'baseline': reward_lib.EMABaseline(config.momentum).state(), 'records': []}
+class ReinforceStrategy:
+  """One REINFORCE sample per step (a `run.Strategy`): propose it, unless its metrics are
+  known from an earlier step; conclude with the reward, the baseline and one Adam step."""
+  kind, log_file, unit = KIND, LOG_FILE, 'step'
+  scalars = ('reward', 'baseline', 'advantage', 'entropy', 'log_prob', 'length', 'ntk',
+             'params', 'macs')
 
+  def __init__(self, config: SearchConfig):
+    self.config = config
+    self.policy = policy_lib.Policy(config.seed)
+    self.state: Dict = {}
+    self.cache: Dict[str, measure_lib.Measurement] = {}
+    self._step: Optional[Dict] = None  # the sample of the current step
 
-def _finite_or_none(x):
-  return x if x is None or math.isfinite(x) else None
+  def fresh_state(self) -> Dict:
+    config = self.config
+    return {'kind': KIND, 'config': dataclasses.asdict(config), 'step': 0, 'done': False,
+            'logits': policy_lib.Policy(config.seed).state(),
+            'adam': policy_lib.Adam(lr=config.lr).state(),
+            'tracker': reward_lib.RewardTracker(config.reward, config.window).state(),
+            'baseline': reward_lib.EMABaseline(config.momentum).state(), 'records': []}
 
+  def restore(self, state: Dict):
+    self.state = state
+    self.policy.load_state(state['logits'])
+    self.adam = policy_lib.Adam.from_state(state['adam'])
+    self.tracker = reward_lib.RewardTracker.from_state(state['tracker'])
+    self.baseline = reward_lib.EMABaseline(**state['baseline'])
+    # A topology's metrics are a function of it within a run: sampled again, it is reused.
+    self.cache = {r['topology']: measure_lib.Measurement.from_dict(r)
+                  for r in state['records']}
+    if state['records'] and not self.finished():
+      logging.info('resuming the search at step %d/%d', state['step'], self.config.steps)
 
-_METRIC_KEYS = ('length', 'ntk', 'params', 'macs', 'bad', 'length_values', 'ntk_values')
+  def finished(self) -> bool:
+    return self.state['step'] >= self.config.steps
 
+  def total(self) -> int:
+    return self.config.steps
 
-def _clean_metrics(metrics: Dict, topo: arch_lib.Topology) -> Dict:
-  """The metrics as they are logged (non-finite -> None, 'bad' set), the form the cache
-  holds so that a resumed run sees exactly what the uninterrupted one saw."""
-  out = {k: metrics.get(k) for k in _METRIC_KEYS}
-  for k in ('length', 'ntk'):
-    out[k] = _finite_or_none(out[k])
-  if out['params'] is None:
-    out['params'] = size.estimate_params(topo)
-  out['bad'] = bool(out['bad'])
-  return out
+  def derived(self) -> arch_lib.Topology:
+    """The argmax of every decision, at the search's width and depths 1,1,1,1."""
+    return arch_lib.Topology.from_decisions(self.policy.argmax(), width=self.config.width)
 
+  def status(self) -> str:
+    return self.derived().seed_string
 
-class _TensorBoard:
-  """tf.summary scalars, opened lazily (TensorFlow is imported only when used)."""
+  def propose(self) -> run_lib.Proposal:
+    step, seed = self.state['step'], self.config.seed
+    actions = self.policy.sample(state_lib.step_rng(seed, step, _SAMPLE))
+    topo = arch_lib.Topology.from_decisions(actions, width=self.config.width)
+    key = topo.seed_string
+    self._step = {'start': time.time(), 'actions': actions, 'topology': topo,
+                  'cached': key in self.cache}
+    if key in self.cache:
+      return run_lib.Proposal([], [])
+    return run_lib.Proposal([key], [(topo, state_lib.derive_seed(seed, _MEASURE, *actions))])
 
-  def __init__(self, logdir: Optional[str]):
-    self.logdir, self.writer = logdir, None
+  def take(self, key: str, measurement: measure_lib.Measurement):
+    """Kept as it is logged (non-finite -> None, params counted if not measured), so a
+    resumed run sees exactly what the uninterrupted one saw."""
+    m = measurement.cleaned()
+    if m.params is None:
+      m = dataclasses.replace(m, params=size.estimate_params(self._step['topology']))
+    self.cache[key] = m
 
-  def write(self, record: Dict, keys):
-    if not self.logdir:
+  def conclude(self) -> Dict:
+    actions, topo = self._step['actions'], self._step['topology']
+    metrics = self.cache[topo.seed_string]
+    reward, used = self.tracker.add(metrics.as_dict(), bad=metrics.bad)
+    base = self.baseline.update(reward)
+    advantage = reward - base
+    log_prob, entropy = self.policy.log_prob(actions), self.policy.entropy()
+    self.policy.reinforce_step(self.adam, actions, advantage)
+    record = {'step': self.state['step'], 'topology': topo.seed_string,
+              'derived': self.derived().seed_string, 'actions': actions,
+              **metrics.as_dict(), 'cached': self._step['cached'], 'reward_inputs': used,
+              'reward': reward, 'baseline': base, 'advantage': advantage,
+              'log_prob': log_prob, 'entropy': entropy,
+              'seconds': round(time.time() - self._step['start'], 3)}
+    self.state['records'].append(record)
+    self.state.update(step=self.state['step'] + 1, logits=self.policy.state(),
+                      adam=self.adam.state(), tracker=self.tracker.state(),
+                      baseline=self.baseline.state())
+    return record
+
+  def write_outputs(self, output_dir: str, final: bool):
+    """search.png; at the end also result.json and seed.txt."""
+    path = os.path.join(output_dir, PLOT_FILE)
+    if not final:
+      plots.plot_search(self.state['records'], path, f'search {output_dir}')
       return
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    if self.writer is None:
-      self.writer = tf.summary.create_file_writer(self.logdir)
-    with self.writer.as_default(step=record['step']):
-      for key in keys:
-        v = record.get(key)
-        if v is not None and math.isfinite(v):
-          tf.summary.scalar(key, v)
-    self.writer.flush()
+    result, config = self.derived(), self.config
+    plots.plot_search(self.state['records'], path, f'search {output_dir}: {result.seed_string}')
+    summary = {'seed': result.seed_string, 'topology': str(result), 'steps': config.steps,
+               'config': dataclasses.asdict(config),
+               'probabilities': [p.round(6).tolist() for p in self.policy.probabilities()],
+               'entropy': self.policy.entropy()}
+    state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
+                           json.dumps(summary, indent=1) + '\n')
+    state_lib.atomic_write(os.path.join(output_dir, SEED_FILE), result.seed_string + '\n')
 
 
-def _progress(total: int, initial: int, enabled: bool, desc: str):
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
-
-
-def run_search(config: SearchConfig, output_dir: str, measure: Optional[MeasureFn] = None,
+def run_search(config: SearchConfig, output_dir: str,
+               measure: Optional[measure_lib.MeasureFn] = None,
                progress: bool = True, tensorboard: bool = True, plot_every: int = 10,
-               on_step: Optional[Callable[[Dict], None]] = None,
-               workers: int = 1) -> SearchResult:
-  """Runs (or resumes, or just reports a finished) search in `output_dir`.
+               on_step: Optional[Callable[[Dict], None]] = None, workers: int = 1,
+               evaluator: Optional[measure_lib.Evaluator] = None) -> SearchResult:
+  """Runs (or resumes, or reports a finished) search in `output_dir` (see `run.drive`).
 
   Args:
     config: the search's configuration; a saved run with another one is refused.
-    measure: (topology, seed) -> metrics; default `make_measure` with the reward's metrics
-      on Gaussian noise or `config.data`.
+    measure: (topology, seed) -> Measurement, run in this process; default: the reward's
+      metrics of `make_measure` on Gaussian noise or `config.data`.
     plot_every: redraw the PNG every so many steps (and at the end).
     on_step: called with each new record after its state is saved (tests use it to stop).
     workers: processes for the default measure: a topology's L^E and κ_Θ are measured side
       by side, each process with as many threads as cores (the result does not depend on
       it, but for floating-point rounding).
+    evaluator: measures instead of `measure` (the caller closes it).
 
   Returns the argmax topology and all step records.
   """
   config.validate()
-  output_dir, state = state_lib.open_run(output_dir, KIND, config)
-  if state is None:
-    state = _fresh_state(config)
-  owned = measure is None and not state['done']
-  if owned:
-    # A step's L^E and κ_Θ run side by side and rarely take the same time: with every core's
-    # thread in each worker, the one still running then uses the whole CPU (measured faster
-    # per step than one thread each: docs/benchmarks.md).
+  metrics = reward_lib.reward_metrics(config.reward)
+
+  def make_evaluator() -> measure_lib.Evaluator:
+    if evaluator is not None:
+      return evaluator
+    if measure is not None:
+      return measure_lib.SerialEvaluator(measure)
+    # A step's L^E and κ_Θ run side by side and rarely take the same time: with every
+    # core's thread in each worker, the one still running then uses the whole CPU (measured
+    # faster per step than one thread each: docs/benchmarks.md).
     from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
-    measure = measure_from_config(reward_lib.reward_metrics(config.reward), config, workers,
-                                  threads=parallel.default_workers())
+    return run_lib.default_evaluator(metrics, config, workers,
+                                     threads=parallel.default_workers())
 
-  policy = policy_lib.Policy(config.seed)
-  policy.load_state(state['logits'])
-  adam = policy_lib.Adam.from_state(state['adam'])
-  tracker = reward_lib.RewardTracker.from_state(state['tracker'])
-  baseline = reward_lib.EMABaseline(**state['baseline'])
-  records = state['records']
-  cache = {r['topology']: {k: r[k] for k in _METRIC_KEYS} for r in records}
-  log_path = os.path.join(output_dir, LOG_FILE)
-  plot_path = os.path.join(output_dir, PLOT_FILE)
-  board = _TensorBoard(os.path.join(output_dir, TB_DIR) if tensorboard else None)
-  scalars = ('reward', 'baseline', 'advantage', 'entropy', 'log_prob', 'length', 'ntk',
-             'params', 'macs')
-  # The JSONL may be one step behind the state if a kill fell between the two writes.
-  state_lib.write_jsonl(log_path, records)
-  if records and state['step'] < config.steps:
-    logging.info('resuming the search in %s at step %d/%d', output_dir, state['step'],
-                 config.steps)
-
-  bar = _progress(config.steps, state['step'], progress and not state['done'], 'search')
-  if records:
-    bar.set_postfix_str(records[-1]['derived'])
-  try:
-    for step in range(state['step'], config.steps):
-      start = time.time()
-      actions = policy.sample(state_lib.step_rng(config.seed, step, _SAMPLE))
-      topo = arch_lib.Topology.from_decisions(actions, width=config.width)
-      key = topo.seed_string
-      cached = key in cache
-      if not cached:
-        cache[key] = _clean_metrics(
-            measure(topo, state_lib.derive_seed(config.seed, _MEASURE, *actions)), topo)
-      metrics = cache[key]
-      bad = metrics['bad']
-      reward, used = tracker.add(metrics, bad=bad)
-      base = baseline.update(reward)
-      advantage = reward - base
-      log_prob, entropy = policy.log_prob(actions), policy.entropy()
-      policy.reinforce_step(adam, actions, advantage)
-      derived = arch_lib.Topology.from_decisions(policy.argmax(), width=config.width)
-      record = {'step': step, 'topology': topo.seed_string, 'derived': derived.seed_string,
-                'actions': actions, **metrics, 'cached': cached,
-                'reward_inputs': used, 'reward': reward, 'baseline': base,
-                'advantage': advantage, 'log_prob': log_prob, 'entropy': entropy,
-                'seconds': round(time.time() - start, 3)}
-      records.append(record)
-      state.update(step=step + 1, logits=policy.state(), adam=adam.state(),
-                   tracker=tracker.state(), baseline=baseline.state())
-      state_lib.save_state(output_dir, state)
-      state_lib.write_jsonl(log_path, records)
-      board.write(record, scalars)
-      if plot_every and (step + 1) % plot_every == 0:
-        plots.plot_search(records, plot_path, f'search {output_dir}')
-      bar.update(1)
-      bar.set_postfix_str(derived.seed_string)
-      if on_step is not None:
-        on_step(record)
-  finally:
-    bar.close()
-    if owned and hasattr(measure, 'close'):
-      measure.close()
-
-  result = arch_lib.Topology.from_decisions(policy.argmax(), width=config.width)
-  if not state['done']:
-    plots.plot_search(records, plot_path, f'search {output_dir}: {result.seed_string}')
-    summary = {'seed': result.seed_string, 'topology': str(result),
-               'steps': config.steps, 'config': dataclasses.asdict(config),
-               'probabilities': [p.round(6).tolist() for p in policy.probabilities()],
-               'entropy': policy.entropy()}
-    state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
-                           json.dumps(summary, indent=1) + '\n')
-    state_lib.atomic_write(os.path.join(output_dir, SEED_FILE), result.seed_string + '\n')
-    state['done'] = True
-    state_lib.save_state(output_dir, state)
-    logging.info('search done: %s', result.seed_string)
-  return SearchResult(result, records, output_dir)
-
-
-def read_seed(path: str) -> str:
-  """The seed string of a search output dir or of a seed.txt file."""
-  if os.path.isdir(path):
-    path = os.path.join(path, SEED_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist (has the search finished?)')
-  with open(path) as f:
-    text = f.read().strip()
-  if not text:
-    raise UserInputError(f'{path} is empty')
-  return text
+  strategy = ReinforceStrategy(config)
+  output_dir, state = run_lib.drive(
+      strategy, config, output_dir, make_evaluator, owned=evaluator is None,
+      progress=progress, tensorboard=tensorboard, plot_every=plot_every,
+      hooks=run_lib.Hooks(on_step=on_step))
+  return SearchResult(strategy.derived(), state['records'], output_dir)

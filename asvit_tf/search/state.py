@@ -125,8 +125,11 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
   try:
     with open(path) as f:
       state = json.load(f)
+    if not isinstance(state, dict) or state.get('kind') != kind:
+      raise ValueError(f'not the state of a {kind} run')
   except (OSError, ValueError) as e:
-    raise UserInputError(f'cannot read the saved state {path}: {e}') from None
+    raise UserInputError(f'cannot read the saved state {path} ({e}): move it away to start the '
+                     'run afresh, or use another --output_dir') from None
   saved = dict(state.get('config', {}))
   config = json.loads(dumps(config))
   for k, v in json.loads(dumps(defaults or {})).items():

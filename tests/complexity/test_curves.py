@@ -129,7 +129,9 @@ def test_non_finite_weight_is_bad_not_an_error(bad):
     assert r.bad and not math.isfinite(r.mean) and len(r.values) == 2
 
 
-def test_zero_velocity_is_bad():
+def test_zero_velocity_has_zero_length_and_a_bad_curvature():
+  """A constant network: the curve does not move, so L^E is 0 (a valid value, not bad),
+  while the curvature (velocity in the denominator) is undefined, so bad."""
   results = complexity.curve_metrics(linear_factory(np.zeros((48, 3), 'float32')),
                                      image_size=4, num_points=4, repeats=1)
   assert results['length'].mean == 0 and not results['length'].bad

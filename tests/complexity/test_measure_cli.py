@@ -32,3 +32,24 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
   assert proc.returncode != 0
   lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_share_embedding_reaches_the_measures():
+  """--share_embedding: repeat 0 as without it, repeat 1 keeps the conv's first draw."""
+  kwargs = dict(image_size=32, repeats=2, num_points=3, batch_size=3)
+  drawn = measure.measure(TINY, ['length', 'ntk'], **kwargs)
+  shared = measure.measure(TINY, ['length', 'ntk'], share_embedding=True, **kwargs)
+  for m in ('length', 'ntk'):
+    assert shared[m].values[0] == drawn[m].values[0]
+    assert shared[m].values[1] != drawn[m].values[1]
+
+
+def test_data_photos_is_the_ntk_batch():
+  from asvit_tf import complexity
+  from asvit_tf.search import data
+  got = measure.measure(TINY, ['ntk'], image_size=32, repeats=1, batch_size=3, seed=2,
+                        data='photos')['ntk']
+  want = complexity.ntk_condition_number(TINY, repeats=1, seed=2,
+                                         images=data.photo_batch(32, 3, seed=2))
+  noise = measure.measure(TINY, ['ntk'], image_size=32, repeats=1, batch_size=3, seed=2)
+  assert got.values == want.values and got.values != noise['ntk'].values

@@ -1,28 +1,17 @@
-"""Helpers of the training tests: a small MNIST TFRecord set (fixture) and tiny configs.
-
-A module, not conftest.py, so the detection tests beside them keep their own conftest."""
+"""Helpers of the training tests: tiny configs, ports, the `asvit` command (the MNIST
+fixture `mnist_dir` is in conftest.py, so every module shares one)."""
 import os
 import pathlib
 import socket
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / 'official_configs' / 'asvit_tiny_cpu.yaml'
 # The seed topology at width C=8 (stage widths 8..64, heads 2..16): fast on a CPU.
 TINY_ARCH = '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|16,8'
-
-
-@pytest.fixture(scope='session')
-def mnist_dir(tmp_path_factory):
-  """160 train / 40 valid MNIST digits, 2 shards per split."""
-  from asvit_tf.garden.data import make_mnist_tfrecords as mnist
-  out = tmp_path_factory.mktemp('mnist')
-  mnist.make_mnist_tfrecords(str(out), val_per_class=4, shards=2, limit_per_class=20)
-  return out
 
 
 def tiny_override(data_dir, train_steps=6, steps_per_loop=2,

@@ -79,6 +79,22 @@ def test_tiny_yaml_runs_every_phase_of_its_schedule():
     assert model(tf.zeros([2, 32, 32, 3]), training=False).shape == (2, 10)
 
 
+def test_classification_keeps_splits_and_the_backbone_config_carries_the_policy():
+  params = exp_factory.get_exp_config('asvit_imagenet')
+  assert params.task.model.backbone.asvit.window_policy == 'splits'
+  override = ("task: {model: {backbone: {asvit: {window_policy: 'fixed', "
+              'window_reference_size: 16}}}}')
+  params = train_lib.parse_configuration('asvit_imagenet', [str(TINY_YAML)], override)
+  backbone = task_factory.get_task(params.task).build_model().backbone
+  topology = arch_lib.as_topology(params.task.model.backbone.asvit.arch)
+  windows = [stage[0].attn.fixed_window for stage in backbone.encoder.stages]
+  assert windows == size.fixed_windows(topology, 4, 16)
+  config = backbone.get_config()
+  assert (config['window_policy'], config['window_reference_size']) == ('fixed', 16)
+  clone = type(backbone).from_config(config)
+  assert [s[0].attn.fixed_window for s in clone.encoder.stages] == windows
+
+
 def test_the_model_runs_in_bfloat16_as_the_tpu_recipes_ask():
   override = f"task: {{model: {{backbone: {{asvit: {{arch: '{TINY_ARCH}'}}}}}}}}"
   params = train_lib.parse_configuration('asvit_imagenet', [str(TINY_YAML)], override)
@@ -107,6 +123,9 @@ def test_the_model_runs_in_bfloat16_as_the_tpu_recipes_ask():
      'not a multiple of trainer.steps_per_loop=40'),
     ('task: {model: {backbone: {asvit: {retokenization: [{start_step: 0, stride: 16, '
      'dilation: 2}, {start_step: 80, stride: 8, dilation: 1}]}}}}', 'must agree'),
+    ('task.model.backbone.asvit.window_policy=swin',
+     "window_policy must be one of splits, fixed, got 'swin'"),
+    ('task.model.backbone.asvit.window_reference_size=0', 'window_reference_size must be >= 1'),
     ('task.model.backbone.asvit.strid=8', 'config error'),
     ('/nonexistent/override.yaml', 'config error'),
 ])

@@ -39,6 +39,10 @@ def test_large_backbone_specs_at_1024():
   specs = {k: v.as_list() for k, v in model.output_specs.items()}
   assert specs == {'2': [None, 256, 256, 180], '3': [None, 128, 128, 360],
                    '4': [None, 64, 64, 720], '5': [None, 32, 32, 1024]}
+  # fixed windows: those of 224 px, not 1/S of the 1024-px grids (128, 128, 64, 32)
+  windows = [stage[0].attn.window(rows, rows) for stage, rows
+             in zip(model.encoder.stages, (256, 128, 64, 32))]
+  assert windows == [(28, 28), (28, 28), (14, 14), (7, 7)]
 
 
 # ---- the experiment --------------------------------------------------------------------------
@@ -48,6 +52,8 @@ def test_experiment_has_the_cascade_settings():
   assert isinstance(params, detection.DetectionExperimentConfig)
   assert model.backbone.type == 'asvit' and model.backbone.asvit.arch == 'asvit_large'
   assert not model.backbone.asvit.pre_logits
+  assert model.backbone.asvit.window_policy == 'fixed'
+  assert model.backbone.asvit.window_reference_size == 224
   assert model.input_size == [1024, 1024, 3]
   assert (model.min_level, model.max_level) == (2, 6)
   assert model.decoder.type == 'fpn'
@@ -168,6 +174,7 @@ def test_missing_input_files(small_data, tmp_path, split):
     ('task.model.backbone.asvit.stride', 8, ['stride must be 4']),
     ('task.model.detection_head.class_agnostic_bbox_pred', False, ['class_agnostic']),
     ('task.model.backbone.asvit.arch', 'asvit_huge', ['asvit.arch', 'asvit_huge']),
+    ('task.model.backbone.asvit.window_policy', 'global', ['asvit.window_policy', "'global'"]),
 ])
 def test_model_errors(small_data, key, value, words):
   with pytest.raises(ValueError) as error:
@@ -250,3 +257,44 @@ def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
                                 trained.backbone.weights[0].numpy())
   np.testing.assert_array_equal(detector.mask_head.weights[-1].numpy(),
                                 trained.mask_head.weights[-1].numpy())
+
+
+@pytest.mark.slow
+def test_fixed_windows_detector_trains_a_step_at_256(nuclei, tmp_path):
+  """The tiny detection config (fixed windows of 128 px: 16, 16, 8, 4 tokens) at 256 px:
+  grids 64, 32, 16, 8, so the windows no longer follow the grid; one step changes the
+  attention weights and gives a finite loss."""
+  from official.core import task_factory
+  from official.core import train_lib
+  from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
+  params = detection.detection_config([TINY_YAML], {
+      'task': {'annotation_file': nuclei.val_json,
+               'model': {'input_size': [256, 256, 3]},
+               'train_data': {'input_path': nuclei.train_pattern},
+               'validation_data': {'input_path': nuclei.val_pattern}},
+      'trainer': {'train_steps': 1, 'steps_per_loop': 1, 'summary_interval': 1,
+                  'checkpoint_interval': 1, 'validation_interval': 1}})
+  assert params.task.model.backbone.asvit.window_policy == 'fixed'
+  params.validate()
+  params.lock()
+  model_dir = str(tmp_path / 'run')
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+  runner = train_lib.OrbitExperimentRunner(
+      distribution_strategy=strategy, task=task, mode='train', params=params,
+      model_dir=model_dir)
+  model = runner.trainer.model
+  encoder = model.backbone.encoder
+  windows = [stage[0].attn.window(rows, rows) for stage, rows
+             in zip(encoder.stages, (64, 32, 16, 8))]
+  assert windows == [(16, 16), (16, 16), (8, 8), (4, 4)]
+  attention = encoder.stages[0][0].attn.qkv.kernel
+  before = attention.numpy().copy()
+  with strategy.scope():
+    logs = runner.trainer.train(tf.constant(1, dtype=tf.int32))
+  assert int(runner.trainer.global_step.numpy()) == 1
+  assert np.isfinite(float(logs['training_loss'])) and float(logs['training_loss']) > 0
+  assert not np.array_equal(attention.numpy(), before)
+  maps = model.backbone(tf.zeros([1, 256, 256, 3]))
+  assert [maps[l].shape[1] for l in '2345'] == [64, 32, 16, 8]

@@ -11,9 +11,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.garden._distributed_run import write_init_checkpoint
-from tests.garden._training import REPO, asvit_env, free_port, mnist_dir  # noqa: F401
+from tests.garden._training import REPO, asvit_env, free_port
 
 TIMEOUT = 600
 
@@ -25,6 +26,7 @@ def _start(strategy, data_dir, init_ckpt, model_dir, out_json, log, **env):
                           stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_strategies_agree_on_the_loss(mnist_dir, tmp_path):
   init_ckpt = write_init_checkpoint(mnist_dir, tmp_path / 'init' / 'ckpt')
   ports = [free_port(), free_port()]

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from asvit_tf.garden import retokenization as retok
 from asvit_tf.garden import train_lib
-from tests.garden._training import REPO, TINY_YAML, asvit_env, mnist_dir, tiny_override  # noqa: F401
+from tests.garden._training import REPO, TINY_YAML, asvit_env, tiny_override
 
 SCHEDULE = ((0, 16, 2), (4, 8, 1), (80, 4, 1))  # a long stride-8 phase to kill the run in
 TRAIN_STEPS = 100
@@ -50,6 +51,7 @@ def _scalars(model_dir, tag):
   return out
 
 
+@pytest.mark.slow
 def test_train_is_killed_after_a_switch_and_resumes(mnist_dir, tmp_path):
   model_dir = str(tmp_path / 'run')
   cmd = _command(mnist_dir, model_dir)

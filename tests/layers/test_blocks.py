@@ -177,3 +177,81 @@ def test_get_config_round_trip(make):
   layer = make()
   shape = (2, 32, 32, 3) if isinstance(layer, layers.PatchEmbedding) else (2, 6, 6, 8)
   _round_trip(layer, _rand(*shape))
+
+
+@pytest.mark.parametrize('rows, cols, fixed, window, count', [
+    (8, 8, 4, (4, 4), 4),     # divides
+    (7, 7, 4, (4, 4), 4),     # odd grid: padded to 8x8
+    (9, 5, 4, (4, 4), 6),     # non-square, padded to 12x8
+    (3, 5, 4, (3, 4), 2),     # rows below the window: clipped, not padded
+    (2, 2, 7, (2, 2), 1),     # grid below the window: one global window
+])
+def test_fixed_window_shapes(rows, cols, fixed, window, count):
+  layer = layers.SplitAttention(16, num_heads=2, split=1, fixed_window=fixed)
+  assert layer.window(rows, cols) == window
+  x = _rand(2, rows, cols, 16)
+  to_windows, from_windows = layer.windows(rows, cols)
+  tokens = to_windows(x)
+  assert tokens.shape == (2 * count, window[0] * window[1], 16)
+  np.testing.assert_array_equal(from_windows(tokens).numpy(), x.numpy())
+  assert layer(x).shape == (2, rows, cols, 16)
+
+
+def test_fixed_window_keeps_padded_windows_apart():
+  """7x7 grid, 4-token windows: the bottom-right window (3x3 real tokens) is its own."""
+  layer = layers.SplitAttention(8, num_heads=2, split=1, fixed_window=4)
+  x = _rand(1, 7, 7, 8).numpy()
+  base = layer(tf.constant(x)).numpy()
+  x[0, 6, 6] += 10.0
+  changed = np.abs(layer(tf.constant(x)).numpy() - base).max(axis=-1)[0] > 1e-6
+  assert changed[4:, 4:].all()
+  assert not changed[:4, :].any() and not changed[:, :4].any()
+
+
+def test_fixed_window_round_trips_and_rejects_bad_sides():
+  block = layers.TransformerBlock(8, 2, split=2, expansion=2, fixed_window=3)
+  x = _rand(1, 7, 5, 8)
+  y = block(x)
+  clone = layers.TransformerBlock.from_config(block.get_config())
+  clone(x)
+  clone.set_weights(block.get_weights())
+  assert clone.attn.fixed_window == 3 and clone.attn.window(7, 5) == (3, 3)
+  np.testing.assert_allclose(clone(x).numpy(), y.numpy(), rtol=1e-6, atol=1e-6)
+  assert layers.SplitAttention(8, 2, 2).get_config()['fixed_window'] is None
+  with pytest.raises(ValueError, match='fixed_window must be >= 1 token'):
+    layers.SplitAttention(8, 2, 2, fixed_window=0)
+
+
+def test_dense_kernels_are_untruncated_normal_with_zero_bias():
+  """The authors' Dense init (design.md §2): N(0, 0.02²), in effect untruncated (Keras'
+  TruncatedNormal cuts at 2σ: std 0.0176 and nothing beyond 0.04); biases 0; LayerNorm
+  γ = 1, β = 0. 2^20 samples: the std's sampling error is 1.4e-5."""
+  block = layers.TransformerBlock(512, num_heads=8, split=1, expansion=4)
+  block.build([None, 4, 4, 512])
+  w = block.mlp.fc1.kernel.numpy().ravel()
+  assert w.size == 2**20
+  assert abs(w.mean()) < 1e-4 and abs(w.std() - 0.02) < 1e-4
+  beyond = np.mean(np.abs(w) > 0.04)                     # 4.55 % for a normal
+  assert 0.0435 < beyond < 0.0475 and np.abs(w).max() > 0.08   # ~66 samples beyond 4σ
+  assert not block.mlp.fc1.bias.numpy().any() and not block.attn.qkv.bias.numpy().any()
+  np.testing.assert_array_equal(block.norm1.gamma.numpy(), 1.0)
+  np.testing.assert_array_equal(block.norm1.beta.numpy(), 0.0)
+
+
+@pytest.mark.parametrize('width, kernel', [(2048, 8), (64, 4)])
+def test_patch_embedding_kernel_and_bias_are_uniform_in_fan_in_bounds(width, kernel):
+  """The authors' conv init (PyTorch's Conv2d default): kernel and bias both
+  U(−1/√fan_in, 1/√fan_in) with fan_in = 3·K², whatever the width (Glorot's bound would
+  shrink with the width; a zero bias would fail too)."""
+  layer = layers.PatchEmbedding(width, kernel=kernel)
+  layer.build([None, 32, 32, 3])
+  bound = 1 / np.sqrt(3 * kernel * kernel)
+  for w in (layer.conv_kernel.numpy().ravel(), layer.conv_bias.numpy()):
+    # Tolerances of ~6 standard errors for w.size samples: a false alarm is below 1e-8.
+    assert np.abs(w).max() <= bound
+    assert np.abs(w).max() > (1 - 21 / w.size) * bound
+    assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 3 * np.sqrt(0.8 / w.size)   # uniform
+  big = layer.conv_kernel.numpy().ravel()
+  if big.size > 10**5:   # flat: each tenth of [−b, b] holds a tenth of the samples
+    counts, _ = np.histogram(big, bins=10, range=(-bound, bound))
+    np.testing.assert_allclose(counts / big.size, 0.1, atol=0.005)

@@ -162,3 +162,103 @@ def test_create_model_errors_and_names():
 def test_count_params_needs_a_built_model():
   with pytest.raises(ValueError, match='not built'):
     models.count_params(models.AsViT(TINY))
+
+
+# ---- window policies ----------------------------------------------------------------------
+# TINY_WIDE_SPLIT has splits 8, 4, 2, 1: at 224 px (grids 56, 28, 14, 7) every window is 7.
+@pytest.mark.parametrize('size, stride, dilation, grids, splits, fixed', [
+    (224, 4, 1, [56, 28, 14, 7], [7, 7, 7, 7], [7, 7, 7, 7]),     # the reference size
+    (320, 4, 1, [80, 40, 20, 10], [10, 10, 10, 10], [7, 7, 7, 7]),  # padded to 84, 42, 21, 14
+    (100, 4, 1, [25, 13, 7, 4], [4, 4, 4, 4], [7, 7, 7, 4]),        # odd grids; 4 < 7: clipped
+    (320, 8, 2, [40, 20, 10, 5], [5, 5, 5, 5], [4, 4, 4, 4]),       # re-tokenized: same pixels
+    (320, 16, 5, [20, 10, 5, 3], [3, 3, 3, 3], [2, 2, 2, 2]),
+])
+def test_window_policies_give_expected_windows(size, stride, dilation, grids, splits, fixed):
+  for policy, windows in (('splits', splits), ('fixed', fixed)):
+    model = models.AsViT(TINY_WIDE_SPLIT, num_classes=3, window_policy=policy)
+    model.set_tokenization(stride, dilation)
+    maps = model.feature_maps(_images(1, size))
+    assert [maps[l].shape[1:3] for l in '2345'] == [(g, g) for g in grids]
+    got = [blocks[0].attn.window(g, g) for blocks, g in zip(model.encoder.stages, grids)]
+    assert got == [(w, w) for w in windows]
+    # the cost model uses the same windows
+    assert models.size.stage_windows(TINY_WIDE_SPLIT, size, stride, policy) == got
+
+
+def test_fixed_windows_follow_the_reference_size():
+  model = models.AsViT(TINY_WIDE_SPLIT, window_policy='fixed', window_reference_size=320)
+  assert [b[0].attn.fixed_window for b in model.encoder.stages] == [10, 10, 10, 10]
+  model.set_tokenization(16, 5)  # grids 20, 10, 5, 3 at 320 px
+  assert [b[0].attn.fixed_window for b in model.encoder.stages] == [3, 3, 3, 3]
+  model.set_tokenization(4, 1)
+  assert [b[0].attn.fixed_window for b in model.encoder.stages] == [10, 10, 10, 10]
+  assert [b[0].attn.fixed_window for b in models.AsViT(TINY_WIDE_SPLIT).encoder.stages] == [
+      None] * 4
+
+
+@pytest.mark.parametrize('reference, stride, dilation', [(224, 4, 1), (224, 16, 5),
+                                                         (100, 4, 1), (100, 8, 2)])
+def test_fixed_equals_splits_at_the_reference_size(reference, stride, dilation):
+  splits = models.AsViT(TINY_WIDE_SPLIT, num_classes=5, stride=stride, dilation=dilation)
+  fixed = models.AsViT(TINY_WIDE_SPLIT, num_classes=5, stride=stride, dilation=dilation,
+                       window_policy='fixed', window_reference_size=reference)
+  x = _images(2, reference)
+  y = splits(x).numpy()
+  fixed(x)
+  fixed.set_weights(splits.get_weights())
+  np.testing.assert_allclose(fixed(x).numpy(), y, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(fixed.feature_maps(x)['2'].numpy(),
+                             splits.feature_maps(x)['2'].numpy(), rtol=1e-5, atol=1e-5)
+  # elsewhere the windows differ, and so does stage 1's output with the same weights (by
+  # little at init: the attention branch is small beside the residual)
+  other = _images(2, reference + 96, seed=1)
+  a, b = fixed.feature_maps(other)['2'].numpy(), splits.feature_maps(other)['2'].numpy()
+  assert np.abs(a - b).max() > 1e-4 * np.abs(b).max()  # equal windows: equal to 1e-5
+
+
+def test_window_policy_round_trips_config_and_saved_model(tmp_path):
+  model = models.AsViT(TINY, num_classes=4, window_policy='fixed', window_reference_size=32)
+  x = _images(2, 72)  # grids 18, 9, 5, 3; windows 4, 4, 2, 1 (those of 32 px)
+  y = model(x).numpy()
+  config = model.get_config()
+  assert (config['window_policy'], config['window_reference_size']) == ('fixed', 32)
+  clone = models.AsViT.from_config(config)
+  clone(x)
+  clone.set_weights(model.get_weights())
+  assert clone.get_config() == config
+  np.testing.assert_allclose(clone(x).numpy(), y, rtol=1e-6, atol=1e-6)
+  path = str(tmp_path / 'asvit')
+  model.save(path)
+  loaded = tf_keras.models.load_model(path)
+  assert loaded.encoder.window_policy == 'fixed'
+  assert [b[0].attn.fixed_window for b in loaded.encoder.stages] == [4, 4, 2, 1]
+  np.testing.assert_allclose(loaded(x).numpy(), y, rtol=1e-6, atol=1e-6)
+
+
+def test_window_policy_errors():
+  with pytest.raises(ValueError, match="window_policy must be one of splits, fixed, got 'swin'"):
+    models.AsViT(TINY, window_policy='swin')
+  with pytest.raises(ValueError, match='window reference size must be >= 1 pixel, got 0'):
+    models.AsViT(TINY, window_policy='fixed', window_reference_size=0)
+
+
+def test_count_macs_knows_the_window_policy():
+  # TINY at 80 px: grids 20, 10, 5, 3; widths 8, 16, 32, 64 (inner = width); one block each.
+  # splits 2, 1, 1, 1 -> windows 10, 10, 5, 3. fixed at 32 px (grids 8, 4, 2, 1) -> 4, 4, 2, 1:
+  # stage 2 pads 10 -> 12, stage 3 pads 5 -> 6, and qkv/proj run on the padded tokens.
+  def attention(padded_side, window, d):
+    """(qkv + proj MACs, attention matmul MACs) of one block on a padded square grid."""
+    windows = (padded_side // window) ** 2
+    return padded_side**2 * 4 * d * d, windows * 2 * window**4 * d
+  splits = [attention(20, 10, 8), attention(10, 10, 16), attention(5, 5, 32), attention(3, 3, 64)]
+  fixed = [attention(20, 4, 8), attention(12, 4, 16), attention(6, 2, 32), attention(3, 1, 64)]
+  difference = sum(sum(f) - sum(s) for f, s in zip(fixed, splits))
+  macs = lambda policy: models.count_macs(TINY, 80, 10, window_policy=policy,
+                                          window_reference_size=32)
+  assert macs('fixed') - macs('splits') == difference
+  assert models.count_macs(TINY, 32, 10, window_policy='fixed',
+                           window_reference_size=32) == models.count_macs(TINY, 32, 10)
+  # As-ViT Large at 1024 px: the fixed windows (28, 28, 14, 7) cost a fifth of the splits'.
+  large = lambda policy: models.count_macs('asvit_large', 1024, None, window_policy=policy)
+  assert large('splits') == pytest.approx(2794.6e9, rel=1e-4)
+  assert large('fixed') == pytest.approx(511.8e9, rel=1e-4)

@@ -19,6 +19,7 @@ def _asvit(*args, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_tiny_search_then_grow_with_the_real_metrics(tmp_path):
   out = str(tmp_path / 'run')
   r = _asvit('search', '--steps=2', '--image_size=16', '--repeats=1', '--seed=1',
@@ -51,6 +52,7 @@ def test_tiny_search_then_grow_with_the_real_metrics(tmp_path):
   assert 'different configuration (steps=2 there, 3 now)' in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (('grow', '--arch=8,2,3|4,1,2|4,1,4|4,1,6', '--output_dir=/tmp/x'), 'has 4 "|"-separated'),
     (('grow', '--arch=asvit_huge', '--output_dir=/tmp/x'), 'unknown variant'),

@@ -37,3 +37,18 @@ def test_tfds_dataset_must_be_prepared(tmp_path):
     data.load_batch('mnist', data_dir=str(tmp_path))
   with pytest.raises(ValueError, match='neither an image folder nor a known TFDS'):
     data.load_batch('no_such_dataset_xyz', data_dir=str(tmp_path))
+
+
+def test_photo_crops_are_deterministic_by_seed(tmp_path, monkeypatch):
+  """--data=photos: random crops of scikit-image's photos, the same batch for the same seed,
+  another for another seed; normalised like the other batches."""
+  a = data.load_batch('photos', image_size=48, batch_size=6, seed=3)
+  assert a.shape == (6, 48, 48, 3) and a.dtype == np.float32
+  np.testing.assert_array_equal(a, data.photo_batch(48, 6, seed=3))
+  assert not np.array_equal(a, data.photo_batch(48, 6, seed=4))
+  assert len({x.tobytes() for x in a}) == 6          # six different crops
+  assert -1.5 < a.mean() < 1.5 and 0.3 < a.std() < 2.0   # natural images, ImageNet-normalised
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'photos').mkdir()
+  with pytest.raises(ValueError, match='--data=./photos'):
+    data.load_batch('photos', image_size=48, batch_size=2)

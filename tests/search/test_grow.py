@@ -74,13 +74,3 @@ def test_bad_candidates_rank_last():
   sel = grow.select([5.0, 1.0], [math.nan, 3.0])
   assert sel.rank_ntk == [2, 1] and sel.rank_sum == [3, 3]
 
-
-def test_resolve_arch(tmp_path):
-  assert grow.resolve_arch('asvit_large') == '8,2,3|4,1,2|4,1,4|4,1,6|32'
-  (tmp_path / 'seed.txt').write_text('7,2,3|4,1,2|4,1,4|4,1,6|32\n')
-  assert grow.resolve_arch(f'@{tmp_path}/seed.txt') == '7,2,3|4,1,2|4,1,4|4,1,6|32'
-  assert grow.resolve_arch(str(tmp_path)) == '7,2,3|4,1,2|4,1,4|4,1,6|32'
-  with pytest.raises(FileNotFoundError):
-    grow.resolve_arch(f'@{tmp_path}/missing.txt')
-  with pytest.raises(ValueError, match='H must be divisible by 8'):
-    grow.resolve_arch('8,2,3|4,1,2|4,1,4|4,1,6|30')

@@ -12,6 +12,7 @@ import pytest
 from asvit_tf import arch as arch_lib
 from asvit_tf.search import family
 from asvit_tf.search import grow
+from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import reinforce
 from tests.search.fakes import fake_measure
 
@@ -71,6 +72,52 @@ def test_search_resumes_to_the_uninterrupted_result(tmp_path):
                                    tensorboard=False, plot_every=0)
     assert resumed.seed_string == full.seed_string
     assert _strip(resumed.records) == _strip(full.records)
+
+
+def test_a_finished_run_regenerates_its_deleted_outputs(tmp_path):
+  search_out, grow_out = tmp_path / 'search', tmp_path / 'grow'
+  reinforce.run_search(SEARCH, str(search_out), measure=fake_measure, progress=False,
+                       tensorboard=False)
+  grow.run_grow(GROW, str(grow_out), measure=fake_measure, progress=False)
+  names = {search_out: ('seed.txt', 'result.json', 'search.jsonl', 'search.png'),
+           grow_out: ('family.md', 'family.txt', 'grow.jsonl', 'scaling.png')}
+  texts = {}
+  for out, files in names.items():
+    for name in files:
+      texts[out / name] = (out / name).read_bytes()
+      (out / name).unlink()
+  # measure=None: nothing is measured again (the default would need TensorFlow)
+  reinforce.run_search(SEARCH, str(search_out), progress=False, tensorboard=False)
+  grow.run_grow(GROW, str(grow_out), progress=False)
+  for path, text in texts.items():
+    if path.suffix != '.png':
+      assert path.read_bytes() == text, path
+    else:
+      assert path.stat().st_size > 1000
+
+
+def test_a_damaged_state_is_one_line_saying_what_to_do(tmp_path):
+  reinforce.run_search(SEARCH, str(tmp_path), measure=fake_measure, progress=False,
+                       tensorboard=False, plot_every=0)
+  path = tmp_path / 'search_state.json'
+  state = json.loads(path.read_text())
+  del state['logits']
+  path.write_text(json.dumps(state))
+  with pytest.raises(ValueError, match=r'search_state.json is damaged \(KeyError.*move it '
+                     'away to start the run afresh, or use another --output_dir'):
+    reinforce.run_search(SEARCH, str(tmp_path), measure=fake_measure, progress=False)
+  path.write_text(path.read_text()[:100])
+  with pytest.raises(ValueError, match='cannot read the saved state .*move it away'):
+    reinforce.run_search(SEARCH, str(tmp_path), measure=fake_measure, progress=False)
+
+
+def test_a_directory_in_use_is_refused_at_once(tmp_path):
+  with lock_lib.RunLock(str(tmp_path)):
+    with pytest.raises(lock_lib.DirectoryInUse, match=f'is in use by another run \\(pid '
+                       f'{os.getpid()} on '):
+      grow.run_grow(GROW, str(tmp_path), measure=fake_measure, progress=False)
+  assert not os.path.exists(tmp_path / 'grow_state.json')
+  grow.run_grow(GROW, str(tmp_path), measure=fake_measure, progress=False)  # released
 
 
 def test_resume_with_another_configuration_is_refused(tmp_path):
@@ -175,6 +222,7 @@ def _kill_when(proc, state_path, ready, timeout=120):
   proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['search', 'grow'])
 def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path, kind):
   out = str(tmp_path / kind)
@@ -201,3 +249,39 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path, kind):
   with open(os.path.join(out, name)) as f:
     resumed = [json.loads(l) for l in f]
   assert _strip(resumed) == _strip(full.records)
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
+  """Two real processes on one directory: the second exits at once with one line naming
+  the first; once the first is killed, its lock is no obstacle."""
+  out = str(tmp_path / 'search')
+  env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  cmd = [sys.executable, '-c', _SCRIPT, 'search', out]
+  first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  try:
+    state_path = os.path.join(out, 'search_state.json')
+    start = time.time()
+    while not os.path.exists(state_path) and time.time() - start < 120:
+      assert first.poll() is None, first.stderr.read()
+      time.sleep(0.05)
+    second = subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', 'search',
+                             '--preset=quick', f'--output_dir={out}'], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert first.poll() is None  # the first run was still running
+  finally:
+    first.kill()
+    first.wait()
+  assert second.returncode != 0
+  lines = [l for l in second.stderr.strip().splitlines()
+           if not l.startswith(('WARNING', 'E0000', 'I0000'))]
+  assert len(lines) == 1, second.stderr
+  assert lines[0].startswith(f'error: {out} is in use by another run (pid {first.pid} on ')
+  assert '-c' in lines[0] and 'use another --output_dir' in lines[0]
+  assert not os.path.exists(os.path.join(out, 'seed.txt'))
+  # the killed run's lock is taken over: the same run resumes and finishes
+  subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+  full = reinforce.run_search(SEARCH, str(tmp_path / 'full'), measure=fake_measure,
+                              progress=False, tensorboard=False)
+  assert open(os.path.join(out, 'seed.txt')).read().strip() == full.seed_string

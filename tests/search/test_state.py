@@ -1,4 +1,3 @@
-import json
 import os
 import stat
 
@@ -35,7 +34,17 @@ def test_load_state_checks_the_configuration(tmp_path):
     state_lib.load_state(out, 'grow', {'a': 1, 'b': 5}, defaults={'b': 0})
   # a search and a grow keep separate states in one directory
   assert state_lib.load_state(out, 'search', {'a': 2}) is None
-  json.loads((tmp_path / 'grow_state.json').read_text())
+  state_lib.save_state(out, {'kind': 'search', 'config': {'a': 2}, 'step': 5})
+  assert state_lib.load_state(out, 'grow', {'a': 1})['step'] == 3
+  assert state_lib.load_state(out, 'search', {'a': 2})['step'] == 5
+
+
+@pytest.mark.parametrize('text', ['{"kind": "grow", "step": 3', '[]', '{"kind": "search"}'])
+def test_a_damaged_state_says_what_to_do(tmp_path, text):
+  (tmp_path / 'grow_state.json').write_text(text)
+  with pytest.raises(ValueError, match='grow_state.json .*: move it away to start the run '
+                     'afresh, or use another --output_dir$'):
+    state_lib.load_state(str(tmp_path), 'grow', {'a': 1})
 
 
 def test_unwritable_output_dir_is_a_one_line_error(tmp_path):

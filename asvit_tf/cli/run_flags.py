@@ -1,11 +1,14 @@
-"""Flags and helpers shared by `asvit search` and `asvit grow` (absl)."""
+"""Flags and helpers shared by `asvit search` and `asvit grow` (absl), and the forms of
+grow's --arch."""
 from __future__ import annotations
 
 import logging
 from typing import Dict, Mapping, Sequence
 
 from absl import flags
+from absl import logging as absl_logging
 
+from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 
 FLAGS = flags.FLAGS
@@ -59,3 +62,20 @@ def check_argv(command: str, argv: Sequence[str]):
     raise UserInputError('--output_dir is required')
   # tf.vectorized_map warns about its while_loop fallback for every measured network.
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
+
+
+def resolve_arch(arch: str) -> str:
+  """The seed string of grow's --arch: a topology string, a variant name, `@file` (a
+  seed.txt) or a search output directory (its seed.txt), as `arch.resolve` reads them.
+
+  The scaling starts from the seed at depths 1,1,1,1 and proxy width 8 whatever is given:
+  the depths and width of a scaled topology or a variant are not used, which a warning says.
+  """
+  topo = arch_lib.resolve(arch, name='--arch')
+  seed = arch_lib.Topology.parse(topo.seed_string)
+  if topo != seed:
+    absl_logging.warning('--arch %s: only its seed part %s is used (the scaling starts at '
+                         'depths 1,1,1,1 and proxy width 8, not at its depths %s and width '
+                         '%d)', arch.strip(), topo.seed_string,
+                         ','.join(map(str, topo.depths)), topo.width)
+  return topo.seed_string

@@ -1,0 +1,76 @@
+"""`asvit correlate` end to end with the real measures on three tiny PiTs, killed and
+resumed: the same outputs as one uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARCHS = [{'base_dim': 8, 'mlp_ratio': 2, 'depth': [1, 1, 1], 'num_heads': [1, 2, 2]},
+         {'base_dim': 8, 'mlp_ratio': 4, 'depth': [1, 2, 1], 'num_heads': [1, 1, 2]},
+         {'base_dim': 16, 'mlp_ratio': 2, 'depth': [1, 1, 2], 'num_heads': [1, 2, 4]}]
+FLAGS = ['--space=pit', '--image_size=32', '--repeats=1', '--num_points=4', '--batch_size=4',
+         '--n_boot=50', '--num_groups=1', '--noprogress']
+
+
+def _cmd(table, out):
+  return [sys.executable, '-m', 'asvit_tf.cli.main', 'correlate', f'--table={table}',
+          f'--out_dir={out}', *FLAGS]
+
+
+def _env():
+  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+
+
+def _lines(path):
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return f.read().count('\n')
+
+
+def _measured(out):
+  with open(os.path.join(out, 'measures.jsonl')) as f:
+    records = [json.loads(l) for l in f]
+  return {r['key']: {k: v for k, v in r.items() if k != 'seconds'} for r in records}
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_gives_the_uninterrupted_outputs(tmp_path):
+  table = tmp_path / 'table.jsonl'
+  with open(table, 'w') as f:
+    for i, a in enumerate(ARCHS):
+      f.write(json.dumps({'arch': a, 'c100_base_acc': 50.0 + i, 'c100_kd_acc': 60.0 - i}) + '\n')
+  whole, resumed = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
+  r = subprocess.run(_cmd(table, whole), cwd=REPO, env=_env(), capture_output=True, text=True,
+                     timeout=1200)
+  assert r.returncode == 0, r.stderr
+  assert '| κ_Θ | − |' in r.stdout  # the markdown table is printed
+
+  proc = subprocess.Popen(_cmd(table, resumed), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  path = os.path.join(resumed, 'measures.jsonl')
+  deadline = time.time() + 900
+  while _lines(path) < 1 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = _lines(path)
+  assert 1 <= killed_at < 3, 'the run was not killed in the middle'
+  r = subprocess.run(_cmd(table, resumed), cwd=REPO, env=_env(), capture_output=True,
+                     text=True, timeout=1200)
+  assert r.returncode == 0, r.stderr
+  assert _lines(path) == 3
+  assert _measured(resumed) == _measured(whole)
+  for name in ('correlation.json', 'correlation.md'):
+    with open(os.path.join(whole, name)) as a, open(os.path.join(resumed, name)) as b:
+      assert a.read() == b.read(), name
+  result = json.load(open(os.path.join(whole, 'correlation.json')))
+  assert result['n'] == 3 and set(result['correlations']) == {'c100_base_acc', 'c100_kd_acc'}
+  for rec in result['networks']:
+    assert rec['length'] > 0 and rec['ntk'] >= 1 and rec['params'] > 0 and rec['macs'] > 0
+  assert os.path.exists(os.path.join(whole, 'scatter_c100_kd_acc.png'))
