@@ -223,7 +223,8 @@ def releasing_custom_gradients():
   process. The traced function holds its backward already, so the entries are dropped once
   the trace is done.
   """
-  from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
+  # pylint: disable-next=g-direct-tensorflow-import,g-import-not-at-top
+  from tensorflow.python.framework import ops
   registry = ops._gradient_registry._registry  # pylint: disable=protected-access
   before = set(registry)
   try:
