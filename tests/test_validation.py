@@ -113,6 +113,28 @@ def test_the_ceiling_refuses_an_absurd_image_size_and_keeps_real_ones():
   assert what == 'the attention scores of stage1' and scalars == 4 * 4 * (128 * 128)**2
 
 
+def test_the_ceiling_counts_the_windows_of_the_window_policy():
+  large = arch.as_topology('asvit_large')
+  # 4096 px: stage 1 is a 1024x1024 grid. `splits` (2 per side) attends within 512x512-token
+  # windows: 4 windows x 4 heads x (512*512)^2 scores, 4 TiB, refused. `fixed` keeps the
+  # 28x28 windows of 224 px: the grid padded to 1036, 37^2 windows x 4 heads x 784^2.
+  scalars, what = validation.largest_activation(large, 4096)
+  assert (scalars, what) == (4 * 4 * (512 * 512)**2, 'the attention scores of stage1')
+  scalars, what = validation.largest_activation(large, 4096, window_policy='fixed')
+  assert (scalars, what) == (37**2 * 4 * 784**2, 'the attention scores of stage1')
+  with pytest.raises(UserInputError, match=r'^image_size 4096 is too large .* with splits '
+                                           r'windows: the attention scores of stage1'):
+    validation.check_buildable(large, 4096)
+  validation.check_buildable(large, 4096, window_policy='fixed')
+  # the reference size moves the fixed windows: those of 448 px are 56 tokens
+  scalars, _ = validation.largest_activation(large, 4096, window_policy='fixed',
+                                             window_reference_size=448)
+  assert scalars == 19**2 * 4 * (56 * 56)**2
+  # at the reference size both policies have the same windows, so the same count
+  assert (validation.largest_activation(large, 224, window_policy='fixed')
+          == validation.largest_activation(large, 224))
+
+
 def test_arch_forms_are_the_same_for_every_command(tmp_path):
   run = tmp_path / 'run'
   run.mkdir()

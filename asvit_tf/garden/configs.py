@@ -116,4 +116,5 @@ def validate_experiment(params: cfg.ExperimentConfig):
   # The finest tokenization of the schedule makes the largest tensors.
   finest = min([backbone.stride] + [p.stride for p in retok.as_phases(backbone.retokenization)])
   validation.check_buildable(backbone.arch, tuple(size[:2]), model.num_classes, finest,
-                             'task.model.input_size')
+                             'task.model.input_size', backbone.window_policy,
+                             backbone.window_reference_size)

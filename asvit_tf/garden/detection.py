@@ -32,6 +32,7 @@ from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.modeling import factory as model_factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden import backbone as asvit_backbone
 
@@ -69,6 +70,9 @@ def check_model(model: maskrcnn_cfg.MaskRCNN) -> None:
       raise UserInputError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
                            f'2..5 are strides 4..32), got {backbone.stride}')
     asvit_backbone.check_windows(backbone)
+    validation.check_buildable(backbone.arch, (int(size[0]), int(size[1])), None,
+                               backbone.stride, 'task.model.input_size',
+                               backbone.window_policy, backbone.window_reference_size)
   if model.roi_sampler.cascade_iou_thresholds and not (
       model.detection_head.class_agnostic_bbox_pred):
     raise UserInputError('task.model.detection_head.class_agnostic_bbox_pred must be true with '

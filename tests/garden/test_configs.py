@@ -135,6 +135,19 @@ def test_config_errors_are_one_clear_value_error(override, message):
   assert '\n' not in str(info.value)
 
 
+def test_the_memory_ceiling_follows_the_window_policy():
+  """As-ViT Large at 4096 px: `splits` windows of 512x512 tokens (4 TiB of attention scores)
+  are refused; the `fixed` windows of 224 px (12.5 GiB) are not."""
+  override = 'task.model.backbone.asvit.arch=asvit_large,task.model.input_size=[4096,4096,3]'
+  with pytest.raises(ValueError, match='too large .* with splits windows') as info:
+    train_lib.parse_configuration('asvit_imagenet', [str(TINY_YAML)], override)
+  assert '\n' not in str(info.value)
+  params = train_lib.parse_configuration(
+      'asvit_imagenet', [str(TINY_YAML)],
+      override + ',task.model.backbone.asvit.window_policy=fixed')
+  assert params.task.model.input_size == [4096, 4096, 3]
+
+
 def test_unknown_experiment_is_a_value_error():
   with pytest.raises(ValueError, match='config error'):
     train_lib.parse_configuration('asvit_imagenet_typo')

@@ -15,6 +15,7 @@ from asvit_tf.garden.data import make_nuclei_coco
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_YAML = os.path.join(REPO, 'official_configs', 'cascadercnn_asvit_tiny_cpu.yaml')
 LARGE_YAML = os.path.join(REPO, 'official_configs', 'cascadercnn_asvit_large_coco_tpu.yaml')
+NUCLEI_YAML = os.path.join(REPO, 'official_configs', 'cascadercnn_asvit_nuclei_cpu.yaml')
 TINY_ARCH = '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|16,16'
 
 
@@ -82,6 +83,16 @@ def test_large_tpu_yaml_is_the_experiment_with_bucket_paths():
   assert sorted(differing) == sorted([
       'runtime.distribution_strategy', 'task.annotation_file', 'task.init_checkpoint',
       'task.train_data.input_path', 'task.validation_data.input_path'])
+
+
+def test_nuclei_recipe_is_the_smoke_model_trained_longer():
+  """The recipe of docs/detection_nuclei.md keeps the smoke run's backbone and tile size."""
+  smoke = detection.detection_config([TINY_YAML]).task
+  recipe = detection.detection_config([NUCLEI_YAML])
+  assert recipe.task.model.backbone.as_dict() == smoke.model.backbone.as_dict()
+  assert recipe.task.model.input_size == smoke.model.input_size == [128, 128, 3]
+  assert recipe.trainer.train_steps == 600
+  assert recipe.trainer.validation_interval == 100 and recipe.trainer.validation_steps == 2
 
 
 # ---- config errors: one clear ValueError line each ---------------------------------------
@@ -182,6 +193,19 @@ def test_model_errors(small_data, key, value, words):
   _assert_one_line(error, *words)
 
 
+def test_memory_ceiling_uses_the_fixed_windows_of_detection():
+  """At 4096x4096 the detector's fixed windows pass the ceiling; `splits` windows would need
+  4 TiB of attention scores in stage 1 for one image, and are refused before any build."""
+  big = {'task': {'model': {'input_size': [4096, 4096, 3]}}}
+  params = detection.detection_config([], big)
+  assert params.task.model.backbone.asvit.window_policy == 'fixed'
+  big['task']['model']['backbone'] = {'asvit': {'window_policy': 'splits'}}
+  with pytest.raises(ValueError) as error:
+    detection.detection_config([], big)
+  _assert_one_line(error, 'task.model.input_size', 'too large', 'with splits windows',
+                   'attention scores of stage1')
+
+
 def test_detection_config_and_build_detector_check_the_model():
   with pytest.raises(ValueError, match='not divisible'):
     detection.detection_config([TINY_YAML], {'task': {'model': {'input_size': [96, 96, 3]}}})
@@ -222,6 +246,21 @@ def test_nuclei_dataset(nuclei):
     files = tf.io.gfile.glob(pattern)
     assert len(files) == 1
   assert sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(nuclei.val_pattern))) == 4
+
+
+def test_overlapping_training_crops_never_touch_the_validation_tiles():
+  val = make_nuclei_coco.tile_origins(512, 512, 128)[-4:]  # the bottom row
+  assert make_nuclei_coco.training_origins(512, 512, 128, 128, val) == (
+      make_nuclei_coco.tile_origins(512, 512, 128)[:-4])  # the default: today's tiles
+  crops = make_nuclei_coco.training_origins(512, 512, 128, 32, val)
+  assert len(crops) == 9 * 13 and crops[0] == (0, 0) and crops[-1] == (256, 384)
+  assert all(r + 128 <= 384 for r, _ in crops)
+  # a validation tile inside the image: every crop that overlaps it by a pixel is left out
+  crops = make_nuclei_coco.training_origins(512, 512, 128, 32, [(128, 128)])
+  assert (0, 0) in crops and (0, 32) in crops and (32, 32) not in crops
+  assert not any(128 - 128 < r < 256 and 128 - 128 < c < 256 for r, c in crops)
+  with pytest.raises(ValueError, match='train_stride 0 must be between 1 and the tile size'):
+    make_nuclei_coco.training_origins(512, 512, 128, 0, val)
 
 
 def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):

@@ -4,8 +4,8 @@ The `stardist` wheel ships `stardist/data/images/img2d.tif` (512x512 uint16 nucl
 2018 Kaggle Data Science Bowl) and `mask2d.tif` (its label image: 125 nuclei, 0 = background).
 We read the two files by path (importing `stardist` would pull csbdeep/numba; install it with
 `pip install --no-deps stardist==0.9.2`), normalise the image to uint8 RGB, cut both into
-non-overlapping tiles, and write per tile one JPEG plus COCO annotations (bbox, polygon
-segmentation, one category `nucleus` with id 1). The last `val_tiles` tiles, taken from the
+non-overlapping tiles (training crops may overlap: `--train_stride`), and write per tile one
+JPEG plus COCO annotations (bbox, polygon segmentation, one category `nucleus` with id 1). The last `val_tiles` tiles, taken from the
 bottom-right of the image, are the validation split. Model Garden's COCO TFRecord tool
 (`official.vision.data.create_coco_tf_record`) then converts each split.
 
@@ -142,9 +142,28 @@ def tile_origins(height: int, width: int, tile: int) -> List[Tuple[int, int]]:
           for c in range(0, width - tile + 1, tile)]
 
 
+def training_origins(height: int, width: int, tile: int, stride: int,
+                     val_origins: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+  """Top-left corners of the `tile` x `tile` training crops every `stride` pixels, row by
+  row, leaving out every crop that overlaps a validation tile (so no validation pixel is
+  trained on). `stride == tile` gives the non-overlapping tiles."""
+  if not 1 <= stride <= tile:
+    raise UserInputError(f'train_stride {stride} must be between 1 and the tile size {tile}')
+  crops = [(r, c) for r in range(0, height - tile + 1, stride)
+           for c in range(0, width - tile + 1, stride)]
+  return [(r, c) for r, c in crops
+          if all(r + tile <= vr or vr + tile <= r or c + tile <= vc or vc + tile <= c
+                 for vr, vc in val_origins)]
+
+
 def write_coco(out_dir: str, tile: int = 128, val_tiles: int = 4,
-               wheel: Optional[str] = None) -> Tuple[str, str, int, int, int, int]:
-  """Writes images/ and instances_{train,val}.json; returns the json paths and counts."""
+               wheel: Optional[str] = None,
+               train_stride: Optional[int] = None) -> Tuple[str, str, int, int, int, int]:
+  """Writes images/ and instances_{train,val}.json; returns the json paths and counts.
+
+  `train_stride` (default: the tile size) spaces the training crops; below the tile size
+  they overlap, which gives more (correlated) training images from the one image.
+  """
   image, labels = read_stardist_nuclei(wheel)
   rgb = to_rgb8(image)
   origins = tile_origins(*labels.shape, tile)
@@ -152,7 +171,9 @@ def write_coco(out_dir: str, tile: int = 128, val_tiles: int = 4,
     raise UserInputError(f'val_tiles={val_tiles} must be in [1, {len(origins) - 1}] for '
                          f'{len(origins)} tiles of {tile} px')
   os.makedirs(os.path.join(out_dir, 'images'), exist_ok=True)
-  splits = {'train': origins[:-val_tiles], 'val': origins[-val_tiles:]}
+  val_origins = origins[-val_tiles:]
+  splits = {'train': training_origins(*labels.shape, tile, train_stride or tile, val_origins),
+            'val': val_origins}
   paths, counts = [], []
   next_ann = 1
   image_id = 1
@@ -209,10 +230,14 @@ def convert_splits(image_dir: str, splits: Dict[str, str], record_dir: str) -> D
 
 
 def make_nuclei_coco(out_dir: str, tile: int = 128, val_tiles: int = 4,
-                     convert: bool = True, wheel: Optional[str] = None) -> NucleiCoco:
-  """Builds the tiled COCO set under `out_dir` and (with `convert`) its TFRecords."""
+                     convert: bool = True, wheel: Optional[str] = None,
+                     train_stride: Optional[int] = None) -> NucleiCoco:
+  """Builds the tiled COCO set under `out_dir` and (with `convert`) its TFRecords.
+
+  `train_stride`: see `write_coco` (default: non-overlapping training tiles).
+  """
   train_json, val_json, n_train, n_val, i_train, i_val = write_coco(
-      out_dir, tile, val_tiles, wheel)
+      out_dir, tile, val_tiles, wheel, train_stride)
   train_pattern = val_pattern = ''
   if convert:
     patterns = convert_splits(os.path.join(out_dir, 'images'),
@@ -229,11 +254,14 @@ def main(argv: Optional[Sequence[str]] = None) -> NucleiCoco:
   parser.add_argument('--out_dir', default='/tmp/asvit_nuclei_coco')
   parser.add_argument('--tile', type=int, default=128, help='tile side in pixels')
   parser.add_argument('--val_tiles', type=int, default=4)
+  parser.add_argument('--train_stride', type=int, default=None,
+                      help='pixels between training crops (default: the tile size, no '
+                      'overlap); smaller strides give overlapping crops')
   parser.add_argument('--wheel', default=None, help='read from this stardist wheel file')
   parser.add_argument('--no_convert', action='store_true', help='skip the TFRecord step')
   args = parser.parse_args(argv)
   data = make_nuclei_coco(args.out_dir, args.tile, args.val_tiles, not args.no_convert,
-                          args.wheel)
+                          args.wheel, args.train_stride)
   print(f'train: {data.num_train} images, {data.num_train_instances} nuclei -> '
         f'{data.train_pattern or data.train_json}')
   print(f'val:   {data.num_val} images, {data.num_val_instances} nuclei -> '
