@@ -5,8 +5,9 @@ The `stardist` wheel ships `stardist/data/images/img2d.tif` (512x512 uint16 nucl
 We read the two files by path (importing `stardist` would pull csbdeep/numba; install it with
 `pip install --no-deps stardist==0.9.2`), normalise the image to uint8 RGB, cut both into
 non-overlapping tiles (training crops may overlap: `--train_stride`), and write per tile one
-JPEG plus COCO annotations (bbox, polygon segmentation, one category `nucleus` with id 1). The last `val_tiles` tiles, taken from the
-bottom-right of the image, are the validation split. Model Garden's COCO TFRecord tool
+JPEG plus COCO annotations (bbox, polygon segmentation, one category `nucleus` with id 1).
+The last `val_tiles` tiles, taken from the bottom-right of the image, are the validation
+split. Model Garden's COCO TFRecord tool
 (`official.vision.data.create_coco_tf_record`) then converts each split.
 
 Output layout under OUT:
