@@ -53,7 +53,6 @@ def _timed(fn, *args):
 def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: int,
            coords: int) -> dict:
   """One measurement in this process; returns seconds (and peak memory)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import curves  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top

@@ -241,7 +241,8 @@ def main(argv):
   conv4_params = stages * (4 * 9 * 256 * 256 - 1024 * 1024)
   conv4_macs = stages * mmdet.rois * (4 * 9 * 256 * 256 * crop * crop - 1024 * 1024)
   body = f"""As-ViT Large (`{topo}`) in Cascade Mask R-CNN at {IMAGE}×{IMAGE}: **ours** is
-the Keras model of `cascadercnn_asvit_coco` (= `official_configs/cascadercnn_asvit_large_coco_tpu.yaml`;
+the Keras model of `cascadercnn_asvit_coco`
+(= `official_configs/cascadercnn_asvit_large_coco_tpu.yaml`;
 parameters read from the model), **mmdet** the same backbone in mmdetection's Cascade Mask
 R-CNN, counted from layer shapes. Both: FPN P2–P6 with 256 filters, RPN with 3 anchors,
 3 cascade stages of 2-FC box heads (1024, class-agnostic boxes), 4-conv mask heads. FLOPs are
@@ -272,7 +273,8 @@ matmuls cost {g(fixed.attention)} B and the backbone {g(fixed.macs)} B (the padd
 {g(pad_work)} B of qkv/projection work on zero tokens); the detector costs
 {g(total(ours, 'fixed'))} B (mmdetection structure: {g(fixed_mmdet)} B).
 
-**What remains.** With fixed windows the mmdetection structure is {g(PAPER_FLOPS_B * 1e9 - fixed_mmdet)} B
+**What remains.** With fixed windows the mmdetection structure is
+{g(PAPER_FLOPS_B * 1e9 - fixed_mmdet)} B
 ({100 * (1 - fixed_mmdet / (PAPER_FLOPS_B * 1e9)):.0f} %) *below* the paper; we cannot attribute
 that rest from what the paper states. What we checked: (1) the counting convention does not
 explain it: counters that hook modules (like mmcv's) add element-wise work of norms and
@@ -286,7 +288,8 @@ padding), so stage-1 windows of about {below[1]}–{above[1]} tokens would give 
 growing with the image (`splits`) give three times as much. (3) The heads: 4conv1fc box heads
 (Swin's Cascade Mask R-CNN config) in place of 2fc would add {g(conv4_macs)} B, but also
 {m(conv4_params)} M parameters, breaking the parameter match. The input size of the paper's
-FLOP count is not stated either (mmdetection's get_flops tool defaults to 1280×800). The authors' code builds the window as grid // S from the
+FLOP count is not stated either (mmdetection's get_flops tool defaults to 1280×800).
+The authors' code builds the window as grid // S from the
 image size the model is built with, so their detection windows depend on a build size the
 paper does not give.
 

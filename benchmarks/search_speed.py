@@ -12,7 +12,8 @@ one measurement of L^E and κ_Θ on the proxy width: a few candidates of the fir
 timed, in one process and together in the worker pool as `asvit grow` measures them, and
 multiplied. Wall and CPU seconds of the single process are both reported. Each
 measurement's CPU time is also split into a fixed cost (building the network and tracing
-its tf.functions, paid once per topology) and the cost per repeat, from 1 and 3 repeats. The projection multiplies by 500 search steps (an upper bound:
+its tf.functions, paid once per topology) and the cost per repeat, from 1 and 3 repeats.
+The projection multiplies by 500 search steps (an upper bound:
 the search reuses the measurement of a topology it samples again) and by the number of
 measurements of a whole scaling run, counted by replaying the grow with stand-in metrics
 that pick a random candidate (the real path depends on the metrics).
@@ -45,7 +46,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
-from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
 from asvit_tf.search import reinforce  # pylint: disable=g-import-not-at-top

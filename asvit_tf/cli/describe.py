@@ -1,7 +1,8 @@
-"""`asvit describe ARCH [--image_size=224] [--num_classes=1000] [--stride=4]`.
+"""`asvit describe ARCH [--image_size=224] [--num_classes=1000] [--stride=4] [--merge=plain]`.
 
 Prints a per-part table of an As-ViT topology: token grid, width, heads, attention window,
-blocks, parameters and multiply-accumulates. Needs no TensorFlow. The numbers follow
+blocks, parameters and multiply-accumulates (with `--merge=residual`, a row per merging's
+shortcut). Needs no TensorFlow. The numbers follow
 `asvit_tf.validation` (image sides >= the stride; a network beyond any accelerator's memory
 is refused).
 """
@@ -22,19 +23,22 @@ def define_flags():
   flags.DEFINE_integer('image_size', 224, 'Image side in pixels (>= --stride).')
   flags.DEFINE_integer('num_classes', 1000, 'Classes of the classification head.')
   flags.DEFINE_integer('stride', 4, 'Tokenization stride of the patch embedding.')
+  flags.DEFINE_string('merge', 'plain', 'Patch merging between stages: plain (As-ViT) or '
+                      'residual (plus a pooled, projected shortcut, as in ViT-ResNAS).')
 
 
 FLAGS = flags.FLAGS
 
 
 def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: int = 4,
-                 flag_prefix: str = '') -> str:
+                 flag_prefix: str = '', merge: str = 'plain') -> str:
   """The table; `flag_prefix='--'` names the numbers as flags in errors."""
   topo = arch_lib.as_topology(arch)
+  size.check_merge(merge, f'{flag_prefix}merge')
   num_classes = validation.integer(f'{flag_prefix}num_classes', num_classes)
   stride = validation.integer(f'{flag_prefix}stride', stride)
   validation.check_buildable(topo, image_size, num_classes, stride, f'{flag_prefix}image_size')
-  parts = size.cost_breakdown(topo, image_size, num_classes, stride)
+  parts = size.cost_breakdown(topo, image_size, num_classes, stride, merge=merge)
   header = ('part', 'grid', 'width', 'heads', 'window', 'blocks', 'params', 'MACs')
   rows = []
   for p in parts:
@@ -47,7 +51,8 @@ def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: i
   widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
   line = lambda r: '  '.join(v.rjust(w) if i else v.ljust(w)
                              for i, (v, w) in enumerate(zip(r, widths)))
-  out = [f'{topo}  ({image_size}x{image_size}, stride {stride}, {num_classes} classes)',
+  merged = '' if merge == 'plain' else f', {merge} merge'
+  out = [f'{topo}  ({image_size}x{image_size}, stride {stride}, {num_classes} classes{merged})',
          line(header), line(tuple('-' * w for w in widths))]
   out += [line(r) for r in rows]
   return '\n'.join(out)
@@ -57,4 +62,4 @@ def main(argv):
   if len(argv) != 2:
     raise UserInputError(f'describe takes one ARCH: {arch_lib.arch_help()}')
   print(format_table(arch_lib.resolve(argv[1]), FLAGS.image_size, FLAGS.num_classes,
-                     FLAGS.stride, flag_prefix='--'))
+                     FLAGS.stride, flag_prefix='--', merge=FLAGS.merge))

@@ -8,6 +8,10 @@ scaling.png; at the end family.txt (one topology a line). Rerunning the same com
 a killed run; a finished run is reported (and its outputs rewritten); a run into a DIR in use
 by another exits at once. Explicit flags override the preset (paper: 224×224, 5 repeats, up
 to 80 M parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may share DIR.
+--max_macs adds a MAC ceiling to --max_params; --budgets=params:29M,52M,88M (or macs:...) names
+the family's sizes: the run ends at the last budget (instead of --target_params), and the
+outputs mark the model nearest each budget. --tie_break=authors breaks equal rank sums as the
+authors' code does; --share_embedding draws the patch-embedding conv as their code does.
 How long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core
 CPU (README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 from absl import flags
 
 from asvit_tf.cli import run_flags as cli_flags
+from asvit_tf.errors import UserInputError
 from asvit_tf.search import grow
 
 ARCH_ARGUMENT = '--arch'
@@ -30,6 +35,19 @@ def define_flags():
                      'parameters (paper and quick 80e6).')
   flags.DEFINE_float('max_params', None, 'Drop candidates above this many parameters '
                      '(paper and quick 110e6).')
+  flags.DEFINE_string('max_macs', '', 'Drop candidates above this many MACs of the real-width '
+                      'model at 224×224 whatever --image_size (as the records count them), '
+                      'e.g. 25G or 25e9; default no MAC ceiling.')
+  flags.DEFINE_string('budgets', '', 'The family\'s budgets, params:29M,52M,88M or '
+                      'macs:5.3G,8.9G,22.6G (MACs at 224×224; K/M/G suffixes; sorted if given '
+                      'out of order): the run ends at the first model at or above the last '
+                      'budget instead of at --target_params (give one of the two), and '
+                      'family.md, grow.jsonl (\'budget\') and scaling.png mark the model '
+                      'nearest each budget.')
+  flags.DEFINE_enum('tie_break', 'ours', list(grow.TIE_BREAKS), 'Equal rank sums: ours '
+                    '(the metric with the larger relative range decides, preferring its '
+                    'better value; docs/design.md §9) or the authors\' code\'s (the smaller '
+                    'value of the wider metric, even for L^E, between the first two tied).')
   flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
                        'limit, quick 3).')
   cli_flags.define_common_flags('Seed of the measurements.')
@@ -42,15 +60,29 @@ FLAGS = flags.FLAGS
 def config_from_flags() -> grow.GrowConfig:
   values = cli_flags.preset_values(grow.PRESETS, ('image_size', 'repeats', 'max_steps',
                                                   'target_params', 'max_params'))
+  metric, budgets = grow.parse_budgets(FLAGS.budgets)
+  if budgets and FLAGS.target_params is not None:
+    raise UserInputError('--target_params and --budgets both say where the run ends: give '
+                         'one (with --budgets, the run ends at the last budget)')
+  max_macs = grow.parse_amount(FLAGS.max_macs, '--max_macs') if FLAGS.max_macs.strip() else 0
   return grow.GrowConfig(arch=cli_flags.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
-                         **values).validate()
+                         max_macs=max_macs, budget_metric=metric, budgets=budgets,
+                         tie_break=FLAGS.tie_break, **values).validate()
 
 
 def main(argv):
   cli_flags.check_argv('grow', argv)
-  result = grow.run_grow(config_from_flags(), FLAGS.output_dir, progress=FLAGS.progress,
-                         workers=cli_flags.workers())
+  config = config_from_flags()
+  evaluator = cli_flags.evaluator(('length', 'ntk'), config)  # what run_grow measures
+  try:
+    result = grow.run_grow(config, FLAGS.output_dir, progress=FLAGS.progress,
+                           workers=cli_flags.workers(), evaluator=evaluator)
+  finally:
+    if evaluator is not None:
+      evaluator.close()
   for r in result.records:
+    marks = ''.join(f'  ≈ {grow.format_budget(config.budget_metric, b)}'
+                    for b in r.get('budget') or [])
     print(f'step {r["step"]:>2}  {r["arch"]:<44} {r["params"] / 1e6:8.2f} M  '
-          f'{r["macs"] / 1e9:7.2f} G MACs')
+          f'{r["macs"] / 1e9:7.2f} G MACs{marks}')
   print(f'stopped: {result.stop_reason}   ({result.output_dir}/family.md)')

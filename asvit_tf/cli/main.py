@@ -20,7 +20,8 @@ COMMANDS = {
                  'heads, window, blocks, params, MACs'),
     'measure': ('asvit_tf.cli.measure', 'complexity at initialisation: length distortion, '
                 'curvature, NTK condition number'),
-    'search': ('asvit_tf.cli.search', 'training-free REINFORCE search of a seed topology'),
+    'search': ('asvit_tf.cli.search', 'training-free search of a seed '
+               'topology (REINFORCE or evolution)'),
     'grow': ('asvit_tf.cli.grow', 'training-free scaling of a seed into a family of models'),
     'train': ('asvit_tf.cli.train', 'Model Garden training with progressive re-tokenization'),
     'export': ('asvit_tf.cli.export', 'SavedModel export of a trained classifier or detector'),

@@ -1,5 +1,6 @@
 """`asvit measure ARCH [--metrics=length,curvature,curvature_length,ntk] [--image_size=224]
-[--repeats=5] [--width=C] [--share_embedding] [--data=photos|FOLDER|TFDS_NAME] [--json]`.
+[--repeats=5] [--width=C] [--share_embedding] [--noinclude_scales]
+[--data=photos|FOLDER|TFDS_NAME] [--json]`.
 
 Measures the complexity of ARCH at initialisation and prints one row per metric: its mean,
 the per-repeat values, whether the network is bad, and the seconds the measurement took
@@ -43,6 +44,9 @@ def define_flags():
                     "Draw the patch embedding's conv once for all repeats and re-draw only "
                     "Dense and LayerNorm weights, as the authors' code does (default: every "
                     'weight drawn per repeat).')
+  flags.DEFINE_bool('include_scales', True,
+                    "kappa_Theta differentiates the LayerNorm scales gamma besides the kernels, "
+                    "as the authors' code does; --noinclude_scales: the kernels only.")
   flags.DEFINE_string('data', '', "The NTK's images: 'photos' (seeded random crops of "
                       "scikit-image's photos), a folder of images or a prepared TFDS name; "
                       'default Gaussian noise.')
@@ -55,9 +59,10 @@ FLAGS = flags.FLAGS
 def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
             seed: int = 0, num_points: int = 10, batch_size: int = 16, width=None,
             mode: str = 'auto', share_embedding: bool = False,
-            data: str = '') -> Dict[str, object]:
+            data: str = '', include_scales: bool = True) -> Dict[str, object]:
   """{metric: MetricResult} for ARCH, each metric measured (and timed) on its own; κ_Θ on
-  the `data` batch (`asvit_tf.search.data.load_batch`, seeded by `seed`) if given."""
+  the `data` batch (`asvit_tf.search.data.load_batch`, seeded by `seed`) if given, and
+  differentiating the LayerNorm scales unless `include_scales` is False."""
   unknown = [m for m in metrics if m not in METRICS]
   if unknown or not metrics:
     raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got {list(metrics)}')
@@ -78,7 +83,8 @@ def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 
     if m == 'ntk':
       out[m] = complexity.ntk_condition_number(topology, image_size, repeats, seed,
                                                images=images, batch_size=batch_size, mode=mode,
-                                               share_embedding=share_embedding)
+                                               share_embedding=share_embedding,
+                                               include_scales=include_scales)
     else:
       out[m] = complexity.curve_metrics(topology, image_size, num_points, repeats, seed,
                                         (m,), mode=mode, share_embedding=share_embedding)[m]
@@ -115,6 +121,6 @@ def main(argv):
     topology = topology.replace(width=FLAGS.width)
   results = measure(topology, FLAGS.metrics, FLAGS.image_size, FLAGS.repeats, FLAGS.seed,
                     FLAGS.num_points, FLAGS.batch_size, None, FLAGS.mode,
-                    FLAGS.share_embedding, FLAGS.data)
+                    FLAGS.share_embedding, FLAGS.data, FLAGS.include_scales)
   text = (to_json if FLAGS.json else format_table)(topology, results, FLAGS.image_size)
   print(text)

@@ -7,7 +7,9 @@ beside the activations through the same layers, written out once for the network
 metrics measure (LayerNorms removed, no drop path):
 
 - linear maps (the patch embedding conv, Dense kernels, pads, windows, patch merging,
-  pooling) apply to the tangent without their biases;
+  pooling) apply to the tangent without their biases; the patch merging, with or without
+  its `residual` shortcut (average pooling and a Dense, neither with a bias), is linear
+  without its LayerNorm, so it applies to the tangent as it is;
 - GELU: ġ = (Φ(z) + z·φ(z))·ż;
 - attention, s = (q·scale)kᵀ, p = softmax(s), o = p·v:
   ṡ = (q̇·scale)kᵀ + (q·scale)k̇ᵀ, ṗ = p ⊙ (ṡ − Σ_j p ⊙ ṡ), ȯ = ṗ·v + p·v̇
@@ -73,7 +75,7 @@ def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor
   for i, stage in enumerate(encoder.stages):
     if i:
       merge = encoder.merges[i - 1]
-      x, t = merge(x), merge(t)                 # linear: no bias, no norm
+      x, t = merge(x), merge(t)                 # linear: no bias, no norm, shortcut too
     for block in stage:
       a, da = _attention(block.attn, x, t)      # norm1 is the identity
       x, t = x + a, t + da

@@ -3,19 +3,22 @@
 For B images x_i, g_i is the gradient of Σ_j h_j(x_i) (the sum of the pooled features) with
 respect to the weights, Θ = G Gᵀ (B×B) and κ_Θ = λ_max / λ_min (lower is better).
 
-Weights are the kernels: trainable variables of rank >= 2 (Dense and conv kernels); biases
-and LayerNorm γ/β are left out (`include_scales=True` adds the LayerNorm γ, as the authors'
-selection of PyTorch parameters named 'weight' does). LayerNorms stay in the network.
+Weights are, as in the authors' code (the PyTorch parameters named 'weight'), the kernels
+(trainable variables of rank >= 2: Dense and conv kernels) and the LayerNorm scales γ;
+biases and LayerNorm offsets β are left out. `include_scales=False` leaves γ out too (the
+kernels only). LayerNorms stay in the network either way.
 
 On an As-ViT all g_i come from one batched forward and backward pass (`TappedGradients`):
 every kernel acts on each image's tokens as a matmul (a Dense layer, or the patch
 embedding's conv as a matmul of image patches), so with a_i its input and δ_i the gradient
 with respect to its output for image i, g_i = Σ_tokens a_i ⊗ δ_i = a_iᵀ δ_i: one batched
 matmul per kernel, as the weight gradient of ordinary training but without summing over the
-batch. For any other model (`per_image_gradients`): `tf.vectorized_map` over the images of a
-per-image forward and backward pass, which TensorFlow vectorises op by op, at a higher cost
-to trace. Θ is accumulated kernel by kernel in float64 so that the full G is never
-concatenated.
+batch. A LayerNorm y = γ ⊙ x̂ + β, x̂ = (x − μ(x)) / √(σ²(x) + ε) over the last axis, gives
+∂y_tc/∂γ_c = x̂_tc for every token t, so its γ's gradient is g_i = Σ_tokens x̂_i ⊙ δ_i
+with δ_i the gradient at its output. For any other model (`per_image_gradients`):
+`tf.vectorized_map` over the images of a per-image forward and backward pass, which
+TensorFlow vectorises op by op, at a higher cost to trace. Θ is accumulated weight by
+weight in float64 so that the full G is never concatenated.
 """
 from __future__ import annotations
 
@@ -94,20 +97,31 @@ def _chunked(fn, images, chunk_size: Optional[int], weights):
 
 
 class TappedGradients:
-  """Per-image kernel gradients of an As-ViT from one batched forward and backward pass.
+  """Per-image kernel and LayerNorm-scale gradients of an As-ViT from one batched forward
+  and backward pass.
 
-  The model's Dense layers and its patch embedding are tapped (their `call` wrapped on the
-  instance, until `untap`): while `__call__` traces, each records
-  the input a and output z of its matmul, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i)
-  with respect to every z gives every δ. The batch rows of a and δ are images (windows and
-  tokens of an image are contiguous), so g_i = a_iᵀ δ_i. The conv's input patches are taken
-  from the padded images as the conv sees them (`tf.image.extract_patches`). During that
-  pass the attention layers run `attention.attention` (the maps group by group when traced,
-  their backward written out), and their own core again after.
+  The model's Dense layers, its LayerNorms and its patch embedding are tapped (their `call`
+  wrapped on the instance, until `untap`): while `__call__` traces, each records what its
+  weight's gradient needs, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i) with
+  respect to every recorded output z gives every δ = ∂(Σ_i Σ_j h_j(x_i))/∂z. The batch rows
+  of every recorded tensor are images (windows and tokens of an image are contiguous), so
+  per image i:
+
+  - a Dense kernel W (z = a W): g_i = a_iᵀ δ_i, a_i [tokens, in], δ_i [tokens, out];
+  - the patch embedding's conv kernel: the same with a_i the image's patches, taken from the
+    padded images as the conv sees them (`tf.image.extract_patches`), and δ_i the gradient
+    at the conv's output (plus bias), which is its norm's input;
+  - a LayerNorm's scale γ (z = γ ⊙ x̂ + β over the last axis: the blocks' over d, the patch
+    embedding's over d, the patch merging's over the k²·d vector): ∂z_tc/∂γ_c = x̂_tc, so
+    g_i = Σ_tokens x̂_i ⊙ δ_i, with x̂ = (x − μ) / √(σ² + ε) recomputed from the recorded
+    input x with the layer's ε (μ, σ² the mean and variance of each token's vector).
+
+  During that pass the attention layers run `attention.attention` (the maps group by group
+  when traced, their backward written out), and their own core again after.
 
   Only for `AsViT` models, whose layers keep each image's rows together (any Dense input's
   leading axis is image-major); `covers(weights)` says whether every weight is a tapped
-  kernel (not so with `include_scales`): if not, use `per_image_gradients`.
+  kernel or scale: if not, use `per_image_gradients`.
   """
 
   def __init__(self, model):
@@ -120,31 +134,39 @@ class TappedGradients:
     self._untaps = []
     for layer in model.submodules:
       if isinstance(layer, tf_keras.layers.Dense) and layer.built:
-        self._tap(layer, layer.kernel)
+        self._tap(layer, layer.kernel, 'dense')
       elif isinstance(layer, blocks.PatchEmbedding) and layer.built:
         # The norm's input is the conv's output (plus its bias): its δ is the conv's.
-        self._tap(layer.norm, layer.conv_kernel, embedding=layer)
+        self._tap(layer.norm, layer.conv_kernel, 'conv', embedding=layer)
+    for layer in model.submodules:   # after the embedding's: a norm may be tapped twice
+      if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
+          and layer.scale):
+        self._tap(layer, layer.gamma, 'scale')
     self._features = model.features
     self._attention = [layer for layer in model.submodules
                        if isinstance(layer, blocks.SplitAttention)]
 
-  def _tap(self, layer, kernel, embedding=None):
-    """Wraps `layer.call` to record (kernel, matmul input, matmul output): a Dense layer's
-    input and output, or for the patch embedding (`embedding`) the layer itself (its
-    patches are taken from the images) and the input of its norm."""
+  def _tap(self, layer, weight, kind, embedding=None):
+    """Wraps `layer.call` to record (weight, kind, a, z), z the tensor whose δ is taken:
+    'dense': the layer's input and output; 'conv' (the patch embedding's, tapped at its
+    norm): the embedding itself (its patches are taken from the images) and the norm's
+    input; 'scale' (a LayerNorm): the layer and its input (x̂ comes from both), its output.
+    """
     call = layer.call
 
     def tapped(inputs, *args, **kwargs):
       out = call(inputs, *args, **kwargs)
       if self._records is not None:
-        if embedding is None:
-          self._records.append((kernel, inputs, out))
+        if kind == 'dense':
+          self._records.append((weight, kind, inputs, out))
+        elif kind == 'conv':
+          self._records.append((weight, kind, embedding, inputs))
         else:
-          self._records.append((kernel, embedding, inputs))
+          self._records.append((weight, kind, (layer, inputs), out))
       return out
     own = 'call' in vars(layer)
     layer.call = tapped
-    self._tapped.add(kernel.ref())
+    self._tapped.add(weight.ref())
     self._untaps.append((layer, own, call))
 
   def untap(self):
@@ -171,6 +193,18 @@ class TappedGradients:
     return tf.image.extract_patches(embedding.pad(images), [1, k, k, 1], [1, s, s, 1],
                                     [1, d, d, 1], 'VALID')
 
+  @staticmethod
+  def _normalised(layer, x):
+    """x̂ = (x − μ) / √(σ² + ε) of a LayerNorm over the last axis, in x's dtype."""
+    if list(layer.axis) != [x.shape.rank - 1]:
+      raise ValueError(f'tapped LayerNorm {layer.name} normalises axes {layer.axis} of a '
+                       f'rank-{x.shape.rank} input: only the last axis is supported')
+    x = tf.cast(x, layer.compute_dtype)
+    mean, variance = tf.nn.moments(x, [x.shape.rank - 1], keepdims=True)
+    # ε as Keras adds it: a Python float taken in x's dtype (tf.cast would round it to
+    # float32 first, 1e-5 by 2.5e-13: 1e-11 of x̂ at a variance of 1e-2, in float64).
+    return (x - mean) * tf.math.rsqrt(variance + tf.constant(layer.epsilon, x.dtype))
+
   def __call__(self, weights, images):
     """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
     b = images.shape[0]
@@ -187,16 +221,23 @@ class TappedGradients:
       self._records = None
       for layer, core in zip(self._attention, cores):
         layer.core = core
-    deltas = tape.gradient(total, [z for _, _, z in records],
+    wanted = {w.ref() for w in weights}
+    records = [r for r in records if r[0].ref() in wanted]
+    deltas = tape.gradient(total, [z for _, _, _, z in records],
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
     sums = {}
-    for (kernel, a, _), delta in zip(records, deltas):
-      if not isinstance(a, tf.Tensor):  # the patch embedding: its conv's patches
-        a = self._patches(a, images)
-      a = tf.reshape(a, [b, -1, a.shape[-1]])
+    for (weight, kind, a, _), delta in zip(records, deltas):
       delta = tf.reshape(delta, [b, -1, delta.shape[-1]])
-      g = tf.matmul(a, delta, transpose_a=True)                  # [b, in, out]
-      key = kernel.ref()
+      if kind == 'scale':
+        layer, x = a
+        x_hat = tf.reshape(self._normalised(layer, x), [b, -1, delta.shape[-1]])
+        g = tf.reduce_sum(tf.cast(x_hat, delta.dtype) * delta, axis=1)   # [b, C]
+      else:
+        if kind == 'conv':
+          a = self._patches(a, images)
+        a = tf.reshape(a, [b, -1, a.shape[-1]])
+        g = tf.matmul(a, delta, transpose_a=True)                # [b, in, out]
+      key = weight.ref()
       sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
     out = []
     for w in weights:
@@ -242,7 +283,7 @@ def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.nda
 
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
-                         *, width: Optional[int] = None, include_scales: bool = False,
+                         *, width: Optional[int] = None, include_scales: bool = True,
                          mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK,
                          method: str = 'auto', share_embedding: bool = False) -> MetricResult:
   """κ_Θ averaged over `repeats` independent initialisations (lower is better).
@@ -261,7 +302,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     images: optional real images [B, H, W, 3], used for every repeat.
     batch_size: B when `images` is None.
     width: overrides the topology's C.
-    include_scales: also differentiate LayerNorm γ (the authors' parameter selection).
+    include_scales: differentiate the LayerNorm scales γ besides the kernels, the authors'
+      selection (default); False: the kernels only.
     mode: 'auto' (= 'graph': one traced function reused by the repeats), 'xla' (the same,
       XLA-compiled) or 'eager' (no outer `tf.function`; `tf.vectorized_map` then traces
       its body at every repeat).
@@ -269,8 +311,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       backward passes scales with it; the values agree to float rounding.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
-      on an As-ViT without `include_scales`, else vmap): taps run one batched pass where
-      vmap vectorises op by op (docs/benchmarks.md compares them).
+      on an As-ViT, else vmap): taps run one batched pass where vmap vectorises op by op
+      (docs/benchmarks.md compares them).
     share_embedding: draw the patch embedding's conv once and keep it for all repeats,
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
@@ -297,7 +339,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   net = network_lib.measured_network(arch_or_factory, width, True, shape, share_embedding)
   weights = net.kernels(include_scales)
   if not weights:
-    raise ValueError('the model has no kernels (trainable variables of rank >= 2)')
+    raise ValueError('the model has no kernels (trainable variables of rank >= 2) nor '
+                     'LayerNorm scales')
 
   def features(x):
     return net.model.features(x, training=True)
@@ -308,8 +351,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     if not taps.covers(weights):
       taps.untap()
       if method == 'taps':
-        raise ValueError('method="taps" differentiates kernels only: not with '
-                         'include_scales=True')
+        raise ValueError('method="taps" differentiates Dense and patch-embedding kernels '
+                         'and LayerNorm scales only; use method="vmap" or "auto"')
       taps = None
 
   def kernel(batch):

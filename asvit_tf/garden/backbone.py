@@ -42,6 +42,8 @@ class AsViTConfig(hyperparams.Config):
       image; classification) or 'fixed' (each stage keeps the window it has at
       `window_reference_size`; detection). See `asvit_tf.models.AsViTEncoder`.
     window_reference_size: the image side (px) whose windows 'fixed' keeps.
+    merge: 'plain' (As-ViT's patch merging) or 'residual' (plus ViT-ResNAS's shortcut across
+      each merging: 2×2 average pooling and a Dense; docs/design.md §3).
   """
   arch: str = 'asvit_seed'
   drop_path_rate: float = 0.0
@@ -51,12 +53,14 @@ class AsViTConfig(hyperparams.Config):
   retokenization: List[RetokenizationPhase] = dataclasses.field(default_factory=list)
   window_policy: str = 'splits'
   window_reference_size: int = size.REFERENCE_SIZE
+  merge: str = 'plain'
 
 
 def check_config(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
   """Raises UserInputError (one line, naming the field) for an `arch` that is neither a
-  variant nor a topology string, or a bad window policy or reference: the checks of the
-  backbone config that classification and detection share."""
+  variant nor a topology string, a bad window policy or reference, or a merge that is not one of
+  `size.MERGES`: the checks of the backbone config that classification and detection
+  share."""
   try:
     arch_lib.as_topology(cfg.arch)
   except ValueError as e:
@@ -67,6 +71,7 @@ def check_config(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> 
   if cfg.window_reference_size < 1:
     raise UserInputError(f'{where}.window_reference_size must be >= 1 (pixels), got '
                      f'{cfg.window_reference_size}')
+  size.check_merge(cfg.merge, f'{where}.merge')
 
 
 @dataclasses.dataclass
@@ -90,7 +95,8 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
                drop_path_rate: float = 0.0, stride: int = 4, dilation: int = 1,
                pre_logits: bool = False, kernel_regularizer=None,
                window_policy: str = 'splits',
-               window_reference_size: int = size.REFERENCE_SIZE, **kwargs):
+               window_reference_size: int = size.REFERENCE_SIZE, merge: str = 'plain',
+               **kwargs):
     super().__init__(**kwargs)
     self.topology = arch_lib.as_topology(arch)
     if input_specs is None:
@@ -99,7 +105,7 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
     self._pre_logits = bool(pre_logits)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, True, stride, dilation,
                                 kernel_regularizer, window_policy, window_reference_size,
-                                name='encoder')
+                                merge, name='encoder')
     if self._pre_logits:
       self.head = asvit_layers.ClassificationHead(
           self.topology.head_width, None, True, self.encoder.kernel_regularizer, name='head')
@@ -154,7 +160,8 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
             'pre_logits': self._pre_logits,
             'kernel_regularizer': encoder['kernel_regularizer'],
             'window_policy': encoder['window_policy'],
-            'window_reference_size': encoder['window_reference_size'], 'name': self.name}
+            'window_reference_size': encoder['window_reference_size'],
+            'merge': encoder['merge'], 'name': self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -176,4 +183,4 @@ def build_asvit(input_specs, backbone_config, norm_activation_config, l2_regular
   return AsViTBackbone(cfg.arch, input_specs=input_specs, drop_path_rate=cfg.drop_path_rate,
                        stride=cfg.stride, dilation=cfg.dilation, pre_logits=cfg.pre_logits,
                        kernel_regularizer=l2_regularizer, window_policy=cfg.window_policy,
-                       window_reference_size=cfg.window_reference_size)
+                       window_reference_size=cfg.window_reference_size, merge=cfg.merge)

@@ -25,7 +25,7 @@ from official.modeling import performance
 
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden import checkpoints
-from asvit_tf.garden import registry_imports  # pylint: disable=unused-import
+from asvit_tf.garden import registry_imports  # noqa: F401  # pylint: disable=unused-import
 from asvit_tf.garden.configs import validate_experiment
 from asvit_tf.garden.trainer import AsViTTrainer
 

@@ -351,12 +351,19 @@ class PatchMerging(tf_keras.layers.Layer):
 
   Pads (k-2)//2 zeros before and the rest after so that a side of n gives ceil(n/2), odd n
   included.
+
+  With `shortcut` (the `residual` merge, ViT-ResNAS's residual spatial reduction; docs/
+  design.md §3) a second branch is added to that output: 2×2 average pooling with stride 2,
+  then Dense(out_width) without bias. On an odd side the last window holds one row (column)
+  and averages only the tokens it holds, so the shortcut's grid is ceil(n/2) too. The merge
+  stays linear in its input once its LayerNorm is the identity (no bias in either branch).
   """
 
   def __init__(self, in_width: int, out_width: int, kernel: int, use_layer_norm: bool = True,
-               kernel_regularizer=None, **kwargs):
+               kernel_regularizer=None, shortcut: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.in_width, self.out_width, self.kernel = int(in_width), int(out_width), int(kernel)
+    self.shortcut = bool(shortcut)
     if self.kernel < 2:
       raise UserInputError(f'patch merging needs a kernel >= 2, got {self.kernel}')
     self.use_layer_norm = bool(use_layer_norm)
@@ -364,11 +371,16 @@ class PatchMerging(tf_keras.layers.Layer):
     self.norm = norm(self.use_layer_norm, 'norm')
     self.reduction = dense(self.out_width, 'reduction', use_bias=False,
                             regularizer=self.kernel_regularizer)
+    self.shortcut_proj = (dense(self.out_width, 'shortcut', use_bias=False,
+                                 regularizer=self.kernel_regularizer)
+                          if self.shortcut else None)
 
   def build(self, input_shape):
     patch = self.kernel * self.kernel * self.in_width
     build_in_scope(self.norm, tf.TensorShape([None, None, None, patch]))
     build_in_scope(self.reduction, tf.TensorShape([None, patch]))
+    if self.shortcut:
+      build_in_scope(self.shortcut_proj, tf.TensorShape([None, self.in_width]))
     super().build(input_shape)
 
   def _padding(self, size: int) -> Tuple[int, int]:
@@ -378,6 +390,19 @@ class PatchMerging(tf_keras.layers.Layer):
     return before, total - before
 
   def call(self, x):
+    out = self.merge(x)
+    if self.shortcut:
+      out = out + self.shortcut_proj(self.pool(x))
+    return out
+
+  @staticmethod
+  def pool(x):
+    """2×2 average pooling, stride 2: [B, n, m, d] -> [B, ceil(n/2), ceil(m/2), d]. 'SAME'
+    pads an odd side by one row (column) after, and the average leaves that padding out."""
+    return tf.nn.avg_pool2d(x, 2, 2, 'SAME')
+
+  def merge(self, x):
+    """The merge's own branch (patches -> LayerNorm -> Dense), without the shortcut."""
     rows, cols = static_hw(x, 'PatchMerging')
     top, bottom = self._padding(rows)
     left, right = self._padding(cols)
@@ -394,4 +419,5 @@ class PatchMerging(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,
             'kernel': self.kernel, 'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
+            'shortcut': self.shortcut}

@@ -81,6 +81,10 @@ class AsViTEncoder(tf_keras.layers.Layer):
     stride 16), so that re-tokenization coarsens the grid inside the window as it does under
     `splits`, and `fixed` equals `splits` at the reference size at every stride.
 
+  Merges (the patch merging between stages): 'plain' (the default, As-ViT's) or 'residual'
+  (ViT-ResNAS's residual spatial reduction: each merging adds a shortcut, 2×2 average
+  pooling and a Dense without bias; `PatchMerging`, docs/design.md §3).
+
   `stages[i][j]` is block j+1 of stage i+1; each block is also the attribute
   `stage{i+1}_block{j+1}`. Keras' `.keras`/`.weights.h5` savers walk attributes and flat lists,
   not lists of lists: without these attributes they would drop every block. TF checkpoints
@@ -91,9 +95,11 @@ class AsViTEncoder(tf_keras.layers.Layer):
   def __init__(self, topology, drop_path_rate: float = 0.0, use_layer_norm: bool = True,
                stride: int = 4, dilation: int = 1, kernel_regularizer=None,
                window_policy: str = 'splits',
-               window_reference_size: int = size.REFERENCE_SIZE, **kwargs):
+               window_reference_size: int = size.REFERENCE_SIZE, merge: str = 'plain',
+               **kwargs):
     super().__init__(**kwargs)
     size.check_window_policy(window_policy, window_reference_size)
+    self.merge = size.check_merge(merge)
     self.window_policy = window_policy
     self.window_reference_size = int(window_reference_size)
     self.topology = arch_lib.as_topology(topology)
@@ -112,7 +118,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
       if i:
         self.merges.append(asvit_layers.PatchMerging(
             widths[i - 1], widths[i], topo.kernels[i], self.use_layer_norm, reg,
-            name=f'merge{i + 1}'))
+            shortcut=self.merge == 'residual', name=f'merge{i + 1}'))
       blocks = []
       for j in range(topo.depths[i]):
         block = asvit_layers.TransformerBlock(
@@ -173,7 +179,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
             'stride': stride, 'dilation': dilation,
             'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'window_policy': self.window_policy,
-            'window_reference_size': self.window_reference_size}
+            'window_reference_size': self.window_reference_size, 'merge': self.merge}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -192,20 +198,22 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
     kernel_regularizer: applied to every Dense and conv kernel.
     window_policy: 'splits' (default) or 'fixed' attention windows (`AsViTEncoder`).
     window_reference_size: image side (px) whose windows 'fixed' keeps; 224 by default.
+    merge: 'plain' (default, As-ViT's patch merging) or 'residual' (with ViT-ResNAS's
+      shortcut across each merging; `AsViTEncoder`).
   """
 
   def __init__(self, topology, num_classes: int = 1000, drop_path_rate: float = 0.0,
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
                kernel_regularizer=None, window_policy: str = 'splits',
                window_reference_size: int = size.REFERENCE_SIZE, name: str = 'asvit',
-               **kwargs):
+               merge: str = 'plain', **kwargs):
     super().__init__(name=name, **kwargs)
     # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
     self.topology = validation.check_buildable(topology, None, num_classes, stride)
     self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, window_policy,
-                                window_reference_size, name='encoder')
+                                window_reference_size, merge, name='encoder')
     self.head = asvit_layers.ClassificationHead(
         self.topology.head_width, self.num_classes, self.encoder.use_layer_norm,
         self.encoder.kernel_regularizer, name='head')
@@ -250,7 +258,8 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
             'use_layer_norm': config['use_layer_norm'], 'stride': config['stride'],
             'dilation': config['dilation'], 'kernel_regularizer': config['kernel_regularizer'],
             'window_policy': config['window_policy'],
-            'window_reference_size': config['window_reference_size'], 'name': self.name}
+            'window_reference_size': config['window_reference_size'], 'name': self.name,
+            'merge': config['merge']}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 from asvit_tf import arch as arch_lib
 from asvit_tf import validation
@@ -58,6 +58,15 @@ def window_size(resolution: int, split: int) -> int:
 
 
 WINDOW_POLICIES = ('splits', 'fixed')
+# 'plain': the As-ViT patch merging; 'residual': plus ViT-ResNAS's shortcut (pool + Dense).
+MERGES = ('plain', 'residual')
+
+
+def check_merge(merge: str, name: str = 'merge') -> str:
+  """Raises UserInputError (one line) for a merge that is not one of `MERGES`."""
+  if merge not in MERGES:
+    raise UserInputError(f'{name} must be one of {", ".join(MERGES)}, got {merge!r}')
+  return merge
 REFERENCE_SIZE = 224  # the image side at which `fixed` windows are taken by default
 
 
@@ -137,14 +146,18 @@ def _block_macs(grid, width: int, heads: int, expansion: int,
 def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
                    dilation: int = 1, use_layer_norm: bool = True,
                    window_policy: str = 'splits',
-                   window_reference_size: int = REFERENCE_SIZE) -> List[PartCost]:
-  """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head.
+                   window_reference_size: int = REFERENCE_SIZE,
+                   merge: str = 'plain') -> List[PartCost]:
+  """Per-part costs in network order: embedding, stage1, merge2, stage2, ..., head; with
+  `merge='residual'` each merging i is followed by its shortcut, `shortcut{i}` (2×2 average
+  pooling, not counted, then a Dense d_(i-1) -> d_i without bias on the merged grid).
 
   `num_classes=None` leaves out the classification head (the backbone alone). The numbers
   follow `validation`: UserInputError naming a bad `image_size`, `stride` or `num_classes`.
   `window_policy` and `window_reference_size` are the model's (`stage_windows`).
   """
   del dilation  # the dilation changes no weight and no output size
+  check_merge(merge)
   topo = arch_lib.as_topology(arch)
   stride = validation.integer('stride', stride)
   image_size = validation.check_image_size(image_size, stride)
@@ -166,6 +179,9 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
       parts.append(PartCost(f'merge{i + 1}', grids[i], d_out, 0, 0, 0,
                             k * k * d_in * d_out + (2 * k * k * d_in if ln else 0),
                             tokens * k * k * d_in * d_out))
+      if merge == 'residual':
+        parts.append(PartCost(f'shortcut{i + 1}', grids[i], d_out, 0, 0, 0, d_in * d_out,
+                              tokens * d_in * d_out))
     w, h, e, depth = widths[i], heads[i], topo.expansions[i], topo.depths[i]
     macs, window = _block_macs(grids[i], w, h, e, windows[i])
     parts.append(PartCost(f'stage{i + 1}', grids[i], w, h, window, depth,
@@ -180,18 +196,22 @@ def cost_breakdown(arch, image_size=224, num_classes: Optional[int] = 1000, stri
 
 def count_macs(arch, image_size=224, num_classes: Optional[int] = 1000, stride: int = 4,
                dilation: int = 1, window_policy: str = 'splits',
-               window_reference_size: int = REFERENCE_SIZE) -> int:
+               window_reference_size: int = REFERENCE_SIZE, merge: str = 'plain') -> int:
   """Multiply-accumulates of one forward pass of one image (docs/design.md §3), with the
-  attention windows of `window_policy` ('splits' or 'fixed', see `stage_windows`)."""
+  attention windows of `window_policy` ('splits' or 'fixed', see `stage_windows`) and the
+  patch merging `merge` ('plain' or 'residual')."""
   return sum(p.macs for p in cost_breakdown(arch, image_size, num_classes, stride, dilation,
                                             window_policy=window_policy,
-                                            window_reference_size=window_reference_size))
+                                            window_reference_size=window_reference_size,
+                                            merge=merge))
 
 
-def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: bool = True) -> int:
-  """Parameters of the network of `arch`, from the topology alone (equals `count_params`)."""
+def estimate_params(arch, num_classes: Optional[int] = 1000, use_layer_norm: bool = True,
+                    merge: str = 'plain') -> int:
+  """Parameters of the network of `arch`, from the topology alone (equals `count_params`);
+  `merge='residual'` adds the shortcuts' projections."""
   return sum(p.params for p in cost_breakdown(arch, 224, num_classes,
-                                              use_layer_norm=use_layer_norm))
+                                              use_layer_norm=use_layer_norm, merge=merge))
 
 
 def count_params(model) -> int:

@@ -52,6 +52,24 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
   return markdown_table(header, rows)
 
 
+def budget_table(records: Sequence[Dict], metric: str, budgets: Sequence[float]) -> str:
+  """Markdown table: per budget, the member of the series marked nearest to it (the
+  records' 'budget' lists, `grow.budget_marks`); a budget not placed yet says so."""
+  from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
+  where = {b: r for r in records for b in (r.get('budget') or [])}
+  rows = []
+  for b in budgets:
+    r = where.get(b)
+    if r is None:
+      rows.append((grow.format_budget(metric, b), 'not reached yet', '', '', '', ''))
+      continue
+    rows.append((grow.format_budget(metric, b), r['step'], f'`{r["arch"]}`',
+                 f'{r["params"] / 1e6:.2f} M', f'{r["macs"] / 1e9:.2f} G',
+                 f'{100 * (r[metric] - b) / b:+.1f} %'))
+  return markdown_table(('budget', 'step', 'topology (real width)', 'params', 'MACs',
+                         'off the budget'), rows)
+
+
 def read_records(path: str) -> List[Dict]:
   """The records of a grow.jsonl (or of the grow.jsonl inside a run directory)."""
   if os.path.isdir(path):
@@ -70,7 +88,8 @@ DEFAULT_OUT = 'docs/family.md'
 
 
 def plot_name(out: str) -> str:
-  """The file name of the scaling plot shown by the document `out` (family.md → family_scaling.png)."""
+  """The file name of the scaling plot shown by the document `out`
+  (family.md → family_scaling.png)."""
   return os.path.splitext(os.path.basename(out))[0] + '_scaling.png'
 
 
@@ -98,13 +117,19 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
   minutes = sum(r.get('seconds') or 0.0 for r in records) / 60
   status = ('finished: ' + state.get('stop_reason', '')) if done else \
       f'in progress, {len(records)} steps so far'
+  budgets = config.get('budgets') or []
+  budget_lines = ['## Budgets', '',
+                  'The run\'s `--budgets`: the member nearest each (`grow.budget_marks`).', '',
+                  budget_table(records, config.get('budget_metric', ''), budgets), '',
+                  ] if budgets else []
   lines = [
       '# The As-ViT family from one scaling run',
       '',
       f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (docs/design.md §9) '
       f'with metrics at {config.get("image_size", "?")}×{config.get("image_size", "?")}, '
       f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
-      f'{config.get("target_params", 0) / 1e6:g} M, ceiling {config.get("max_params", 0) / 1e6:g} M '
+      f'{config.get("target_params", 0) / 1e6:g} M, '
+      f'ceiling {config.get("max_params", 0) / 1e6:g} M '
       f'parameters. Run: `{run_dir}` ({status}).',
       'Parameters at 1000 classes and MACs at 224×224 are counted from the topology '
       '(`asvit_tf.models.size`); L^E and κ_Θ are measured on the proxy width C/4.',
@@ -119,6 +144,7 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
       '',
       f'![scaling path]({plot_name(out)})' if plot else '',
       '',
+      *budget_lines,
       '## As-ViT Small and Base',
       '',
       'The paper gives sizes, not strings; ours are the steps of this run closest to them'

@@ -3,10 +3,17 @@
 From the seed at proxy width h=8 (real width C=4h) and depths 1,1,1,1, each step builds the
 candidates "+1 block in one stage and width h' = round(h·(1+r)), r ∈ {5,10,15,20} %" (a width
 equal to the previous ratio's is skipped), drops those whose real-width model has more than
-`max_params` parameters, measures L^E and κ_Θ on the proxy-width candidates, and accepts
-the candidate with the smallest sum of dense ranks. It stops at the first accepted model
-with at least `target_params` parameters, or when no candidate is left (or, if set, after
-`max_steps` steps: the quick preset's bound on its run time).
+`max_params` parameters (or, if set, more than `max_macs` MACs at 224×224), measures L^E and
+κ_Θ on the proxy-width candidates, and accepts the candidate with the smallest sum of dense
+ranks. It stops at the first accepted model with at least `target_params` parameters (with
+`budgets`: at the first one at or above the last budget instead), or when no candidate is
+left (or, if set, after `max_steps` steps: the quick preset's bound on its run time).
+
+Budgets (`budget_metric` 'params' or 'macs', ascending `budgets`) name the members of the
+family a user wants: each budget is marked on the accepted model nearest to it (smallest
+absolute difference, the earlier one on a tie) in the record's 'budget' list, family.md and
+scaling.png. Parameters and MACs grow at every step, so a budget's member is final once the
+series has reached it; a budget the run ends below is marked on the last model.
 
 Choices the design leaves to us (documented here, kept deterministic):
 - Rounding is half-up in exact arithmetic: h' = floor(h·(100+p)/100 + 1/2).
@@ -15,10 +22,13 @@ Choices the design leaves to us (documented here, kept deterministic):
 - All candidates of a step are measured with the same seed (derived from (seed, step)),
   i.e. the same input curves and noise batches: common random numbers for a fair comparison.
 - A bad candidate (non-finite κ_Θ) ranks last in κ_Θ; a non-finite L^E ranks last in L^E.
-- Tie-break of equal rank sums: the metric whose relative range (max − min) / mean|·| over
-  this step's candidates is larger decides, preferring its better value (higher L^E, lower
-  κ_Θ; the authors' code takes the minimum even for L^E, a bug not copied); then the other
-  metric; then enumeration order.
+- Tie-break of equal rank sums (`tie_break='ours'`, the default): the metric whose relative
+  range (max − min) / mean|·| over this step's candidates is larger decides, preferring its
+  better value (higher L^E, lower κ_Θ); then the other metric; then enumeration order.
+  `tie_break='authors'` does what the authors' code does (`select`): the metric with the
+  larger (max − min) / max decides (κ_Θ on equal ranges), between the first two tied
+  candidates in their enumeration order (stage-major), taking the smaller value even for
+  L^E (where the larger is better).
 """
 from __future__ import annotations
 
@@ -47,6 +57,10 @@ PLOT_FILE = 'scaling.png'
 RESULT_FILE = 'family.txt'
 RATIOS_PERCENT = (5, 10, 15, 20)
 WIDTH_FACTOR = 4  # real width C = 4 · proxy width h
+COST_IMAGE_SIZE = 224  # MACs (records, --max_macs, MAC budgets) are counted at this size
+BUDGET_METRICS = ('params', 'macs')
+TIE_BREAKS = ('ours', 'authors')
+_SUFFIXES = {'K': 10**3, 'M': 10**6, 'G': 10**9}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,21 +78,132 @@ class GrowConfig:
   data: str = ''
   data_dir: str = ''
   batch_size: int = 16
+  # Options added later: a saved run without them matches at these defaults.
+  max_macs: int = 0  # drop candidates above so many MACs at 224×224 (0: no MAC ceiling)
+  budget_metric: str = ''  # 'params' or 'macs' with `budgets`
+  budgets: Tuple[int, ...] = ()  # ascending; the run ends at the first model >= the last
+  tie_break: str = 'ours'  # or 'authors' (see the module docstring)
+  share_embedding: bool = False  # the measures draw the patch-embedding conv once per topology
 
   def validate(self):
     for name in ('target_params', 'max_params', 'image_size', 'repeats', 'start_width',
                  'num_classes', 'batch_size'):
       validation.integer(f'--{name}', getattr(self, name))
     validation.integer('--max_steps', self.max_steps, minimum=0)
+    validation.integer('--max_macs', self.max_macs, minimum=0)
+    if self.tie_break not in TIE_BREAKS:
+      raise UserInputError(f'--tie_break must be one of {", ".join(TIE_BREAKS)}, got '
+                           f'{self.tie_break!r}')
+    self._validate_budgets()
     validation.check_buildable(self.arch, self.image_size, self.num_classes,
                                name='--image_size')
     if self.max_params * validation.FLOAT_BYTES > validation.MEMORY_CEILING:
       raise UserInputError(f'--max_params {self.max_params:g} is beyond what any single '
                            'accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
-    if self.target_params > self.max_params:
+    if not self.budgets and self.target_params > self.max_params:
       raise UserInputError(f'--target_params ({self.target_params}) must not exceed '
                            f'--max_params ({self.max_params})')
     return self
+
+  def _validate_budgets(self):
+    if not self.budgets and not self.budget_metric:
+      return
+    if self.budget_metric not in BUDGET_METRICS:
+      raise UserInputError(f'--budgets kind must be one of {", ".join(BUDGET_METRICS)}, got '
+                           f'{self.budget_metric!r}')
+    if not self.budgets:
+      raise UserInputError(f'--budgets {self.budget_metric}: needs at least one budget')
+    for b in self.budgets:
+      validation.integer('--budgets', b)
+    if list(self.budgets) != sorted(set(self.budgets)):
+      raise UserInputError(f'--budgets must be strictly ascending, got {list(self.budgets)}')
+    ceiling = self.max_params if self.budget_metric == 'params' else self.max_macs
+    if ceiling and self.budgets[-1] > ceiling:
+      flag = '--max_params' if self.budget_metric == 'params' else '--max_macs'
+      raise UserInputError(f'the last budget {format_budget(self.budget_metric, self.budgets[-1])}'
+                           f' exceeds {flag} ({ceiling}): no model of the run could reach it')
+
+  @property
+  def end_rule(self) -> str:
+    """What ends the run when it reaches it (for the stop reason and the documents)."""
+    if self.budgets:
+      return f'the last budget, {format_budget(self.budget_metric, self.budgets[-1])}'
+    return f'--target_params {self.target_params}'
+
+
+def format_amount(value: float) -> str:
+  """29000000 → '29M', 5300000000 → '5.3G' (4 significant digits)."""
+  for suffix in ('G', 'M', 'K'):
+    if abs(value) >= _SUFFIXES[suffix]:
+      return f'{value / _SUFFIXES[suffix]:.4g}{suffix}'
+  return f'{value:.4g}'
+
+
+def format_budget(metric: str, value: float) -> str:
+  """'params 29M', 'MACs 5.3G'."""
+  return f'{"MACs" if metric == "macs" else metric} {format_amount(value)}'
+
+
+def parse_amount(text: str, name: str) -> int:
+  """'29M', '5.3G', '800K', '110e6' → a positive int; UserInputError naming `name` otherwise."""
+  item = text.strip()
+  scale = _SUFFIXES.get(item[-1:].upper(), 1)
+  number = item[:-1] if scale != 1 else item
+  try:
+    value = float(number)
+  except ValueError:
+    value = math.nan
+  if not math.isfinite(value) or not number.strip():
+    raise UserInputError(f'{name}: {text.strip()!r} is not a number with an optional K, M or G '
+                         'suffix (e.g. 29M, 5.3G)')
+  value = round(value * scale)
+  if value <= 0:
+    raise UserInputError(f'{name}: {text.strip()!r} is not positive')
+  return value
+
+
+def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
+  """'params:29M,52M,88M' or 'macs:5.3G,8.9G,22.6G' → (metric, ascending budgets).
+
+  Budgets given out of order are sorted; a budget given twice, an unknown kind, a value that
+  is not a positive number (K/M/G suffixes allowed) raise a one-line UserInputError. An
+  empty `text` gives ('', ()): no budgets.
+  """
+  if not text.strip():
+    return '', ()
+  metric, colon, values = text.partition(':')
+  metric = metric.strip().lower()
+  if not colon or metric not in BUDGET_METRICS:
+    raise UserInputError(f'--budgets {text.strip()!r}: must be KIND:B1,B2,... with KIND one of '
+                         f'{", ".join(BUDGET_METRICS)} (e.g. params:29M,52M,88M)')
+  items = [v for v in values.split(',')]
+  if not any(v.strip() for v in items):
+    raise UserInputError(f'--budgets {text.strip()!r}: needs at least one budget')
+  budgets = [parse_amount(v, '--budgets') for v in items]
+  twice = sorted({b for b in budgets if budgets.count(b) > 1})
+  if twice:
+    raise UserInputError(f'--budgets {text.strip()!r}: gives {format_amount(twice[0])} twice')
+  return metric, tuple(sorted(budgets))
+
+
+def budget_marks(values: Sequence[float], budgets: Sequence[float],
+                 final: bool) -> Dict[int, List[float]]:
+  """{index into `values`: the budgets whose nearest member it is}.
+
+  `values` are the series' parameters (or MACs), increasing. A budget is placed once some
+  value reaches it (its nearest member cannot change any more) or, with `final`, on the
+  nearest of all (the last one for a budget the series ended below). Nearest: the smallest
+  absolute difference, the earlier member on a tie.
+  """
+  marks: Dict[int, List[float]] = {}
+  if not values:
+    return marks
+  for b in budgets:
+    if not final and max(values) < b:
+      continue
+    i = min(range(len(values)), key=lambda j: (abs(values[j] - b), j))
+    marks.setdefault(i, []).append(b)
+  return marks
 
 
 PRESETS: Dict[str, Dict] = {
@@ -142,6 +267,20 @@ def filter_by_params(cands: Sequence[Candidate], seed: arch_lib.Topology, max_pa
   return kept, dropped
 
 
+def filter_by_macs(cands: Sequence[Candidate], seed: arch_lib.Topology, max_macs: int,
+                   num_classes: int = 1000,
+                   image_size: int = COST_IMAGE_SIZE) -> Tuple[List[Candidate], List[Candidate]]:
+  """(kept, dropped): dropped are those whose real-width model has more than `max_macs`
+  MACs at `image_size` (`size.count_macs`); `max_macs` 0 keeps all."""
+  if not max_macs:
+    return list(cands), []
+  kept, dropped = [], []
+  for c in cands:
+    n = size.count_macs(c.real(seed), image_size, num_classes)
+    (kept if n <= max_macs else dropped).append(c)
+  return kept, dropped
+
+
 def dense_ranks(values: Sequence[Optional[float]], higher_is_better: bool) -> List[int]:
   """Dense ranks from 1 (best); equal values share a rank; non-finite values rank last."""
   def key(v):
@@ -172,17 +311,36 @@ class Selection:
   tie_break: str  # '' without a tie, else the metric that decided ('length'/'ntk'/'order')
 
 
-def select(lengths: Sequence[Optional[float]], ntks: Sequence[Optional[float]]) -> Selection:
+def authors_range(values: Sequence[Optional[float]]) -> float:
+  """(max − min) / max over the finite values, as the authors' code measures a metric's
+  range (0 with fewer than two, or a max <= 0)."""
+  v = [x for x in values if x is not None and math.isfinite(x)]
+  if len(v) < 2 or max(v) <= 0:
+    return 0.0
+  return (max(v) - min(v)) / max(v)
+
+
+def select(lengths: Sequence[Optional[float]], ntks: Sequence[Optional[float]],
+           tie_break: str = 'ours', order: Optional[Sequence] = None) -> Selection:
   """The candidate with the smallest rank sum (L^E descending, κ_Θ ascending), tie-broken
-  by the metric with the larger relative range (see the module docstring)."""
+  as `tie_break` says (see the module docstring).
+
+  `order`: per candidate, a sort key giving the authors' enumeration order (stage-major),
+  used by `tie_break='authors'` to find their first two tied candidates (default: the
+  given order).
+  """
   if not lengths or len(lengths) != len(ntks):
     raise ValueError('select needs the same non-zero number of L^E and κ_Θ values')
+  if tie_break not in TIE_BREAKS:
+    raise ValueError(f'tie_break must be one of {TIE_BREAKS}, got {tie_break!r}')
   rl, rk = dense_ranks(lengths, True), dense_ranks(ntks, False)
   sums = [a + b for a, b in zip(rl, rk)]
   best = min(sums)
   tied = [i for i, s in enumerate(sums) if s == best]
   if len(tied) == 1:
     return Selection(tied[0], rl, rk, sums, tied, '')
+  if tie_break == 'authors':
+    return _authors_tie_break(lengths, ntks, rl, rk, sums, tied, order)
   by_metric = {'length': rl, 'ntk': rk}
   first = 'length' if relative_range(lengths) >= relative_range(ntks) else 'ntk'
   remaining = tied
@@ -193,6 +351,25 @@ def select(lengths: Sequence[Optional[float]], ntks: Sequence[Optional[float]]) 
       return Selection(narrowed[0], rl, rk, sums, tied, metric)
     remaining = narrowed
   return Selection(remaining[0], rl, rk, sums, tied, 'order')
+
+
+def _authors_tie_break(lengths, ntks, rl, rk, sums, tied, order) -> Selection:
+  """The authors' code: the metric with the larger (max − min) / max over all candidates
+  (κ_Θ, their first reward type, on equal ranges); of the first two tied candidates in
+  their enumeration order, the one with the SMALLER value of that metric (np.argmin: the
+  first on equal values), even for L^E. A missing (non-finite) value never wins here."""
+  keys = list(order) if order is not None else list(range(len(sums)))
+  first_two = sorted(tied, key=lambda i: (keys[i], i))[:2]
+  values = {'ntk': ntks, 'length': lengths}
+  metric = 'ntk' if authors_range(ntks) >= authors_range(lengths) else 'length'
+
+  def value(i):
+    v = values[metric][i]
+    return v if v is not None and math.isfinite(v) else math.inf
+  a, b = first_two
+  if value(a) == value(b):
+    return Selection(a, rl, rk, sums, tied, 'order')
+  return Selection(a if value(a) < value(b) else b, rl, rk, sums, tied, metric)
 
 
 @dataclasses.dataclass
@@ -211,7 +388,7 @@ def _model_record(step, seed_topo, h, depths, metrics: Dict, config) -> Dict:
   return {'step': step, 'arch': str(real), 'proxy_arch': str(real.replace(width=h)),
           'proxy_width': h, 'width': real.width, 'depths': list(depths),
           'params': size.estimate_params(real, num_classes=config.num_classes),
-          'macs': size.count_macs(real, 224, config.num_classes),
+          'macs': size.count_macs(real, COST_IMAGE_SIZE, config.num_classes),
           'length': metrics['length'], 'ntk': metrics['ntk'], 'bad': metrics['bad']}
 
 
@@ -277,11 +454,18 @@ class GrowStrategy:
       keys = [] if 'start' in pending else ['start']
       return run_lib.Proposal(keys, [(start, seed)] * len(keys), 1 - len(keys),
                               f'start {self.seed.replace(width=WIDTH_FACTOR * h)}')
-    kept, dropped = filter_by_params(candidates(h, depths), self.seed,
-                                     self.config.max_params, self.config.num_classes)
+    config = self.config
+    kept, dropped = filter_by_params(candidates(h, depths), self.seed, config.max_params,
+                                     config.num_classes)
+    kept, over_macs = filter_by_macs(kept, self.seed, config.max_macs, config.num_classes)
+    dropped = dropped + over_macs
     if not kept:
-      self.state.update(done=True, stop_reason=f'no candidate under --max_params '
-                        f'{self.config.max_params} ({len(dropped)} dropped)')
+      ceilings = f'--max_params {config.max_params}'
+      if config.max_macs:
+        ceilings += f' and --max_macs {config.max_macs}'
+      self.state.update(done=True, stop_reason=f'no candidate under {ceilings} '
+                        f'({len(dropped)} dropped)')
+      self._mark_budgets()
       return None
     self._step.update(kept=kept, dropped=dropped)
     todo = [c for c in kept if c.key not in pending]
@@ -303,7 +487,8 @@ class GrowStrategy:
       return record
     kept = self._step['kept']
     results = [pending[c.key] for c in kept]
-    sel = select([r['length'] for r in results], [r['ntk'] for r in results])
+    sel = select([r['length'] for r in results], [r['ntk'] for r in results],
+                 self.config.tie_break, order=[(c.stage, c.width) for c in kept])
     chosen = kept[sel.index]
     record = _model_record(step, self.seed, chosen.width, chosen.depths, results[sel.index],
                            self.config)
@@ -321,27 +506,53 @@ class GrowStrategy:
     self.state['records'].append(record)
     self.state.update(step=step + 1, width=record['proxy_width'], depths=record['depths'],
                       pending={})
-    if record['params'] >= config.target_params:
-      self.state.update(done=True, stop_reason=f'reached --target_params {config.target_params}')
+    if config.budgets:
+      reached = record[config.budget_metric] >= config.budgets[-1]
+    else:
+      reached = record['params'] >= config.target_params
+    if reached:
+      self.state.update(done=True, stop_reason=f'reached {config.end_rule}')
     elif config.max_steps and step >= config.max_steps:
       self.state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
+    self._mark_budgets()
     logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
                  record['params'] / 1e6)
     return record
 
+  def _mark_budgets(self):
+    """Each record's 'budget': the budgets whose nearest member it is (`budget_marks`; a
+    budget the series has not reached yet is placed when the run ends)."""
+    config, records = self.config, self.state['records']
+    if not config.budgets:
+      return
+    marks = budget_marks([r[config.budget_metric] for r in records], config.budgets,
+                         final=self.state['done'])
+    for i, r in enumerate(records):
+      r['budget'] = marks.get(i, [])
+
   def write_outputs(self, output_dir: str, final: bool):
     """family.md and scaling.png; at the end family.txt (one topology a line)."""
     config, records = self.config, self.state['records']
+    from asvit_tf.search import family  # pylint: disable=g-import-not-at-top
     title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
              f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
-             f'width at 224x224, {config.num_classes} classes.')
+             f'width at {COST_IMAGE_SIZE}x{COST_IMAGE_SIZE}, {config.num_classes} classes.')
     if final:
       title += f'\n\nStopped: {self.state["stop_reason"]}.'
-    text = f'# Scaling series of {config.arch}\n\n{title}\n\n' + family_table(records) + '\n'
+    text = f'# Scaling series of {config.arch}\n\n{title}\n\n'
+    if config.budgets:
+      marks = {r['step']: ', '.join('≈ ' + format_budget(config.budget_metric, b)
+                                     for b in r['budget'])
+               for r in records if r.get('budget')}
+      text += family.series_table(records, marks) + '\n\n## Budgets\n\n'
+      text += family.budget_table(records, config.budget_metric, config.budgets) + '\n'
+    else:
+      text += family_table(records) + '\n'
     state_lib.atomic_write(os.path.join(output_dir, TABLE_FILE), text)
     if records:
       plots.plot_scaling(records, os.path.join(output_dir, PLOT_FILE), config.target_params,
-                         f'grow {config.arch}')
+                         f'grow {config.arch}', budget_metric=config.budget_metric,
+                         budgets=config.budgets)
     if final:
       state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
                              ''.join(r['arch'] + '\n' for r in records))

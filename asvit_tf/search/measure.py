@@ -99,7 +99,8 @@ def check_metrics(metrics: Sequence[str]) -> tuple:
 
 def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
                  images: Optional[np.ndarray] = None, batch_size: int = 16,
-                 num_points: int = 10, num_classes: int = 1000) -> MeasureFn:
+                 num_points: int = 10, num_classes: int = 1000,
+                 share_embedding: bool = False) -> MeasureFn:
   """The default `MeasureFn`: the metrics of `asvit_tf.complexity`, counted params/MACs.
 
   Args:
@@ -107,6 +108,9 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
     image_size: square input side for L^E, κ_Θ and the MAC count.
     repeats: independent initialisations each complexity metric averages over.
     images: optional [B, H, W, 3] batch for κ_Θ (default: Gaussian noise).
+    share_embedding: the patch-embedding conv is drawn once per topology and kept for all
+      repeats, as the authors' code does (default: every weight re-drawn per repeat;
+      docs/design.md §4).
   """
   metrics = check_metrics(metrics)
 
@@ -116,13 +120,15 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
       from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
     if 'length' in metrics:
       r = complexity.length_distortion(topology, image_size=image_size, num_points=num_points,
-                                       repeats=repeats, seed=seed)
+                                       repeats=repeats, seed=seed,
+                                       share_embedding=share_embedding)
       out['length'] = float(r.mean)
       out['length_values'] = [float(v) for v in r.values]
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)
     if 'ntk' in metrics:
       r = complexity.ntk_condition_number(topology, image_size=image_size, repeats=repeats,
-                                          seed=seed, images=images, batch_size=batch_size)
+                                          seed=seed, images=images, batch_size=batch_size,
+                                          share_embedding=share_embedding)
       out['ntk'] = float(r.mean)
       out['ntk_values'] = [float(v) for v in r.values]
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)

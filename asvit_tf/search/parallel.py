@@ -110,7 +110,8 @@ class PoolMeasure:
     metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
     workers: processes (>= 1).
     threads: intra-op threads of each (default max(1, cores // workers)).
-    image_size, repeats, images, batch_size, num_points, num_classes: as `make_measure`.
+    image_size, repeats, images, batch_size, num_points, num_classes, share_embedding: as
+      `make_measure`.
 
   Use it as a context manager (or call `close`) to stop the workers. A worker that dies
   (e.g. out of memory) raises `WorkerDied` in the caller; what was saved stays saved.
@@ -118,7 +119,8 @@ class PoolMeasure:
 
   def __init__(self, metrics: Sequence[str], workers: int, image_size: int = 224,
                repeats: int = 5, images: Optional[np.ndarray] = None, batch_size: int = 16,
-               num_points: int = 10, num_classes: int = 1000, threads: Optional[int] = None):
+               num_points: int = 10, num_classes: int = 1000, threads: Optional[int] = None,
+               share_embedding: bool = False):
     if workers < 1:
       raise ValueError(f'workers must be >= 1, got {workers}')
     if threads is not None and threads < 1:
@@ -132,7 +134,7 @@ class PoolMeasure:
         num_classes=num_classes)
     self._settings = dict(image_size=image_size, repeats=repeats, images=images,
                           batch_size=batch_size, num_points=num_points,
-                          num_classes=num_classes)
+                          num_classes=num_classes, share_embedding=bool(share_embedding))
     self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
     self._tasks = 0  # submitted to the current workers
 

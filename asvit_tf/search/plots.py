@@ -65,8 +65,10 @@ def plot_search(records: Sequence[Mapping], path: str, title: str = ''):
 
 
 def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0.0,
-                 title: str = ''):
-  """Scaling path: total depth vs. width C, and parameters per step."""
+                 title: str = '', budget_metric: str = '', budgets: Sequence[float] = ()):
+  """Scaling path: total depth vs. width C, and parameters per step (MACs per step with MAC
+  budgets). With `budgets`, the budgets are drawn instead of the target, and the members
+  the records mark nearest to them (their 'budget' lists) are ringed and labelled."""
   plt = _pyplot()
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
   widths = [r['width'] for r in records]
@@ -80,14 +82,71 @@ def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0
   ax0.set_title('scaling path')
   ax0.grid(alpha=0.3)
   steps = [r['step'] for r in records]
-  ax1.plot(steps, [r['params'] / 1e6 for r in records], 'o-', ms=4)
-  if target_params:
+  macs = budget_metric == 'macs'
+  unit, scale = ('MACs (G)', 1e9) if macs else ('parameters (M)', 1e6)
+  ax1.plot(steps, [r['macs' if macs else 'params'] / scale for r in records], 'o-', ms=4)
+  if budgets:
+    for b in budgets:
+      ax1.axhline(b / scale, color='gray', ls=':', lw=1)
+    marked = [(r, w, d) for r, w, d in zip(records, widths, depths) if r.get('budget')]
+    for r, w, d in marked:
+      label = ', '.join(f'{b / scale:g}' for b in r['budget'])
+      y = r['macs' if macs else 'params'] / scale
+      ax1.plot([r['step']], [y], 'o', ms=10, mfc='none', mec='tab:red', mew=1.5)
+      ax1.annotate(f'≈{label}', (r['step'], y), textcoords='offset points', xytext=(-8, 8),
+                   fontsize=8, color='tab:red', ha='right')
+      ax0.plot([w], [d], 'o', ms=10, mfc='none', mec='tab:red', mew=1.5)
+      ax0.annotate(f'≈{label} {"G" if macs else "M"}', (w, d), textcoords='offset points',
+                   xytext=(-8, 8), fontsize=8, color='tab:red', ha='right')
+    if marked:
+      ax1.plot([], [], 'o', ms=10, mfc='none', mec='tab:red', mew=1.5,
+               label='nearest each budget')
+      ax1.legend()
+  elif target_params:
     ax1.axhline(target_params / 1e6, color='gray', ls='--', lw=1, label='target')
     ax1.legend()
   ax1.set_xlabel('step')
-  ax1.set_ylabel('parameters (M)')
-  ax1.set_title('parameters per step')
+  ax1.set_ylabel(unit)
+  ax1.set_title(f'{unit.split(" (")[0]} per step' + (' and budgets' if budgets else ''))
   ax1.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_evolution(records: Sequence[Mapping], path: str, title: str = ''):
+  """An evolutionary search per generation: every child's L^E and κ_Θ with the population's
+  best and mean, the population's diversity, and the distinct topologies measured."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+  for ax, key, name, log in ((axes[0, 0], 'length', 'length distortion L^E', False),
+                             (axes[0, 1], 'ntk', 'NTK condition number κ_Θ', True)):
+    xs = [r['step'] for r in records for c in r['children']
+          if c[key] is not None and math.isfinite(c[key])]
+    ys = [c[key] for r in records for c in r['children']
+          if c[key] is not None and math.isfinite(c[key])]
+    if xs:
+      ax.plot(xs, ys, '.', color='gray', ms=3, alpha=0.5, label='children')
+    for series, label in ((f'best_{key}', 'fittest'), (f'mean_{key}', 'population mean')):
+      sx, sy = _series(records, series)
+      if sx:
+        ax.plot(sx, sy, '.-', lw=1, ms=3, label=label)
+    if log and ys and min(ys) > 0 and max(ys) / min(ys) > 20:
+      ax.set_yscale('log')
+    if not ax.get_lines():
+      ax.text(0.5, 0.5, 'not measured', ha='center', va='center', transform=ax.transAxes)
+    else:
+      ax.legend()
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+  for ax, key, name in ((axes[1, 0], 'diversity', 'population diversity (nats per decision)'),
+                        (axes[1, 1], 'measured', 'distinct topologies measured')):
+    sx, sy = _series(records, key)
+    ax.plot(sx, sy, '.-', lw=1, ms=3)
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel('generation')
   if title:
     fig.suptitle(title)
   fig.tight_layout()

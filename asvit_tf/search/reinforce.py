@@ -59,6 +59,8 @@ class SearchConfig:
   data: str = ''
   data_dir: str = ''
   batch_size: int = 16
+  # Added later: a saved run without it matches at the default.
+  share_embedding: bool = False  # the measures draw the patch-embedding conv once per topology
 
   def validate(self):
     reward_lib.reward_metrics(self.reward)

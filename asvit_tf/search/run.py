@@ -105,23 +105,31 @@ class TensorBoard:
 
 
 def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
-                      threads: Optional[int] = None) -> measure_lib.Evaluator:
-  """The evaluator of a run config (image_size, repeats, batch_size, data, data_dir, seed):
-  its --data batch is loaded (and so checked) whenever given, though only κ_Θ reads it.
+                      threads: Optional[int] = None, ray=None) -> measure_lib.Evaluator:
+  """The evaluator of a run config (image_size, repeats, batch_size, data, data_dir, seed,
+  share_embedding if it has it): its --data batch is loaded (and so checked) whenever given,
+  though only κ_Θ reads it.
 
-  With `workers` > 1 the complexity metrics run in that many local processes
-  (`parallel.PoolMeasure`), each with `threads` intra-op threads (default: its share of
-  the cores); else in this process.
+  With `ray` (a `ray_evaluator.RayOptions`) the complexity metrics are Ray tasks on that
+  cluster (`ray_evaluator.RayEvaluator`). Else, with `workers` > 1, they run in that many
+  local processes (`parallel.PoolMeasure`), each with `threads` intra-op threads (default:
+  its share of the cores); else in this process.
   """
   from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
   images = data_lib.load_batch(config.data, config.data_dir, config.image_size,
                                config.batch_size, config.seed)
+  share = bool(getattr(config, 'share_embedding', False))
+  if ray is not None:
+    from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
+    return ray_evaluator.RayEvaluator(metrics, ray, config.image_size, config.repeats, images,
+                                      config.batch_size, share_embedding=share)
   if workers > 1:
     from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top  (TensorFlow)
     return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
-                                config.batch_size, threads=threads)
+                                config.batch_size, threads=threads, share_embedding=share)
   return measure_lib.SerialEvaluator(measure_lib.make_measure(
-      metrics, config.image_size, config.repeats, images, config.batch_size))
+      metrics, config.image_size, config.repeats, images, config.batch_size,
+      share_embedding=share))
 
 
 def _progress_bar(strategy: Strategy, state: Dict, enabled: bool):
@@ -245,6 +253,9 @@ def drive(strategy: Strategy, config, output_dir: str,
       if owned:
         for e in made:
           e.close()
+    # A strategy may amend its records when the run ends without a step (grow's budget marks
+    # when no candidate is left).
+    state_lib.write_jsonl(os.path.join(output_dir, strategy.log_file), state['records'])
     # Rewritten (atomically, with the same content) at every run of a finished one.
     strategy.write_outputs(output_dir, final=True)
     if not state['done']:

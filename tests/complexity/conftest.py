@@ -1,5 +1,4 @@
 """Shared fixtures of the complexity tests: tiny models with closed forms."""
-import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras

@@ -53,3 +53,17 @@ def test_data_photos_is_the_ntk_batch():
                                          images=data.photo_batch(32, 3, seed=2))
   noise = measure.measure(TINY, ['ntk'], image_size=32, repeats=1, batch_size=3, seed=2)
   assert got.values == want.values and got.values != noise['ntk'].values
+
+
+def test_include_scales_reaches_the_ntk():
+  """κ_Θ differentiates the LayerNorm γ by default (the authors' selection);
+  include_scales=False (--noinclude_scales) measures the kernels only."""
+  from asvit_tf import complexity
+  common = dict(image_size=32, repeats=1, batch_size=3, seed=1)
+  default = measure.measure(TINY, ['ntk'], **common)['ntk']
+  kernels = measure.measure(TINY, ['ntk'], include_scales=False, **common)['ntk']
+  assert default.values == complexity.ntk_condition_number(
+      TINY, include_scales=True, **common).values
+  assert kernels.values == complexity.ntk_condition_number(
+      TINY, include_scales=False, **common).values
+  assert default.values != kernels.values

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from asvit_tf import arch as arch_lib
 from asvit_tf import complexity
 from asvit_tf.complexity import attention
 from asvit_tf.complexity import network
@@ -111,6 +112,79 @@ def test_tapped_gradients_match_per_image_loop(float64, monkeypatch, arch, size,
   assert cores == {blocks.attention}
 
 
+def _scrambled_rank1(net, seed):
+  """Draws every rank-1 variable (LayerNorm γ and β, biases) from N(0, 1): at their init
+  (γ = 1, β = 0) a gradient with the wrong factor of γ or missing x̂ would go unseen."""
+  rng = np.random.default_rng(seed)
+  for v in net.variables:
+    if v.shape.rank == 1:
+      v.assign(rng.normal(size=v.shape.as_list()))
+
+
+@pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
+def test_tapped_scale_gradients_match_autodiff(float64, arch, size):
+  """The LayerNorm γ of every block (over d), patch merging (over k²·d) and the patch
+  embedding (over d), tapped as g_i = Σ_tokens x̂_i ⊙ δ_i: each image's gradient as
+  autodiff gives it (a vectorised pass per image), to 1e-12; the kernels' gradients are
+  unchanged by tapping the norms too; and Θ is the authors' loop's."""
+  shape = (size, size, 3)
+  net = network.Network(network.model_factory(arch), True, shape)
+  net.reinitialise(3, 0)
+  _scrambled_rank1(net, 3)
+  images = tf.constant(ntk.noise_images(5, shape, 3, 0))
+  features = lambda x: net.model.features(x, training=True)
+  weights = net.kernels(include_scales=True)
+  scales = [w for w in weights if w.shape.rank == 1]
+  topology = arch_lib.as_topology(arch)
+  assert len(scales) == 2 * sum(topology.depths) + 3 + 1   # blocks, mergings, embedding
+  taps = ntk.TappedGradients(net.model)
+  try:
+    assert taps.covers(weights)
+    tapped = ntk.tapped_per_image_gradients(taps, weights, images)
+    chunked = tf.function(lambda x: ntk.tapped_per_image_gradients(taps, weights, x, 2))(
+        images)
+  finally:
+    taps.untap()
+  autodiff = ntk.per_image_gradients(features, weights, images)
+  for w, a, b, c in zip(weights, autodiff, tapped, chunked):
+    scale = np.abs(a.numpy()).max()
+    assert scale > 0, w.name
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12 * scale,
+                               err_msg=w.name)
+    np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-12, atol=1e-12 * scale,
+                               err_msg=w.name)
+  theta = ntk.kernel_matrix(tapped).numpy()
+  authors = reference.authors_ntk(features, weights, images)
+  np.testing.assert_allclose(theta, authors, rtol=1e-12, atol=1e-12 * np.abs(authors).max())
+  # γ adds to Θ: without it, the kernels' Θ alone is smaller.
+  kernels_only = ntk.kernel_matrix([g for w, g in zip(weights, tapped) if w.shape.rank >= 2])
+  assert np.trace(theta) > np.trace(kernels_only.numpy())
+
+
+def test_kappa_with_scales_is_the_authors_on_identical_weights(float64):
+  """κ_Θ by default (γ included) of a given model equals κ of the authors' Θ (their loop:
+  one reverse pass per image, over the parameters they call 'weight': kernels and γ) on the
+  same weights and images; include_scales=False gives the kernels-only κ_Θ, another value."""
+  shape = (40, 40, 3)
+  net = network.Network(network.model_factory(PADDED), True, shape)
+  net.reinitialise(5, 0)
+  _scrambled_rank1(net, 5)
+  images = ntk.noise_images(6, shape, 5, 0)
+  features = lambda x: net.model.features(x, training=True)
+  authors = ntk.condition_number(
+      reference.authors_ntk(features, net.kernels(include_scales=True), tf.constant(images)))
+  kernels = ntk.condition_number(reference.authors_ntk(features, net.kernels(),
+                                                       tf.constant(images)))
+  got = complexity.ntk_condition_number(net.model, images=images, repeats=1, chunk_size=4)
+  old = complexity.ntk_condition_number(net.model, images=images, repeats=1,
+                                        include_scales=False)
+  assert got.mean == pytest.approx(authors, rel=1e-9)
+  assert old.mean == pytest.approx(kernels, rel=1e-9)
+  # γ moves κ_Θ little (4.6e-4 here, 2e-5 on the seed at 224 px) but far beyond the 1e-9
+  # above: the comparison tells the two selections apart.
+  assert abs(authors - kernels) > 1e-5 * kernels
+
+
 def test_methods_agree_and_auto_picks_taps_for_asvit():
   kwargs = dict(image_size=32, repeats=2, seed=4, batch_size=5, chunk_size=2)
   taps = complexity.ntk_condition_number(PADDED, method='taps', **kwargs)
@@ -118,12 +192,13 @@ def test_methods_agree_and_auto_picks_taps_for_asvit():
   auto = complexity.ntk_condition_number(PADDED, **kwargs)
   np.testing.assert_allclose(taps.values, vmap.values, rtol=1e-4)
   assert auto.values == taps.values
-  # With LayerNorm scales (not a matmul's kernel) auto measures by vmap; 'taps' refuses.
-  scales = complexity.ntk_condition_number(PADDED, include_scales=True, **kwargs)
-  assert scales.values == complexity.ntk_condition_number(
-      PADDED, include_scales=True, method='vmap', **kwargs).values
-  with pytest.raises(ValueError, match='include_scales'):
-    complexity.ntk_condition_number(PADDED, include_scales=True, method='taps', **kwargs)
+  # The kernels only (the old selection): taps too, and the same values as vmap.
+  kernels = complexity.ntk_condition_number(PADDED, include_scales=False, **kwargs)
+  np.testing.assert_allclose(kernels.values, complexity.ntk_condition_number(
+      PADDED, include_scales=False, method='vmap', **kwargs).values, rtol=1e-4)
+  assert kernels.values == complexity.ntk_condition_number(
+      PADDED, include_scales=False, method='taps', **kwargs).values
+  assert kernels.values != auto.values
   with pytest.raises(ValueError, match='need an AsViT'):
     complexity.ntk_condition_number(linear_factory(np.ones((48, 2), 'float32')),
                                     images=np.ones((3, 4, 4, 3)), method='taps')

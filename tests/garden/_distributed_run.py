@@ -3,7 +3,8 @@
   python -m tests.garden._distributed_run STRATEGY DATA_DIR INIT_CKPT MODEL_DIR OUT_JSON
 STRATEGY: one_device | mirrored (2 logical CPUs) | multi_worker_mirrored (TF_CONFIG set by the
 caller). Every run starts from the weights in INIT_CKPT (`write_init_checkpoint`): random
-initialisation is not reproducible across strategies. Writes {"losses": [...], "replicas": n, "tokenization": [...]} to OUT_JSON: the loss
+initialisation is not reproducible across strategies. Writes
+{"losses": [...], "replicas": n, "tokenization": [...]} to OUT_JSON: the loss
 of every step (steps_per_loop=1) from the train output, as the chief and the other workers
 see it.
 

@@ -40,7 +40,8 @@ def test_strategies_agree_on_the_loss(mnist_dir, tmp_path):
     for name, (strategy, env) in runs.items():
       model_dir = tmp_path / ('mwms' if name.startswith('worker') else name)
       log = open(tmp_path / f'{name}.log', 'w')
-      procs[name] = (_start(strategy, mnist_dir, init_ckpt, model_dir, tmp_path / f'{name}.json', log,
+      procs[name] = (_start(strategy, mnist_dir, init_ckpt, model_dir,
+                            tmp_path / f'{name}.json', log,
                             **env), log)
     for name, (proc, log) in procs.items():
       proc.wait(timeout=TIMEOUT)

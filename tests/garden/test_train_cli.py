@@ -87,7 +87,8 @@ def test_train_is_killed_after_a_switch_and_resumes(mnist_dir, tmp_path):
   assert switches[0] == (str(resumed_at), '(4, 1)', '(8, 1)')
   assert switches[1] == ('80', '(8, 1)', '(4, 1)')
   assert _checkpoint_steps(model_dir)[-1] == TRAIN_STEPS
-  assert re.search(r"'accuracy': (np\.float32\()?[0-9.]+", log)  # the final evaluation ran (any numpy repr)
+  # The final evaluation ran (any numpy repr).
+  assert re.search(r"'accuracy': (np\.float32\()?[0-9.]+", log)
 
   # TensorBoard: tokens per image of every loop, over both runs.
   tokens = _scalars(model_dir, 'retokenization/tokens_per_image')

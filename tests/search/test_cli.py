@@ -67,5 +67,6 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, args, message):
   args = [a.replace('OUT', str(tmp_path)) for a in args]
   r = _asvit(*args, timeout=120)
   assert r.returncode != 0
-  lines = [l for l in r.stderr.strip().splitlines() if not l.startswith(('WARNING', 'E0000', 'I0000'))]
+  lines = [l for l in r.stderr.strip().splitlines()
+           if not l.startswith(('WARNING', 'E0000', 'I0000'))]
   assert lines[-1].startswith('error: ') and message in lines[-1], r.stderr

@@ -10,7 +10,8 @@ bottom-right of the image, are the validation split. Model Garden's COCO TFRecor
 (`official.vision.data.create_coco_tf_record`) then converts each split.
 
 Output layout under OUT:
-  images/{train,val}_NNNN.jpg   instances_{train,val}.json   tfrecord/{train,val}-00000-of-00001.tfrecord
+  images/{train,val}_NNNN.jpg   instances_{train,val}.json
+  tfrecord/{train,val}-00000-of-00001.tfrecord
 
 Usage:  python -m asvit_tf.garden.data.make_nuclei_coco --out_dir=/tmp/asvit_nuclei_coco
 """

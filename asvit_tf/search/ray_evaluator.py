@@ -1,0 +1,222 @@
+"""Measuring topologies on a Ray cluster: an `Evaluator` whose jobs are Ray tasks.
+
+Like `parallel.PoolMeasure`, each (metric, topology, seed) job (L^E, κ_Θ) is one task, the
+costliest first, and `measure(items)` yields each topology's merged metrics as soon as both
+of its jobs are back. A task asks for `cpus_per_measurement` CPUs and `gpus_per_measurement`
+GPUs; Ray places it on any node that has them, and runs it again elsewhere (up to
+`max_retries` times) if its worker or its node dies, so a run survives the loss of a
+worker node. A metric's value depends only on (topology, seed, settings) (see
+`parallel`): a retried task, or one measured on another node, gives the same value, and the
+same seed gives the records of `--backend=local` (to the rounding of the intra-op thread
+count: each task uses as many threads as its CPUs).
+
+Ray is an optional dependency (`pip install -e ".[ray]"`), imported when first needed.
+Without an address, a one-machine Ray is started for the run, bound to 127.0.0.1, and shut
+down by `close`; with one (`host:port` of a cluster's head, or 'auto'), the run connects
+to it and leaves it running. Every node must have asvit-tf and the same versions installed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserFacingError
+from asvit_tf.errors import UserInputError
+from asvit_tf.search import measure as measure_lib
+
+_COMPLEXITY = ('length', 'ntk')
+# A local Ray's shared-object store: it holds only the κ_Θ image batch and the results.
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# A worker process is replaced after so many measurements (what TensorFlow keeps of each
+# traced network is then returned to the system; see `parallel.TASKS_PER_WORKER`).
+TASKS_PER_WORKER = 24
+# Runs of a task after its worker or node died; a task that raises is not run again.
+MAX_RETRIES = 3
+
+
+class RayUnavailable(UserFacingError):
+  """--backend=ray without Ray installed."""
+
+
+class MeasurementLost(UserFacingError):
+  """A measurement's worker died more often than it may be retried."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+  """Where and with what a Ray measurement runs (the --ray_* flags)."""
+  address: str = ''  # '' : a one-machine Ray started for the run
+  cpus_per_measurement: float = 1.0
+  gpus_per_measurement: float = 0.0
+  max_retries: int = MAX_RETRIES
+
+  def validate(self) -> 'RayOptions':
+    if not self.cpus_per_measurement > 0:
+      raise UserInputError('--ray_cpus_per_measurement must be > 0, got '
+                       f'{self.cpus_per_measurement}')
+    if self.gpus_per_measurement < 0:
+      raise UserInputError('--ray_gpus_per_measurement must be >= 0, got '
+                       f'{self.gpus_per_measurement}')
+    if self.max_retries < 0:
+      raise UserInputError(f'max_retries must be >= 0, got {self.max_retries}')
+    return self
+
+
+def import_ray():
+  """The `ray` module, or RayUnavailable in one line."""
+  try:
+    import ray  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise RayUnavailable('--backend=ray needs Ray, which is not installed: pip install -e '
+                         '".[ray]" (or pip install "ray[default]")') from None
+  return ray
+
+
+_threads_set: List[int] = []  # the intra-op threads of this worker process, once set
+
+
+def _measure_task(metric: str, arch: str, seed: int, settings: Dict,
+                  threads: int) -> measure_lib.Measurement:
+  """Runs in a Ray worker: one metric of one topology."""
+  import gc  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  if not _threads_set:  # TensorFlow takes them only before its first operation
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(threads)
+      tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # this worker ran TensorFlow before (another task): as it is
+      pass
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
+    _threads_set.append(threads)
+  try:
+    measure = measure_lib.make_measure((metric,), **settings)
+    return measure(arch_lib.as_topology(arch), seed)
+  finally:
+    tf_keras.backend.clear_session()
+    gc.collect()
+
+
+def _longest_first(items: Sequence[measure_lib.Item], metrics: Sequence[str],
+                   image_size: int) -> List[Tuple[int, str]]:
+  from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
+  return parallel._longest_first(items, metrics, image_size)  # pylint: disable=protected-access
+
+
+class RayEvaluator:
+  """An `Evaluator` whose complexity metrics run as Ray tasks.
+
+  Args:
+    metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
+    options: the cluster's address and each measurement's resources.
+    image_size, repeats, images, batch_size, num_points, num_classes, share_embedding: as
+      `make_measure`.
+    num_cpus: CPUs of the one-machine Ray started when `options.address` is empty
+      (default: the cores this process may use).
+  """
+
+  def __init__(self, metrics: Sequence[str], options: RayOptions = RayOptions(),
+               image_size: int = 224, repeats: int = 5, images: Optional[np.ndarray] = None,
+               batch_size: int = 16, num_points: int = 10, num_classes: int = 1000,
+               num_cpus: Optional[int] = None, share_embedding: bool = False):
+    self.options = options.validate()
+    self.metrics = measure_lib.check_metrics(metrics)
+    self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
+    self._counts = measure_lib.make_measure(
+        tuple(m for m in self.metrics if m not in _COMPLEXITY), image_size=image_size,
+        num_classes=num_classes)
+    self._settings = dict(image_size=image_size, repeats=repeats, images=images,
+                          batch_size=batch_size, num_points=num_points,
+                          num_classes=num_classes, share_embedding=bool(share_embedding))
+    self._num_cpus = num_cpus
+    self._ray = None  # the module, once connected
+    self._started = False  # this evaluator called ray.init (and so calls ray.shutdown)
+    self._task = None
+    self._settings_ref = None
+
+  def _connect(self):
+    if self._ray is not None:
+      return
+    if not self.options.address:
+      # One machine: every Ray process on the loopback address (Ray otherwise looks up and
+      # binds the machine's network address), and no usage report sent out.
+      os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
+      os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    ray = import_ray()
+    if not ray.is_initialized():
+      if self.options.address:
+        try:
+          ray.init(address=self.options.address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+          raise UserFacingError(f'--ray_address {self.options.address}: cannot connect to '
+                                f'a Ray cluster there ({e})') from None
+      else:
+        from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
+        ray.init(address='local', num_cpus=self._num_cpus or parallel.default_workers(),
+                 include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                 _node_ip_address='127.0.0.1', log_to_driver=False)
+      self._started = True
+    self._task = ray.remote(max_calls=TASKS_PER_WORKER)(_measure_task).options(
+        num_cpus=self.options.cpus_per_measurement,
+        num_gpus=self.options.gpus_per_measurement,
+        max_retries=self.options.max_retries, retry_exceptions=False)
+    self._settings_ref = ray.put(self._settings)
+    self._ray = ray
+
+  def measure(self, items: Iterable[measure_lib.Item]
+              ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
+    """Yields (index into `items`, measurement) for each topology, in order of completion."""
+    items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
+    merged = [self._counts(t, s) for t, s in items]
+    if not self._complexity:
+      yield from enumerate(merged)
+      return
+    self._connect()
+    ray = self._ray
+    threads = max(1, int(self.options.cpus_per_measurement))
+    refs = {}
+    for i, metric in _longest_first(items, self._complexity, self._settings['image_size']):
+      topology, seed = items[i]
+      refs[self._task.remote(metric, str(topology), seed, self._settings_ref, threads)] = i
+    waiting = {i: len(self._complexity) for i in range(len(items))}
+    pending = list(refs)
+    try:
+      while pending:
+        (ref,), pending = ray.wait(pending, num_returns=1)
+        i = refs[ref]
+        try:
+          part = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the measurement itself raised
+          raise e.as_instanceof_cause() from None
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError) as e:
+          raise MeasurementLost(
+              f'a measurement of {items[i][0]} was lost {self.options.max_retries + 1} '
+              f'times ({type(e).__name__}); what was measured is saved: run the same '
+              'command again') from None
+        merged[i] = merged[i].merge(part)
+        waiting[i] -= 1
+        if not waiting[i]:
+          yield i, merged[i]
+    finally:
+      for ref in pending:
+        ray.cancel(ref)
+
+  def close(self):
+    """Disconnects (and stops the one-machine Ray this evaluator started)."""
+    if self._ray is not None and self._started:
+      self._ray.shutdown()
+    self._ray = self._task = self._settings_ref = None
+    self._started = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

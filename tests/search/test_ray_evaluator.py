@@ -1,0 +1,228 @@
+"""--backend=ray: the records of --backend=local, on a two-node Ray cluster that loses a node.
+
+The cluster (a head and a second node, one CPU each, started with `ray start`) and the Ray
+runs live in a network namespace of their own that has only the loopback interface: every
+Ray process binds and dials 127.0.0.1, and nothing can reach any other address.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from asvit_tf import arch as arch_lib
+from asvit_tf.search import ray_evaluator
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PORT = 6379  # inside the test's own network namespace: free whatever the machine runs
+SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
+TASK_TITLE = 'ray::' + ray_evaluator._measure_task.__name__  # pylint: disable=protected-access
+
+
+def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'ray', None)  # `import ray` raises ImportError
+  evaluator = ray_evaluator.RayEvaluator(('length',), image_size=16, repeats=1)
+  with pytest.raises(ray_evaluator.RayUnavailable, match=r'pip install -e "\.\[ray\]"'):
+    list(evaluator.measure([(arch_lib.as_topology(SEED), 0)]))
+
+
+def test_ray_options_name_the_bad_value():
+  with pytest.raises(ValueError, match='--ray_cpus_per_measurement must be > 0, got 0'):
+    ray_evaluator.RayOptions(cpus_per_measurement=0).validate()
+  with pytest.raises(ValueError, match='--ray_gpus_per_measurement must be >= 0, got -1'):
+    ray_evaluator.RayOptions(gpus_per_measurement=-1).validate()
+
+
+def test_counts_need_no_cluster(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'ray', None)  # never imported: params are counted here
+  evaluator = ray_evaluator.RayEvaluator(('params', 'macs'), image_size=32)
+  (i, m), = evaluator.measure([(arch_lib.as_topology(SEED), 0)])
+  assert i == 0 and m.params > 0 and m.macs > 0 and m.length is None
+
+
+def _cli(*args, env=None, check=True):
+  return subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, check=check, timeout=1500)
+
+
+def test_ray_flags_without_ray_backend_are_refused(tmp_path):
+  r = _cli('search', f'--output_dir={tmp_path}', '--ray_address=127.0.0.1:6379', check=False)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines()[-1] == ('error: --ray_address given with '
+                                               '--backend=local; the --ray_* flags need '
+                                               '--backend=ray')
+
+
+class Cluster:
+  """A head and a second node in a network namespace that only has loopback."""
+
+  def __init__(self, tmp: str):
+    self.tmp = tmp
+    # The namespace lives as long as this process does; every command joins it.
+    self.holder = subprocess.Popen(
+        ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec sleep 3600'],
+        start_new_session=True)
+    self.groups = []  # process groups of `ray start`: a node's processes
+    self.env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
+                    RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='token',
+                    RAY_AUTH_TOKEN=secrets.token_hex(32))
+    self.env.pop('RAY_ADDRESS', None)
+
+  def command(self, args):
+    return ['nsenter', f'--net=/proc/{self.holder.pid}/ns/net', '--'] + list(args)
+
+  def wait_for_loopback(self):
+    for _ in range(100):
+      out = subprocess.run(self.command(['ip', '-o', 'link', 'show', 'lo']),
+                           capture_output=True, text=True)
+      if out.returncode == 0 and 'UP' in out.stdout:
+        return
+      time.sleep(0.1)
+    raise RuntimeError(f'no loopback in the test namespace: {out.stderr}')
+
+  def start_node(self, *args) -> int:
+    """Starts a node; returns its process group."""
+    p = subprocess.Popen(
+        self.command(['ray', 'start', '--num-cpus=1', '--object-store-memory=100000000',
+                      '--disable-usage-stats', *args]),
+        env=self.env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    self.groups.append(p.pid)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    return p.pid
+
+  def processes(self, group: int):
+    """(pid, title) of the live processes of the node started as `group`: those in the
+    group, and the workers its raylet started (each in a group of its own)."""
+    out = subprocess.run(['ps', '-eo', 'pid=,ppid=,pgid=,stat=,args='], capture_output=True,
+                         text=True).stdout
+    rows = [line.split(None, 4) for line in out.splitlines()]
+    rows = [(int(r[0]), int(r[1]), int(r[2]), r[3], r[4] if len(r) > 4 else '')
+            for r in rows if not r[3].startswith('Z')]
+    members = {pid for pid, _, pgid, _, _ in rows if pgid == group}
+    return [(pid, title) for pid, ppid, pgid, _, title in rows
+            if pid in members or ppid in members]
+
+  def run(self, *args, **kwargs):
+    return subprocess.Popen(self.command([sys.executable, '-m', 'asvit_tf.cli.main', *args]),
+                            cwd=REPO, env=self.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+  def stop(self):
+    workers = [pid for group in self.groups for pid, _ in self.processes(group)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+      for pid in workers:
+        try:
+          os.kill(pid, sig)
+        except ProcessLookupError:
+          pass
+      for group in self.groups + [self.holder.pid]:
+        try:
+          os.killpg(group, sig)
+        except ProcessLookupError:
+          pass
+      time.sleep(2)
+    self.holder.wait(timeout=30)
+    shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def cluster():
+  if shutil.which('unshare') is None or shutil.which('nsenter') is None:
+    pytest.skip('needs unshare and nsenter (util-linux) for a loopback-only namespace')
+  # Short: Ray's socket paths live under it (at most 107 characters).
+  c = Cluster(tempfile.mkdtemp(prefix='asvit-ray-', dir='/tmp'))
+  try:
+    c.wait_for_loopback()
+    c.head = c.start_node('--head', '--node-ip-address=127.0.0.1', f'--port={PORT}',
+                          '--include-dashboard=false', '--dashboard-host=127.0.0.1',
+                          f'--temp-dir={c.tmp}')
+    c.second = c.start_node(f'--address=127.0.0.1:{PORT}')
+    yield c
+  finally:
+    c.stop()
+
+
+def _records(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _assert_same_records(got, want):
+  """Equal but for the time taken, and floats to rounding (one intra-op thread per Ray
+  task, two per local worker)."""
+  assert len(got) == len(want)
+  for g, w in zip(got, want):
+    g, w = dict(g), dict(w)
+    g.pop('seconds', None), w.pop('seconds', None)
+    assert sorted(g) == sorted(w)
+    for key in w:
+      assert _close(g[key], w[key]), (key, g[key], w[key])
+
+
+def _close(a, b):
+  if isinstance(b, float) and isinstance(a, float):
+    return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+  if isinstance(b, list) and isinstance(a, list):
+    return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+  if isinstance(b, dict) and isinstance(a, dict):
+    return sorted(a) == sorted(b) and all(_close(a[k], b[k]) for k in b)
+  return a == b
+
+
+@pytest.mark.slow
+def test_search_on_ray_gives_the_local_records(cluster, tmp_path):
+  common = ['--preset=quick', '--steps=4', '--seed=3', '--progress=false']
+  _cli('search', *common, f'--output_dir={tmp_path / "local"}')
+  run = cluster.run('search', *common, f'--output_dir={tmp_path / "ray"}', '--backend=ray',
+                    f'--ray_address=127.0.0.1:{PORT}')
+  out, err = run.communicate(timeout=1500)
+  assert run.returncode == 0, err[-3000:]
+  _assert_same_records(_records(tmp_path / 'ray' / 'search.jsonl'),
+                       _records(tmp_path / 'local' / 'search.jsonl'))
+  assert (tmp_path / 'ray' / 'seed.txt').read_text() == \
+      (tmp_path / 'local' / 'seed.txt').read_text()
+
+
+@pytest.mark.slow
+def test_grow_on_ray_survives_the_loss_of_a_node(cluster, tmp_path):
+  common = ['--preset=quick', f'--arch={SEED}', '--max_steps=1', '--seed=5',
+            '--progress=false']
+  _cli('grow', *common, f'--output_dir={tmp_path / "local"}')
+  run = cluster.run('grow', *common, f'--output_dir={tmp_path / "ray"}', '--backend=ray',
+                    f'--ray_address=127.0.0.1:{PORT}')
+  try:
+    # Kill the second node while it measures (a task of the run is executing there).
+    deadline = time.time() + 900
+    while not any(t.startswith(TASK_TITLE) for _, t in cluster.processes(cluster.second)):
+      assert run.poll() is None, run.communicate()[1][-3000:]
+      assert time.time() < deadline, 'no measurement ever ran on the second node'
+      time.sleep(0.2)
+    victims = cluster.processes(cluster.second)
+    os.killpg(cluster.second, signal.SIGKILL)
+    for pid, _ in victims:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    out, err = run.communicate(timeout=1500)
+  finally:
+    if run.poll() is None:
+      run.kill()
+  for _ in range(50):  # the node is gone (its processes reaped)
+    if not cluster.processes(cluster.second):
+      break
+    time.sleep(0.2)
+  assert not cluster.processes(cluster.second)
+  assert run.returncode == 0, err[-3000:]
+  _assert_same_records(_records(tmp_path / 'ray' / 'grow.jsonl'),
+                       _records(tmp_path / 'local' / 'grow.jsonl'))
+  assert (tmp_path / 'ray' / 'family.txt').read_text() == \
+      (tmp_path / 'local' / 'family.txt').read_text()
