@@ -36,6 +36,8 @@ def main(argv):
     raise UserInputError('--export_dir is required')
   from asvit_tf.serving import export as export_lib  # pylint: disable=g-import-not-at-top
   params = export_lib.load_params(FLAGS.experiment, FLAGS.config_file, FLAGS.params_override)
+  if not FLAGS.checkpoint_path:
+    raise UserInputError('--checkpoint_path is required (a checkpoint or a model_dir)')
   path = export_lib.export(params, FLAGS.checkpoint_path, FLAGS.export_dir,
                            batch_size=FLAGS.batch_size or None, input_type=FLAGS.input_type)
   backbone = params.task.model.backbone.get()

@@ -50,7 +50,7 @@ def _patch_embedding(layer, x, t):
 
 
 def _attention(layer, x, t):
-  to_windows, from_windows = layer.windows(*blocks._static_hw(x, 'SplitAttention'))  # pylint: disable=protected-access
+  to_windows, from_windows = layer.windows(*blocks.static_hw(x, 'SplitAttention'))
   q, k, v = layer.split_heads(layer.qkv(to_windows(x)))
   dq, dk, dv = layer.split_heads(_kernel(layer.qkv, to_windows(t)))
   o, do = attention.attention_with_tangent(q, k, v, dq, dk, dv)

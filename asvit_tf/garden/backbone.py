@@ -16,11 +16,9 @@ from official.vision.configs import backbones as backbones_cfg
 from official.vision.modeling.backbones import factory
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import layers as asvit_layers
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden.retokenization import RetokenizationPhase
-from asvit_tf.layers.blocks import _dense
-from asvit_tf.layers.blocks import _norm
-from asvit_tf.layers.blocks import _serialize_regularizer
 from asvit_tf.models.asvit import LEVELS
 from asvit_tf.models.asvit import AsViTEncoder
 from asvit_tf.models.asvit import BuildsWithoutCall
@@ -58,9 +56,15 @@ class AsViTConfig(hyperparams.Config):
   merge: str = 'plain'
 
 
-def check_windows(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
-  """Raises UserInputError (one line, naming the field) for a bad window policy or reference,
-  or a merge that is not one of `size.MERGES`."""
+def check_config(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
+  """Raises UserInputError (one line, naming the field) for an `arch` that is neither a
+  variant nor a topology string, a bad window policy or reference, or a merge that is not one of
+  `size.MERGES`: the checks of the backbone config that classification and detection
+  share."""
+  try:
+    arch_lib.as_topology(cfg.arch)
+  except ValueError as e:
+    raise UserInputError(f'{where}.arch: {e}') from None
   if cfg.window_policy not in size.WINDOW_POLICIES:
     raise UserInputError(f'{where}.window_policy must be one of {", ".join(size.WINDOW_POLICIES)}'
                      f', got {cfg.window_policy!r}')
@@ -102,10 +106,12 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, True, stride, dilation,
                                 kernel_regularizer, window_policy, window_reference_size,
                                 merge, name='encoder')
-    reg = self.encoder.kernel_regularizer
     if self._pre_logits:
-      self.head_norm = _norm(True, 'head_norm')
-      self.pre_logits_dense = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
+      self.head = asvit_layers.ClassificationHead(
+          self.topology.head_width, None, True, self.encoder.kernel_regularizer, name='head')
+      # TF checkpoints written before the head was one layer reach its parts on the backbone.
+      asvit_layers.keep_checkpoint_paths(
+          self, self.head.checkpoint_paths('head_norm', 'pre_logits_dense'))
 
   @property
   def tokenization(self):
@@ -119,16 +125,14 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
     """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
     parts = [(self.encoder, input_shape)]
     if self._pre_logits:
-      width = [None, None, None, self.topology.stage_widths[-1]]
-      parts += [(self.head_norm, width), (self.pre_logits_dense, width)]
+      parts.append((self.head, [None, None, None, self.topology.stage_widths[-1]]))
     return parts
 
   def call(self, images, training=None) -> Dict[str, tf.Tensor]:
     maps = self.encoder(images, training=training)
     out = dict(zip(LEVELS, maps))
     if self._pre_logits:
-      x = tf.reduce_mean(self.head_norm(maps[-1]), axis=[1, 2], keepdims=True)
-      out['pre_logits'] = tf.tanh(self.pre_logits_dense(x))
+      out['pre_logits'] = self.head(maps[-1])[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, F]
     return out
 
   @property
@@ -154,7 +158,7 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
             'drop_path_rate': encoder['drop_path_rate'],
             'stride': encoder['stride'], 'dilation': encoder['dilation'],
             'pre_logits': self._pre_logits,
-            'kernel_regularizer': _serialize_regularizer(self.encoder.kernel_regularizer),
+            'kernel_regularizer': encoder['kernel_regularizer'],
             'window_policy': encoder['window_policy'],
             'window_reference_size': encoder['window_reference_size'],
             'merge': encoder['merge'], 'name': self.name}
@@ -175,7 +179,7 @@ def build_asvit(input_specs, backbone_config, norm_activation_config, l2_regular
   if backbone_config.type != 'asvit':
     raise ValueError(f'build_asvit got backbone type {backbone_config.type!r}')
   cfg = backbone_config.get()
-  check_windows(cfg)
+  check_config(cfg)
   return AsViTBackbone(cfg.arch, input_specs=input_specs, drop_path_rate=cfg.drop_path_rate,
                        stride=cfg.stride, dilation=cfg.dilation, pre_logits=cfg.pre_logits,
                        kernel_regularizer=l2_regularizer, window_policy=cfg.window_policy,

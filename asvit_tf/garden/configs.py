@@ -29,7 +29,7 @@ from asvit_tf.errors import UserInputError
 from asvit_tf.garden.backbone import AsViTConfig
 from asvit_tf.garden.backbone import Backbone
 from asvit_tf.garden import retokenization as retok
-from asvit_tf.garden.backbone import check_windows
+from asvit_tf.garden.backbone import check_config
 
 IMAGENET_TRAIN_EXAMPLES = img_cls_cfg.IMAGENET_TRAIN_EXAMPLES
 IMAGENET_VAL_EXAMPLES = img_cls_cfg.IMAGENET_VAL_EXAMPLES
@@ -101,11 +101,7 @@ def validate_experiment(params: cfg.ExperimentConfig):
   if model.backbone.type != 'asvit':
     raise UserInputError(f'task.model.backbone.type must be "asvit", got {model.backbone.type!r}')
   backbone = model.backbone.get()
-  try:
-    arch_lib.as_topology(backbone.arch)
-  except ValueError as e:
-    raise UserInputError(f'task.model.backbone.asvit.arch: {e}') from None
-  check_windows(backbone)
+  check_config(backbone)
   size = list(model.input_size)
   if len(size) != 3:
     raise UserInputError(f'task.model.input_size must be [height, width, channels], got {size}')

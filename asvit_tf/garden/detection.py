@@ -31,10 +31,10 @@ from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.modeling import factory as model_factory
 
-from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden import backbone as asvit_backbone
+from asvit_tf.garden import checkpoints
 
 DETECTION_EXPERIMENT = 'cascadercnn_asvit_coco'
 COCO_TRAIN_IMAGES = 118287
@@ -59,17 +59,13 @@ def check_model(model: maskrcnn_cfg.MaskRCNN) -> None:
                          f'2..5), got {model.min_level}')
   if model.backbone.type == 'asvit':
     backbone = model.backbone.asvit
-    try:
-      arch_lib.as_topology(backbone.arch)
-    except ValueError as e:
-      raise UserInputError(f'task.model.backbone.asvit.arch: {e}') from None
+    asvit_backbone.check_config(backbone)
     if backbone.pre_logits:
       raise UserInputError('task.model.backbone.asvit.pre_logits must be false for detection '
                            '(FPN reads numeric levels only)')
     if backbone.stride != 4:
       raise UserInputError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
                            f'2..5 are strides 4..32), got {backbone.stride}')
-    asvit_backbone.check_windows(backbone)
     validation.check_buildable(backbone.arch, (int(size[0]), int(size[1])), None,
                                backbone.stride, 'task.model.input_size',
                                backbone.window_policy, backbone.window_reference_size)
@@ -281,11 +277,5 @@ def build_detector(params: cfg.ExperimentConfig, checkpoint_path: Optional[str] 
       input_specs=tf_keras.layers.InputSpec(shape=[None] + size), model_config=model_cfg)
   model(tf_keras.Input(size), image_shape=tf_keras.Input([2]), training=False)
   if checkpoint_path:
-    if tf.io.gfile.isdir(checkpoint_path):
-      latest = tf.train.latest_checkpoint(checkpoint_path)
-      if latest is None:
-        raise UserInputError(f'no checkpoint in {checkpoint_path}')
-      checkpoint_path = latest
-    status = tf.train.Checkpoint(model=model).read(checkpoint_path)
-    status.expect_partial().assert_existing_objects_matched()
+    checkpoints.restore_model(model, checkpoint_path)
   return model

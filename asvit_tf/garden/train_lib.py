@@ -24,6 +24,7 @@ from official.core import train_utils
 from official.modeling import performance
 
 from asvit_tf.errors import UserInputError
+from asvit_tf.garden import checkpoints
 from asvit_tf.garden import registry_imports  # noqa: F401  # pylint: disable=unused-import
 from asvit_tf.garden.configs import validate_experiment
 from asvit_tf.garden.trainer import AsViTTrainer
@@ -79,12 +80,7 @@ def build_trained_model(config_file: str, checkpoint: Optional[str] = None,
   params = parse_configuration(experiment, [config_file], params_override)
   model = task_factory.get_task(params.task).build_model()
   if checkpoint:
-    path = checkpoint
-    if tf.io.gfile.isdir(checkpoint):
-      path = tf.train.latest_checkpoint(checkpoint)
-      if path is None:
-        raise FileNotFoundError(f'no checkpoint in {checkpoint}')
-    tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+    checkpoints.restore_model(model, checkpoint)
   return model, params
 
 

@@ -28,23 +28,26 @@ def embedding_initializer(channels: int, kernel: int):
   return tf_keras.initializers.RandomUniform(-bound, bound)
 
 
-def _serialize_regularizer(regularizer):
+def serialize_regularizer(regularizer):
+  """A kernel regularizer as `get_config` stores it (None for none)."""
   return tf_keras.regularizers.serialize(regularizer) if regularizer else None
 
 
-def _dense(units, name, use_bias=True, regularizer=None):
+def dense(units, name, use_bias=True, regularizer=None):
+  """The As-ViT Dense: `dense_initializer` kernel, zero bias."""
   return tf_keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=dense_initializer(),
                                bias_initializer='zeros', kernel_regularizer=regularizer,
                                name=name)
 
 
-def _norm(use_layer_norm: bool, name: str):
+def norm(use_layer_norm: bool, name: str):
+  """LayerNorm (epsilon 1e-5, PyTorch's), or the identity when `use_layer_norm` is False."""
   if use_layer_norm:
     return tf_keras.layers.LayerNormalization(epsilon=1e-5, name=name)
   return tf_keras.layers.Activation('linear', name=name)  # identity: the curve metrics' network
 
 
-def _build_in_scope(layer, input_shape):
+def build_in_scope(layer, input_shape):
   """Builds a sublayer inside its own name scope, as Keras' `__call__` would, so that weight
   names are unique and readable (`stage1_block2/attn/qkv/kernel`, not four
   `stage1_block2/kernel`): HDF5 weight files need unique names."""
@@ -52,7 +55,8 @@ def _build_in_scope(layer, input_shape):
     layer.build(input_shape)
 
 
-def _static_hw(x, what: str) -> Tuple[int, int]:
+def static_hw(x, what: str) -> Tuple[int, int]:
+  """(rows, cols) of a token map [B, rows, cols, width]; ValueError if they are not static."""
   h, w = x.shape[1], x.shape[2]
   if h is None or w is None:
     raise ValueError(f'{what} needs a static token grid; got shape {x.shape}. '
@@ -117,7 +121,7 @@ class PatchEmbedding(tf_keras.layers.Layer):
     self.set_tokenization(stride, dilation)
     self.use_layer_norm = bool(use_layer_norm)
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self.norm = _norm(self.use_layer_norm, 'norm')
+    self.norm = norm(self.use_layer_norm, 'norm')
 
   def set_tokenization(self, stride: int, dilation: int = 1):
     self.stride = validation.integer('stride', stride)
@@ -132,12 +136,12 @@ class PatchEmbedding(tf_keras.layers.Layer):
         regularizer=self.kernel_regularizer)
     self.conv_bias = self.add_weight('bias', [self.width],
                                      initializer=embedding_initializer(channels, self.kernel))
-    _build_in_scope(self.norm, tf.TensorShape([None, None, None, self.width]))
+    build_in_scope(self.norm, tf.TensorShape([None, None, None, self.width]))
     super().build(input_shape)
 
   def pad(self, images):
     """The images zero-padded as the conv sees them (`embedding_padding`)."""
-    h, w = _static_hw(images, 'PatchEmbedding')
+    h, w = static_hw(images, 'PatchEmbedding')
     top, bottom = embedding_padding(h, self.kernel, self.stride, self.dilation)
     left, right = embedding_padding(w, self.kernel, self.stride, self.dilation)
     return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
@@ -158,7 +162,7 @@ class PatchEmbedding(tf_keras.layers.Layer):
     return {**super().get_config(), 'width': self.width, 'kernel': self.kernel,
             'stride': self.stride, 'dilation': self.dilation,
             'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer)}
 
 
 def _window_partition(x, rows: int, cols: int, window_h: int, window_w: int):
@@ -213,13 +217,13 @@ class SplitAttention(tf_keras.layers.Layer):
     self.inner = self.head_dim * self.num_heads
     self.scale = self.head_dim ** -0.5
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self.qkv = _dense(3 * self.inner, 'qkv', regularizer=self.kernel_regularizer)
-    self.proj = _dense(self.width, 'proj', regularizer=self.kernel_regularizer)
+    self.qkv = dense(3 * self.inner, 'qkv', regularizer=self.kernel_regularizer)
+    self.proj = dense(self.width, 'proj', regularizer=self.kernel_regularizer)
     self.core = attention
 
   def build(self, input_shape):
-    _build_in_scope(self.qkv, tf.TensorShape([None, self.width]))
-    _build_in_scope(self.proj, tf.TensorShape([None, self.inner]))
+    build_in_scope(self.qkv, tf.TensorShape([None, self.width]))
+    build_in_scope(self.proj, tf.TensorShape([None, self.inner]))
     super().build(input_shape)
 
   def set_fixed_window(self, side: Optional[int]):
@@ -265,14 +269,14 @@ class SplitAttention(tf_keras.layers.Layer):
     return tf.reshape(out, [-1, out.shape[1], self.inner])
 
   def call(self, x):
-    to_windows, from_windows = self.windows(*_static_hw(x, 'SplitAttention'))
+    to_windows, from_windows = self.windows(*static_hw(x, 'SplitAttention'))
     q, k, v = self.split_heads(self.qkv(to_windows(x)))
     return from_windows(self.proj(self.merge_heads(self.core(q, k, v))))
 
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'fixed_window': self.fixed_window}
 
 
@@ -284,12 +288,12 @@ class Mlp(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.width, self.hidden = int(width), int(hidden)
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self.fc1 = _dense(self.hidden, 'fc1', regularizer=self.kernel_regularizer)
-    self.fc2 = _dense(self.width, 'fc2', regularizer=self.kernel_regularizer)
+    self.fc1 = dense(self.hidden, 'fc1', regularizer=self.kernel_regularizer)
+    self.fc2 = dense(self.width, 'fc2', regularizer=self.kernel_regularizer)
 
   def build(self, input_shape):
-    _build_in_scope(self.fc1, tf.TensorShape([None, self.width]))
-    _build_in_scope(self.fc2, tf.TensorShape([None, self.hidden]))
+    build_in_scope(self.fc1, tf.TensorShape([None, self.width]))
+    build_in_scope(self.fc2, tf.TensorShape([None, self.hidden]))
     super().build(input_shape)
 
   def call(self, x):
@@ -297,7 +301,7 @@ class Mlp(tf_keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'hidden': self.hidden,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer)}
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer)}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -315,10 +319,10 @@ class TransformerBlock(tf_keras.layers.Layer):
     self.drop_path_rate = float(drop_path_rate)
     self.use_layer_norm = bool(use_layer_norm)
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self.norm1 = _norm(self.use_layer_norm, 'norm1')
+    self.norm1 = norm(self.use_layer_norm, 'norm1')
     self.attn = SplitAttention(self.width, self.num_heads, self.split,
                                self.kernel_regularizer, fixed_window, name='attn')
-    self.norm2 = _norm(self.use_layer_norm, 'norm2')
+    self.norm2 = norm(self.use_layer_norm, 'norm2')
     self.mlp = Mlp(self.width, self.expansion * self.width, self.kernel_regularizer,
                    name='mlp')
     self.drop_path = DropPath(self.drop_path_rate, name='drop_path')
@@ -326,7 +330,7 @@ class TransformerBlock(tf_keras.layers.Layer):
   def build(self, input_shape):
     shape = tf.TensorShape([None, None, None, self.width])
     for layer in (self.norm1, self.attn, self.norm2, self.mlp):
-      _build_in_scope(layer, shape)
+      build_in_scope(layer, shape)
     super().build(input_shape)
 
   def call(self, x, training=None):
@@ -337,7 +341,7 @@ class TransformerBlock(tf_keras.layers.Layer):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split, 'expansion': self.expansion,
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'fixed_window': self.attn.fixed_window}
 
 
@@ -364,19 +368,19 @@ class PatchMerging(tf_keras.layers.Layer):
       raise UserInputError(f'patch merging needs a kernel >= 2, got {self.kernel}')
     self.use_layer_norm = bool(use_layer_norm)
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self.norm = _norm(self.use_layer_norm, 'norm')
-    self.reduction = _dense(self.out_width, 'reduction', use_bias=False,
+    self.norm = norm(self.use_layer_norm, 'norm')
+    self.reduction = dense(self.out_width, 'reduction', use_bias=False,
                             regularizer=self.kernel_regularizer)
-    self.shortcut_proj = (_dense(self.out_width, 'shortcut', use_bias=False,
+    self.shortcut_proj = (dense(self.out_width, 'shortcut', use_bias=False,
                                  regularizer=self.kernel_regularizer)
                           if self.shortcut else None)
 
   def build(self, input_shape):
     patch = self.kernel * self.kernel * self.in_width
-    _build_in_scope(self.norm, tf.TensorShape([None, None, None, patch]))
-    _build_in_scope(self.reduction, tf.TensorShape([None, patch]))
+    build_in_scope(self.norm, tf.TensorShape([None, None, None, patch]))
+    build_in_scope(self.reduction, tf.TensorShape([None, patch]))
     if self.shortcut:
-      _build_in_scope(self.shortcut_proj, tf.TensorShape([None, self.in_width]))
+      build_in_scope(self.shortcut_proj, tf.TensorShape([None, self.in_width]))
     super().build(input_shape)
 
   def _padding(self, size: int) -> Tuple[int, int]:
@@ -399,7 +403,7 @@ class PatchMerging(tf_keras.layers.Layer):
 
   def merge(self, x):
     """The merge's own branch (patches -> LayerNorm -> Dense), without the shortcut."""
-    rows, cols = _static_hw(x, 'PatchMerging')
+    rows, cols = static_hw(x, 'PatchMerging')
     top, bottom = self._padding(rows)
     left, right = self._padding(cols)
     x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
@@ -415,5 +419,5 @@ class PatchMerging(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,
             'kernel': self.kernel, 'use_layer_norm': self.use_layer_norm,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'shortcut': self.shortcut}

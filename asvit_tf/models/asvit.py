@@ -15,10 +15,8 @@ import tf_keras
 from asvit_tf import arch as arch_lib
 from asvit_tf import layers as asvit_layers
 from asvit_tf import validation
-from asvit_tf.layers.blocks import _build_in_scope
-from asvit_tf.layers.blocks import _dense
-from asvit_tf.layers.blocks import _norm
-from asvit_tf.layers.blocks import _serialize_regularizer
+from asvit_tf.layers import build_in_scope
+from asvit_tf.layers import serialize_regularizer
 from asvit_tf.models import size
 
 _PACKAGE = 'asvit_tf'
@@ -59,7 +57,7 @@ class BuildsWithoutCall:
   def build(self, input_shape):
     with own_name_scope(self):
       for layer, shape in self._parts_to_build(input_shape):
-        _build_in_scope(layer, tf.TensorShape(shape))
+        build_in_scope(layer, tf.TensorShape(shape))
     # Layer.build, not Model.build: the latter would trace `call` to create the weights.
     tf_keras.layers.Layer.build(self, input_shape)
 
@@ -154,13 +152,13 @@ class AsViTEncoder(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     """Creates every weight without a forward pass: no weight depends on the image size."""
-    _build_in_scope(self.patch_embed, tf.TensorShape(input_shape))
+    build_in_scope(self.patch_embed, tf.TensorShape(input_shape))
     widths = self.topology.stage_widths
     for i, blocks in enumerate(self.stages):
       if i:
-        _build_in_scope(self.merges[i - 1], tf.TensorShape([None, None, None, widths[i - 1]]))
+        build_in_scope(self.merges[i - 1], tf.TensorShape([None, None, None, widths[i - 1]]))
       for block in blocks:
-        _build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
+        build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
     super().build(input_shape)
 
   def call(self, images, training=None):
@@ -179,15 +177,16 @@ class AsViTEncoder(tf_keras.layers.Layer):
     return {**super().get_config(), 'topology': str(self.topology),
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
             'stride': stride, 'dilation': dilation,
-            'kernel_regularizer': _serialize_regularizer(self.kernel_regularizer),
+            'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'window_policy': self.window_policy,
             'window_reference_size': self.window_reference_size, 'merge': self.merge}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class AsViT(BuildsWithoutCall, tf_keras.Model):
-  """As-ViT classifier: encoder -> LayerNorm -> global average pool -> Dense(F) -> tanh
-  -> Dense(num_classes). `call` returns logits [B, num_classes].
+  """As-ViT classifier: encoder -> head (`layers.ClassificationHead`: LayerNorm -> global
+  average pool -> Dense(F) -> tanh -> Dense(num_classes)). `call` returns logits
+  [B, num_classes]; `head(last_map)` the logits of a stage-4 map.
 
   Args:
     topology: a `Topology`, a topology string or a variant name ('asvit_large').
@@ -215,10 +214,12 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, window_policy,
                                 window_reference_size, merge, name='encoder')
-    reg = self.encoder.kernel_regularizer
-    self.head_norm = _norm(self.encoder.use_layer_norm, 'head_norm')
-    self.pre_logits = _dense(self.topology.head_width, 'pre_logits', regularizer=reg)
-    self.classifier = _dense(self.num_classes, 'classifier', regularizer=reg)
+    self.head = asvit_layers.ClassificationHead(
+        self.topology.head_width, self.num_classes, self.encoder.use_layer_norm,
+        self.encoder.kernel_regularizer, name='head')
+    # TF checkpoints written before the head was one layer reach its parts on the model.
+    asvit_layers.keep_checkpoint_paths(
+        self, self.head.checkpoint_paths('head_norm', 'pre_logits', 'classifier'))
 
   # ---- tokenization -------------------------------------------------------------------
   @property
@@ -235,9 +236,8 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
 
   def _parts_to_build(self, input_shape):
     """`build` (`BuildsWithoutCall`) creates all weights without a forward pass."""
-    width = self.topology.stage_widths[-1]
-    return [(self.encoder, input_shape), (self.head_norm, [None, None, None, width]),
-            (self.pre_logits, [None, width]), (self.classifier, [None, self.topology.head_width])]
+    return [(self.encoder, input_shape),
+            (self.head, [None, None, None, self.topology.stage_widths[-1]])]
 
   # ---- forward passes -----------------------------------------------------------------
   def feature_maps(self, images, training=None) -> Dict[str, tf.Tensor]:
@@ -247,10 +247,6 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
   def features(self, images, training=None):
     """Pooled stage-4 features before the final LayerNorm, [B, d4]."""
     return tf.reduce_mean(self.encoder(images, training=training)[-1], axis=[1, 2])
-
-  def head(self, last_map):
-    x = tf.reduce_mean(self.head_norm(last_map), axis=[1, 2])
-    return self.classifier(tf.tanh(self.pre_logits(x)))
 
   def call(self, images, training=None):
     return self.head(self.encoder(images, training=training)[-1])
@@ -275,6 +271,7 @@ _MODELS: Dict[str, Callable[..., AsViT]] = {}
 
 
 def register_model(fn: Callable[..., AsViT]) -> Callable[..., AsViT]:
+  """Makes `fn(**kwargs) -> AsViT` a named model of `create_model` under `fn.__name__`."""
   _MODELS[fn.__name__] = fn
   return fn
 
@@ -302,27 +299,16 @@ def create_model(name: str, image_size: Optional[int] = DEFAULT_BUILD_SIZE, **kw
   return model
 
 
-@register_model
-def asvit_seed(**kwargs) -> AsViT:
-  """The searched seed topology at C=32, depths 1,1,1,1 (2.32 M params at 1000 classes)."""
-  return AsViT(arch_lib.VARIANTS['asvit_seed'], **kwargs)
+def _variant(name: str) -> Callable[..., AsViT]:
+  """The registry's maker of the named variant `name`: `AsViT(arch.VARIANTS[name], **kwargs)`."""
+  def create(**kwargs) -> AsViT:
+    return AsViT(arch_lib.VARIANTS[name], **kwargs)
+  create.__name__ = create.__qualname__ = name
+  create.__doc__ = f'As-ViT {name}: topology {arch_lib.VARIANTS[name]} (arch.VARIANTS).'
+  return create
 
 
-@register_model
-def asvit_small(**kwargs) -> AsViT:
-  """As-ViT Small: step 6 of our scaling run of the official seed (docs/family.md),
-  29.87 M params, 5.90 G MACs at 224 (paper: 29.0 M, 5.3 G)."""
-  return AsViT(arch_lib.VARIANTS['asvit_small'], **kwargs)
-
-
-@register_model
-def asvit_base(**kwargs) -> AsViT:
-  """As-ViT Base: step 8 of our scaling run of the official seed (docs/family.md),
-  57.70 M params, 12.52 G MACs at 224 (paper: 52.6 M, 8.9 G)."""
-  return AsViT(arch_lib.VARIANTS['asvit_base'], **kwargs)
-
-
-@register_model
-def asvit_large(**kwargs) -> AsViT:
-  """As-ViT Large, the authors' string (87.58 M params, 22.36 G MACs at 224)."""
-  return AsViT(arch_lib.VARIANTS['asvit_large'], **kwargs)
+# One table, arch.VARIANTS (sizes and origins: docs/design.md §2), names every variant.
+for _name in arch_lib.VARIANTS:
+  register_model(_variant(_name))
+del _name

@@ -22,6 +22,7 @@ from official.vision.serving import export_saved_model_lib
 from official.vision.serving import image_classification as classification_serving
 
 from asvit_tf.errors import UserInputError
+from asvit_tf.garden import checkpoints
 from asvit_tf.garden import detection
 from asvit_tf.garden import train_lib
 
@@ -43,20 +44,6 @@ def load_params(experiment: str, config_files: Sequence[str] = (),
     raise UserInputError(f'cannot export a {type(task).__name__}: only image classification and '
                          'Mask R-CNN experiments are supported')
   return params
-
-
-def resolve_checkpoint(checkpoint_path: str) -> str:
-  """A checkpoint file prefix: the path itself, or the latest checkpoint of a directory."""
-  if not checkpoint_path:
-    raise UserInputError('--checkpoint_path is required (a checkpoint or a model_dir)')
-  if tf.io.gfile.isdir(checkpoint_path):
-    latest = tf.train.latest_checkpoint(checkpoint_path)
-    if latest is None:
-      raise UserInputError(f'no checkpoint in {checkpoint_path}')
-    return latest
-  if not tf.io.gfile.exists(checkpoint_path + '.index'):
-    raise FileNotFoundError(f'checkpoint {checkpoint_path} does not exist')
-  return checkpoint_path
 
 
 class _CheckedImageTensors:
@@ -117,7 +104,7 @@ def export(params: cfg.ExperimentConfig, checkpoint_path: str, export_dir: str,
                          f'got {input_type!r}')
   if batch_size is not None and batch_size < 1:
     raise UserInputError(f'--batch_size must be >= 1 (or 0 for any), got {batch_size}')
-  checkpoint = resolve_checkpoint(checkpoint_path)
+  checkpoint = checkpoints.resolve_checkpoint(checkpoint_path)
   try:
     tf.io.gfile.makedirs(export_dir)
   except (tf.errors.OpError, OSError) as e:

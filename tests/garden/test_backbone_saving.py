@@ -1,5 +1,6 @@
 """The Model Garden `asvit` backbone in every Keras format, re-tokenized too (issue 14)."""
 import dataclasses
+import pathlib
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tests.models import _saving
 
 SIZE = 32
 INPUT_SHAPE = (None, SIZE, SIZE, 3)
+DATA = pathlib.Path(__file__).parent / 'data'
 
 
 def _images(seed=0):
@@ -64,4 +66,21 @@ def test_builder_gives_a_built_backbone_with_unique_names():
   _saving.assert_unique_names(model)
   names = {w.name for w in model.weights}
   assert f'{model.name}/encoder/stage2_block1/attn/proj/kernel:0' in names
-  assert f'{model.name}/pre_logits/kernel:0' in names
+  assert f'{model.name}/head/pre_logits/kernel:0' in names
+
+
+def test_checkpoint_of_the_separate_head_layers_still_loads():
+  """tests/garden/data/pre_logits_checkpoint was written by the code of commit 87900ed, whose
+  head was two layers of the backbone, `head_norm` and `pre_logits_dense`
+  (tf.train.Checkpoint(model=...) of AsViTBackbone('2,2,1,2|2,1,1|2,1,1|2,1,1|8,4',
+  pre_logits=True) with perturbed weights; 'pre_logits' of sin(0..6143) images)."""
+  prefix = str(DATA / 'pre_logits_checkpoint' / 'ckpt')
+  model = backbone_lib.AsViTBackbone('2,2,1,2|2,1,1|2,1,1|2,1,1|8,4', pre_logits=True)
+  model.build(INPUT_SHAPE)
+  tf.train.Checkpoint(model=model).read(prefix).assert_consumed()
+  old = tf.train.load_variable(prefix, 'model/pre_logits_dense/kernel/.ATTRIBUTES/VARIABLE_VALUE')
+  np.testing.assert_array_equal(model.head.pre_logits.kernel.numpy(), old)
+  images = tf.reshape(tf.sin(tf.range(2 * SIZE * SIZE * 3, dtype=tf.float32)), [2, SIZE, SIZE, 3])
+  np.testing.assert_allclose(model(images)['pre_logits'].numpy(),
+                             np.load(DATA / 'pre_logits_checkpoint' / 'pre_logits.npy'),
+                             rtol=0, atol=1e-6)

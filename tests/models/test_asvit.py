@@ -153,6 +153,11 @@ def test_count_macs_by_hand_for_a_tiny_network():
 
 def test_create_model_errors_and_names():
   assert {'asvit_seed', 'asvit_small', 'asvit_base', 'asvit_large'} <= set(models.model_names())
+  # one table: every variant of arch.VARIANTS is a model of that topology, and no other
+  assert set(models.model_names()) == set(arch.VARIANTS)
+  for name in arch.VARIANTS:
+    model = models.create_model(name, image_size=None, num_classes=3)
+    assert model.topology == arch.as_topology(name)
   with pytest.raises(ValueError, match="unknown model 'asvit_tiny'"):
     models.create_model('asvit_tiny')
   with pytest.raises(ValueError, match='num_classes must be an integer >= 1'):

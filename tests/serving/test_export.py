@@ -104,10 +104,10 @@ def test_export_errors(trained, tmp_path):
   params, root, _ = trained
   empty = tmp_path / 'empty'
   empty.mkdir()
-  with pytest.raises(ValueError, match='no checkpoint in'):
-    export_lib.export(params, str(empty), str(tmp_path / 'x'))
-  with pytest.raises(FileNotFoundError, match='does not exist'):
-    export_lib.export(params, str(tmp_path / 'nope' / 'ckpt-1'), str(tmp_path / 'x'))
+  for missing in (empty, tmp_path / 'nope' / 'ckpt-1'):
+    with pytest.raises(UserInputError, match=f"no checkpoint at '{missing}'"):
+      export_lib.export(params, str(missing), str(tmp_path / 'x'))
+  assert not (tmp_path / 'x').exists()   # refused before anything is written
   with pytest.raises(ValueError, match='--input_type'):
     export_lib.export(params, str(root / 'model'), str(tmp_path / 'x'), input_type='jpeg')
   with pytest.raises(ValueError, match="unknown experiment 'asvit_nonexistent'"):
