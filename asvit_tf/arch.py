@@ -46,6 +46,19 @@ def search_space_size() -> int:
   return n
 
 
+def extreme_topology(width: int, largest: bool) -> 'Topology':
+  """The search-space topology with the most (`largest`) or fewest parameters and the
+  largest or smallest tensors at `width`: the largest (smallest) kernels, expansions and
+  heads, the fewest (most) splits."""
+  space = dict(SEARCH_SPACE)
+  pick, split = (max, min) if largest else (min, max)
+  return Topology(
+      kernels=tuple(pick(space[f'K{i}']) for i in range(1, 5)),
+      splits=(split(space['S1']), split(space['S2']), split(space['S3']), FIXED_SPLIT_4),
+      expansions=tuple(pick(space[f'E{i}']) for i in range(1, 5)), heads=pick(space['H']),
+      width=width)
+
+
 def _parse_int(field: str, text: str) -> int:
   text = text.strip()
   try:

@@ -129,12 +129,7 @@ class EvolutionConfig:
 
 def smallest_in_search_space(width: int) -> arch_lib.Topology:
   """The smallest kernels, expansions and heads, the most splits: the fewest params and MACs."""
-  space = dict(arch_lib.SEARCH_SPACE)
-  return arch_lib.Topology(
-      kernels=tuple(min(space[f'K{i}']) for i in range(1, 5)),
-      splits=(max(space['S1']), max(space['S2']), max(space['S3']), arch_lib.FIXED_SPLIT_4),
-      expansions=tuple(min(space[f'E{i}']) for i in range(1, 5)), heads=min(space['H']),
-      width=width)
+  return arch_lib.extreme_topology(width, largest=False)
 
 
 PRESETS: Dict[str, Dict] = {

@@ -77,12 +77,7 @@ class SearchConfig:
 def largest_in_search_space(width: int) -> arch_lib.Topology:
   """The search-space topology with the most parameters and the largest tensors at `width`:
   the largest kernels, expansions and heads, the fewest splits."""
-  space = dict(arch_lib.SEARCH_SPACE)
-  return arch_lib.Topology(
-      kernels=tuple(max(space[f'K{i}']) for i in range(1, 5)),
-      splits=(min(space['S1']), min(space['S2']), min(space['S3']), arch_lib.FIXED_SPLIT_4),
-      expansions=tuple(max(space[f'E{i}']) for i in range(1, 5)), heads=max(space['H']),
-      width=width)
+  return arch_lib.extreme_topology(width, largest=True)
 
 
 PRESETS: Dict[str, Dict] = {
