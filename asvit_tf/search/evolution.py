@@ -36,6 +36,7 @@ from absl import logging
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -56,10 +57,6 @@ STRATEGY = 'evolution'
 MAX_DRAWS = 100  # draws of one child before it falls back to its parent
 SIZE_IMAGE = 224  # MACs of the ceiling are counted at 224×224, 1000 classes
 
-# Tags of the RNG streams: generation g draws from (seed, g, _EVOLVE); a topology is
-# measured with reinforce's (seed, _MEASURE, *decisions).
-_EVOLVE = 3
-_MEASURE = reinforce._MEASURE  # pylint: disable=protected-access
 
 SIZES = tuple(len(choices) for _, choices in arch_lib.SEARCH_SPACE)
 Decisions = Tuple[int, ...]
@@ -256,7 +253,7 @@ class EvolutionStrategy:
   def _children(self) -> List[Dict]:
     """The current generation's topologies, drawn from (seed, step) and the saved state."""
     config, step = self.config, self.state['step']
-    rng = state_lib.step_rng(config.seed, step, _EVOLVE)
+    rng = seeding.rng(config.seed, step, seeding.EVOLVE)
     measured = self.state['measured']
     budget = config.measurements - len(measured)
     population = [tuple(map(int, k.split(','))) for k in self.state['population']]
@@ -300,7 +297,7 @@ class EvolutionStrategy:
       seen.add(key)
       keys.append(key)
       todo.append((self.topology(c['decisions']),
-                   state_lib.derive_seed(self.config.seed, _MEASURE, *c['decisions'])))
+                   seeding.seed(self.config.seed, seeding.MEASURE, *c['decisions'])))
     new = len({_key(c['decisions']) for c in children} - set(measured))
     return run_lib.Proposal(keys, todo, new - len(todo),
                             f'generation {self.state["step"]}: {len(todo)} of {new} to measure')

@@ -42,6 +42,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -447,7 +448,7 @@ class GrowStrategy:
 
   def propose(self) -> Optional[run_lib.Proposal]:
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']
-    seed, pending = state_lib.derive_seed(self.config.seed, step), self.state['pending']
+    seed, pending = seeding.seed(self.config.seed, step), self.state['pending']
     self._step = {'start': time.time()}
     if step == 0:
       start = self.seed.replace(depths=tuple(depths), width=h)
