@@ -51,7 +51,6 @@ def define_flags():
   flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
                        'limit, quick 3).')
   cli_flags.define_common_flags('Seed of the measurements.')
-  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
 
 
 FLAGS = flags.FLAGS

@@ -13,6 +13,9 @@ from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
 
 FLAGS = flags.FLAGS
+# The flags the functions below define belong to the command that calls them (they are its
+# key flags, listed by its --help), not to this module.
+flags.disclaim_key_flags()
 
 
 def define_common_flags(seed_help: str):

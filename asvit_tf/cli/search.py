@@ -56,7 +56,6 @@ def define_flags():
   flags.DEFINE_float('max_macs', None, 'Evolution: ceiling on its MACs at 224x224; none by '
                        'default.')
   cli_flags.define_common_flags('Seed of the policy, the samples and the measurements.')
-  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
 
 
 FLAGS = flags.FLAGS

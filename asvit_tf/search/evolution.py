@@ -194,18 +194,12 @@ def _key(decisions: Sequence[int]) -> str:
   return ','.join(map(str, decisions))
 
 
-@dataclasses.dataclass
-class EvolutionResult:
-  topology: arch_lib.Topology  # the fittest measured, at C=width and depths 1,1,1,1
-  records: List[Dict]
-  output_dir: str
-
-  @property
-  def seed_string(self) -> str:
-    return self.topology.seed_string
+# A search's result whatever its strategy; here `topology` is the fittest measured, at
+# C=width and depths 1,1,1,1.
+EvolutionResult = reinforce.SearchResult
 
 
-class EvolutionStrategy:
+class EvolutionStrategy(run_lib.OpenEndedStrategy):
   """A population per step (a `run.Strategy`). The state keeps the archive ('measured':
   decisions key -> metrics, in order of generation and draw), the population (decision
   keys, fittest first) and the current generation's measurements under 'pending'."""
@@ -222,19 +216,6 @@ class EvolutionStrategy:
     return {'kind': KIND, 'config': dataclasses.asdict(self.config), 'step': 0,
             'done': False, 'stop_reason': '', 'measured': {}, 'population': [],
             'pending': {}, 'records': []}
-
-  def restore(self, state: Dict):
-    missing = [k for k in ('step', 'measured', 'population', 'pending', 'stop_reason',
-                           'records') if k not in state]
-    if missing:
-      raise KeyError(f'no {", ".join(missing)}')
-    self.state = state
-
-  def finished(self) -> bool:
-    return self.state['done']
-
-  def total(self) -> None:
-    return None
 
   def topology(self, decisions: Sequence[int]) -> arch_lib.Topology:
     return arch_lib.Topology.from_decisions(decisions, width=self.config.width)

@@ -407,7 +407,7 @@ def family_table(records: Sequence[Dict]) -> str:
   return family.series_table(records)
 
 
-class GrowStrategy:
+class GrowStrategy(run_lib.OpenEndedStrategy):
   """The scaling (a `run.Strategy`): step 0 measures the start, each further step proposes
   the candidates under --max_params and accepts the one `select` picks.
 
@@ -426,19 +426,6 @@ class GrowStrategy:
     return {'kind': KIND, 'config': dataclasses.asdict(self.config), 'step': 0,
             'done': False, 'stop_reason': '', 'width': self.config.start_width,
             'depths': [1, 1, 1, 1], 'pending': {}, 'records': []}
-
-  def restore(self, state: Dict):
-    missing = [k for k in ('step', 'width', 'depths', 'pending', 'stop_reason', 'records')
-               if k not in state]
-    if missing:
-      raise KeyError(f'no {", ".join(missing)}')
-    self.state = state
-
-  def finished(self) -> bool:
-    return self.state['done']
-
-  def total(self) -> None:
-    return None
 
   def status(self) -> str:
     if not self.state['records']:

@@ -60,7 +60,8 @@ class Strategy(Protocol):
     'records' (the step records)."""
 
   def restore(self, state: Dict) -> None:
-    """Takes `state` (fresh or saved) as its own; KeyError/TypeError if it is damaged."""
+    """Takes `state` (fresh or saved) as its own; KeyError/TypeError if it is damaged. The
+    driver has checked that `state` holds every key of `fresh_state()`."""
 
   def finished(self) -> bool:
     """No step is left."""
@@ -82,6 +83,21 @@ class Strategy(Protocol):
 
   def write_outputs(self, output_dir: str, final: bool) -> None:
     """The strategy's files besides the state and the JSONL (plots, tables, results)."""
+
+
+class OpenEndedStrategy:
+  """The part of a `Strategy` whose end is not known in advance: its state dict is all it
+  keeps (restored as it is) and says itself when the run is 'done'."""
+  state: Dict
+
+  def restore(self, state: Dict) -> None:
+    self.state = state
+
+  def finished(self) -> bool:
+    return self.state['done']
+
+  def total(self) -> None:
+    return None
 
 
 class TensorBoard:
@@ -148,9 +164,13 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
   fresh one; restored into `strategy`."""
   state = state_lib.load_state(output_dir, strategy.kind, dataclasses.asdict(config),
                                dataclasses.asdict(type(config)()))
+  fresh = strategy.fresh_state()
   if state is None:
-    state = strategy.fresh_state()
+    state = fresh
   try:
+    missing = [k for k in fresh if k not in state]
+    if missing:
+      raise KeyError(f'no {", ".join(missing)}')
     strategy.restore(state)
   except (KeyError, TypeError, AttributeError, IndexError) as e:
     path = os.path.join(output_dir, state_lib.state_file(strategy.kind))
