@@ -13,11 +13,14 @@ import argparse
 import json
 import math
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import amounts
+from asvit_tf.search import state as state_lib
 
 PAPER_SIZES = {'asvit_small': (29.0e6, 5.3e9), 'asvit_base': (52.6e6, 8.9e9),
                'asvit_large': (88.1e6, 22.6e9)}
@@ -55,15 +58,14 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
 def budget_table(records: Sequence[Dict], metric: str, budgets: Sequence[float]) -> str:
   """Markdown table: per budget, the member of the series marked nearest to it (the
   records' 'budget' lists, `grow.budget_marks`); a budget not placed yet says so."""
-  from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
   where = {b: r for r in records for b in (r.get('budget') or [])}
   rows = []
   for b in budgets:
     r = where.get(b)
     if r is None:
-      rows.append((grow.format_budget(metric, b), 'not reached yet', '', '', '', ''))
+      rows.append((amounts.format_budget(metric, b), 'not reached yet', '', '', '', ''))
       continue
-    rows.append((grow.format_budget(metric, b), r['step'], f'`{r["arch"]}`',
+    rows.append((amounts.format_budget(metric, b), r['step'], f'`{r["arch"]}`',
                  f'{r["params"] / 1e6:.2f} M', f'{r["macs"] / 1e9:.2f} G',
                  f'{100 * (r[metric] - b) / b:+.1f} %'))
   return markdown_table(('budget', 'step', 'topology (real width)', 'params', 'MACs',
@@ -197,8 +199,6 @@ def main(argv=None):
   plot = plot if plot and os.path.exists(plot) and args.out else ''
   text = render_doc(args.run_dir, plot=bool(plot), out=args.out or DEFAULT_OUT)
   if args.out:
-    import shutil  # pylint: disable=g-import-not-at-top
-    from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     if plot:

@@ -27,10 +27,14 @@ import os
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from absl import logging
+from tqdm.auto import tqdm
 
 from asvit_tf.errors import UserInputError
+from asvit_tf.search import data as data_lib
 from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
+from asvit_tf.search import ray_evaluator
 from asvit_tf.search import state as state_lib
 
 TB_DIR = 'tensorboard'
@@ -131,16 +135,13 @@ def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
   local processes (`parallel.PoolMeasure`), each with `threads` intra-op threads (default:
   its share of the cores); else in this process.
   """
-  from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
   images = data_lib.load_batch(config.data, config.data_dir, config.image_size,
                                config.batch_size, config.seed)
   share = bool(getattr(config, 'share_embedding', False))
   if ray is not None:
-    from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
     return ray_evaluator.RayEvaluator(metrics, ray, config.image_size, config.repeats, images,
                                       config.batch_size, share_embedding=share)
   if workers > 1:
-    from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top  (TensorFlow)
     return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
                                 config.batch_size, threads=threads, share_embedding=share)
   return measure_lib.SerialEvaluator(measure_lib.make_measure(
@@ -149,7 +150,6 @@ def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
 
 
 def _progress_bar(strategy: Strategy, state: Dict, enabled: bool):
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   by_step = strategy.unit == 'step'
   bar = tqdm(total=strategy.total() if by_step else None,
              initial=state['step'] if by_step else 0, desc=strategy.kind, unit=strategy.unit,
