@@ -12,8 +12,8 @@ to 80 M parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may
 the family's sizes: the run ends at the last budget (instead of --target_params), and the
 outputs mark the model nearest each budget. --tie_break=authors breaks equal rank sums as the
 authors' code does; --share_embedding draws the patch-embedding conv as their code does.
-How long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core
-CPU (README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
+How long: the paper preset about an hour on a 2-core CPU (measured times:
+docs/benchmarks.md, "Search and grow speed"). The numbers follow `asvit_tf.validation`.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ Writes to DIR: search.jsonl (one record per step), tensorboard/ (scalars), searc
 topology). Rerunning the same command resumes a killed run; a finished run is reported (and
 its outputs rewritten); a run into a DIR in use by another exits at once. Explicit flags
 override the preset (paper: 500 steps, 224×224, 5 repeats; quick: 10 steps, 32×32, 1
-repeat). How long: one uninterrupted paper-preset search took 59 min on a 2-core CPU
-(its `asvit grow` 57 min more; README, docs/benchmarks.md); the quick preset a few minutes.
+repeat). How long: the paper preset about an hour on a 2-core CPU, the quick one minutes
+(measured times: docs/benchmarks.md, "Search and grow speed").
 
 `--strategy=evolution` (docs/design.md §8a): a population over the 12 decisions, mutation and
 crossover, fitness = rank sum of the --reward metrics among all measured topologies, optional
