@@ -57,7 +57,6 @@ STRATEGY = 'evolution'
 MAX_DRAWS = 100  # draws of one child before it falls back to its parent
 SIZE_IMAGE = 224  # MACs of the ceiling are counted at 224×224, 1000 classes
 
-
 SIZES = tuple(len(choices) for _, choices in arch_lib.SEARCH_SPACE)
 Decisions = Tuple[int, ...]
 
