@@ -286,6 +286,7 @@ def _tiny_runner(nuclei, model_dir, mode, model=None, trainer=None):
   return params, strategy, runner
 
 
+@pytest.mark.slow
 def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
   model_dir = str(tmp_path / 'run')
   params, strategy, runner = _tiny_runner(
