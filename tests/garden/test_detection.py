@@ -222,6 +222,7 @@ def nuclei(tmp_path_factory):
   return make_nuclei_coco.make_nuclei_coco(out, tile=128, val_tiles=4)
 
 
+@pytest.mark.slow  # builds the nuclei data set (44 s under load)
 def test_nuclei_dataset(nuclei):
   assert (nuclei.num_train, nuclei.num_val) == (12, 4)
   image, labels = make_nuclei_coco.read_stardist_nuclei()
