@@ -6,15 +6,16 @@ The step is Model Garden's `MaskRCNNTask.train_step` (forward, losses, gradients
 update) in a `tf.function`, float32, on the nuclei tiles of `asvit_tf.garden.data.
 make_nuclei_coco` scaled up to 1024x1024 by the parser (the data only fills the input; its
 content does not change the cost). The config is `cascadercnn_asvit_coco` (= the TPU YAML)
-with only the data, batch 1, float32 and no scale jitter changed.
+with only the data, batch 1, float32 and no scale jitter changed; `--remat` turns on the
+backbone's gradient checkpointing (`task.model.backbone.asvit.remat`, off in the config).
 
 The step runs in a child process that the parent watches: the parent samples the child's
 resident memory (VmRSS) every 0.2 s, kills it once it passes `--limit_gb` and then reports
 "needs more than" that. Peak RSS is the process's (TensorFlow and the model included).
 
 Writes its section of docs/benchmarks.md through benchmarks/_report.py.
-Usage: python benchmarks/detector_step.py [--policy fixed] [--limit_gb 10] [--steps 2]
-       [--data_dir /tmp/asvit_nuclei_coco] [--no_write]
+Usage: python benchmarks/detector_step.py [--policy fixed] [--remat] [--limit_gb 10]
+       [--steps 2] [--data_dir /tmp/asvit_nuclei_coco] [--no_write]
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def _child(args):
   pattern = os.path.join(args.data_dir, 'tfrecord', 'train-*')
   params = detection.detection_config(overrides={
       'runtime': {'mixed_precision_dtype': 'float32'},
-      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy}},
+      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy,
+                                                'remat': args.remat}},
                          'input_size': [args.image, args.image, 3]},
                'train_data': {'input_path': pattern, 'global_batch_size': 1,
                               'dtype': 'float32', 'shuffle_buffer_size': 4,
@@ -90,6 +92,11 @@ def _child(args):
                       'loss': loss}), flush=True)
 
 
+def _key(result):
+  """What a run measured: (image, policy, remat); runs cached before `--remat` had none."""
+  return result['image'], result['policy'], result.get('remat', False)
+
+
 def _rss_bytes(pid: int) -> int:
   try:
     with open(f'/proc/{pid}/status') as f:
@@ -105,6 +112,8 @@ def run_watched(args):
   """Runs the child; returns (events, peak RSS bytes, killed for memory, return code)."""
   cmd = [sys.executable, os.path.abspath(__file__), '--child', f'--policy={args.policy}',
          f'--steps={args.steps}', f'--data_dir={args.data_dir}', f'--image={args.image}']
+  if args.remat:
+    cmd.append('--remat')
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
   lines = []
   reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -135,6 +144,8 @@ def main(argv):
   parser.add_argument('--steps', type=int, default=2)
   parser.add_argument('--data_dir', default='/tmp/asvit_nuclei_coco')
   parser.add_argument('--image', type=int, default=IMAGE, help='square input side (px)')
+  parser.add_argument('--remat', action='store_true',
+                      help="the backbone's gradient checkpointing (backbone.asvit.remat)")
   parser.add_argument('--cache', default='',
                       help='JSON file of earlier measurements (image, policy): the report '
                       'lists them all; this run adds or replaces its own')
@@ -158,7 +169,8 @@ def main(argv):
     events, peak, killed, code = run_watched(args)
     steps = [e for e in events if e['event'] == 'step']
     built = next((e for e in events if e['event'] == 'built'), None)
-    result = {'image': args.image, 'policy': args.policy, 'limit_gb': args.limit_gb,
+    result = {'image': args.image, 'policy': args.policy, 'remat': args.remat,
+              'limit_gb': args.limit_gb,
               'peak_gb': peak / GB, 'killed': killed, 'code': code, 'load': load_before,
               'built_s': built['seconds'] if built else None,
               'params': built['params'] if built else None,
@@ -167,10 +179,9 @@ def main(argv):
   results = []
   if args.cache and os.path.exists(args.cache):
     with open(args.cache) as f:
-      results = [r for r in json.load(f)
-                 if result is None or (r['image'], r['policy']) != (args.image, args.policy)]
+      results = [r for r in json.load(f) if result is None or _key(r) != _key(result)]
   results = sorted(results + ([result] if result else []),
-                   key=lambda r: (-r['image'], r['policy']))
+                   key=lambda r: (-r['image'], r['policy'], r.get('remat', False)))
   if args.cache and result:
     with open(args.cache, 'w') as f:
       json.dump(results, f, indent=1)
@@ -200,12 +211,12 @@ def main(argv):
     else:
       outcome = f'loss {r["loss"]:.3f}'
     peak_text = f'> {r["limit_gb"]:g}' if r['killed'] else f'{r["peak_gb"]:.2f}'
-    measured.append([f'{r["image"]}²', r['policy'],
+    measured.append([f'{r["image"]}²', r['policy'], 'on' if r.get('remat') else 'off',
                      f'{r["built_s"]:.0f}' if r['built_s'] is not None else '—',
                      ', '.join(f'{t:.0f}' for t in r['steps_s']) or '—', peak_text,
                      f'{r["load"]:.1f}', outcome])
   measured_table = _report.markdown_table(
-      ['input', 'policy', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
+      ['input', 'policy', 'remat', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
        'load avg at start', 'result'], measured)
   # Smaller inputs that still did not fit: their fixed-window maps are far below the limit.
   small = [r for r in results if r['policy'] == 'fixed' and r['image'] < IMAGE and r['killed']]
