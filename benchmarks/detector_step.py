@@ -97,6 +97,44 @@ def _key(result):
   return result['image'], result['policy'], result.get('remat', False)
 
 
+def _peak_text(r) -> str:
+  return f'more than {r["limit_gb"]:g} GB' if r['killed'] else f'{r["peak_gb"]:.1f} GB'
+
+
+def _memory_paragraph(arch: str, results) -> str:
+  """Where the memory of the `fixed` runs goes, in words, from the cached runs."""
+  fixed = [r for r in results if r['policy'] == 'fixed']
+  plain = {r['image']: r for r in fixed if not r.get('remat')}
+  remat = {r['image']: r for r in fixed if r.get('remat')}
+  parts = []
+  if plain:
+    peaks = ', '.join(f'{n}²: {_peak_text(plain[n])} (maps '
+                      f'{attention_map_bytes(arch, n, "fixed")[1] / GB:.2f} GB)'
+                      for n in sorted(plain))
+    parts.append(f'Without remat the `fixed` step peaks at {peaks}.')
+  if remat:
+    rows = ', '.join(f'{n}²: {_peak_text(r)}' +
+                     (f', 2nd step {r["steps_s"][-1]:.0f} s' if len(r['steps_s']) > 1 else '')
+                     for n, r in sorted(remat.items()))
+    parts.append('With `remat` each block keeps only its input and its attention residual '
+                 'sum for the backward pass, which recomputes the rest (qkv, attention logits '
+                 "and maps, the MLP's hidden layer) one block at a time, at the cost of one more "
+                 f'forward pass of the backbone: {rows}.')
+  both = [n for n in sorted(remat) if n in plain and not remat[n]['killed']]
+  if both:
+    saved = ', '.join(
+        f'{n}²: ' + (f'{plain[n]["peak_gb"]:.1f} → {remat[n]["peak_gb"]:.1f} GB'
+                     if not plain[n]['killed'] else
+                     f'more than {plain[n]["limit_gb"]:g} → {remat[n]["peak_gb"]:.1f} GB')
+        for n in both)
+    parts.append(f'Remat of the backbone blocks alone changes the peak ({saved}): what grows '
+                 "with the input is mostly the blocks' activations kept for the backward pass, "
+                 'not the heads. What stays includes TensorFlow itself, the 134 M weights with '
+                 'their gradients and two AdamW slots (2.1 GB), the traced graph, and the FPN '
+                 'and Cascade Mask R-CNN heads.')
+  return ' '.join(parts)
+
+
 def _rss_bytes(pid: int) -> int:
   try:
     with open(f'/proc/{pid}/status') as f:
@@ -214,23 +252,12 @@ def main(argv):
     measured.append([f'{r["image"]}²', r['policy'], 'on' if r.get('remat') else 'off',
                      f'{r["built_s"]:.0f}' if r['built_s'] is not None else '—',
                      ', '.join(f'{t:.0f}' for t in r['steps_s']) or '—', peak_text,
+                     f'{r["limit_gb"]:g}',
                      f'{r["load"]:.1f}', outcome])
   measured_table = _report.markdown_table(
       ['input', 'policy', 'remat', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
-       'load avg at start', 'result'], measured)
-  # Smaller inputs that still did not fit: their fixed-window maps are far below the limit.
-  small = [r for r in results if r['policy'] == 'fixed' and r['image'] < IMAGE and r['killed']]
-  not_maps = ''
-  if small:
-    r = min(small, key=lambda r: r['image'])
-    small_maps = attention_map_bytes(arch, r['image'], 'fixed')[1]
-    not_maps = (f" Even at {r['image']}² the `fixed` step needs more than {r['limit_gb']:g} GB "
-                f"while its attention maps take {small_maps / GB:.2f} GB: on this CPU the "
-                "attention maps are not what fills the memory under `fixed`; what does is "
-                "elsewhere in the step and not broken down here (candidates: the traced "
-                "Cascade Mask R-CNN graph, the float32 activations of the heads and of the "
-                "backbone's MLPs, the weights, gradients and AdamW slots of 134 M "
-                "parameters: 2.1 GB).")
+       'limit (GB)', 'load avg at start', 'result'], measured)
+  not_maps = _memory_paragraph(arch, results)
   cache = os.path.relpath(args.cache, _report.REPO) if args.cache else '(none)'
   splits_total = maps['splits'][1]
   fixed_total = maps['fixed'][1]
@@ -242,7 +269,9 @@ shown; nuclei tiles scaled to the input size. Each step ran in a child process w
 memory was sampled every 0.2 s and which was stopped past the limit (the machine's 24 GB are
 shared by several jobs). Other jobs were running (load averages below, on 2 cores): the
 seconds are pessimistic. Each row is one run of `python benchmarks/detector_step.py --image N
---cache {cache}` (limit {args.limit_gb:g} GB, 2 steps); the runs are kept in that file.
+[--remat] --limit_gb L --cache {cache}` (2 steps; L at most the memory `free` showed
+available minus 1.5 GB); the runs are kept in that file. `remat` on is the backbone's
+gradient checkpointing, `task.model.backbone.asvit.remat: true` (off in the config).
 
 {measured_table}
 
@@ -255,7 +284,11 @@ block is differentiated):
 Under `splits` the maps alone take {splits_total / GB:.1f} GB ({splits_total / fixed_total:.0f}× the
 `fixed` ones): one stage-1 map is {maps['splits'][0][0][4] / GB:.1f} GB, so a training step
 needs well over {splits_total / GB:.0f} GB, more than this machine or a TPU core holds, and was
-not run. Under `fixed` they take {fixed_total / GB:.1f} GB.{not_maps}
+not run; with `remat` it would keep fewer maps, but differentiating one stage-1 block still
+holds its logits, its map and their gradients at once, at least
+{3 * maps['splits'][0][0][4] / GB:.0f} GB. Under `fixed` they take {fixed_total / GB:.1f} GB.
+
+{not_maps}
 """
   print(body)
   if not args.no_write:
