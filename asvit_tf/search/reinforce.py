@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -39,9 +40,6 @@ PLOT_FILE = 'search.png'
 SEED_FILE = arch_lib.SEED_FILE
 RESULT_FILE = 'result.json'
 TB_DIR = run_lib.TB_DIR
-
-# Tags of the RNG streams derived from (seed, step, tag).
-_SAMPLE, _MEASURE = 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +146,14 @@ class ReinforceStrategy:
 
   def propose(self) -> run_lib.Proposal:
     step, seed = self.state['step'], self.config.seed
-    actions = self.policy.sample(state_lib.step_rng(seed, step, _SAMPLE))
+    actions = self.policy.sample(seeding.rng(seed, step, seeding.SAMPLE))
     topo = arch_lib.Topology.from_decisions(actions, width=self.config.width)
     key = topo.seed_string
     self._step = {'start': time.time(), 'actions': actions, 'topology': topo,
                   'cached': key in self.cache}
     if key in self.cache:
       return run_lib.Proposal([], [])
-    return run_lib.Proposal([key], [(topo, state_lib.derive_seed(seed, _MEASURE, *actions))])
+    return run_lib.Proposal([key], [(topo, seeding.seed(seed, seeding.MEASURE, *actions))])
 
   def take(self, key: str, measurement: measure_lib.Measurement):
     """Kept as it is logged (non-finite -> None, params counted if not measured), so a

@@ -101,9 +101,10 @@ def test_experiment_has_the_cascade_settings():
   assert model.detection_head.class_agnostic_bbox_pred
   assert model.detection_head.cascade_class_ensemble
   assert model.include_mask
-  # No SpineNet restriction survives the rebuild (it would pin min_level to spinenet's 3).
-  assert params.task.model.backbone.spinenet.min_level != model.min_level
+  # The experiment passes Model Garden's own checks and ours of the model (the data paths,
+  # which are the user's, are checked by the tests of validate below).
   super(detection.DetectionExperimentConfig, params).validate()
+  detection.validate_detection(params, check_data=False)
 
 
 def test_large_tpu_yaml_is_the_experiment_with_bucket_paths():
@@ -259,6 +260,7 @@ def nuclei(tmp_path_factory):
   return make_nuclei_coco.make_nuclei_coco(out, tile=128, val_tiles=4)
 
 
+@pytest.mark.slow  # builds the nuclei data set (44 s under load)
 def test_nuclei_dataset(nuclei):
   assert (nuclei.num_train, nuclei.num_val) == (12, 4)
   image, labels = make_nuclei_coco.read_stardist_nuclei()
@@ -301,25 +303,35 @@ def test_overlapping_training_crops_never_touch_the_validation_tiles():
     make_nuclei_coco.training_origins(512, 512, 128, 0, val)
 
 
-def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
+def _tiny_runner(nuclei, model_dir, mode, model=None, trainer=None):
+  """An Orbit runner of the tiny detection config on the nuclei data, on one CPU device;
+  `model` and `trainer` override the config's sections."""
   from official.core import task_factory
   from official.core import train_lib
   from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
   params = detection.detection_config([TINY_YAML], {
-      'task': {'annotation_file': nuclei.val_json,
+      'task': {'annotation_file': nuclei.val_json, 'model': model or {},
                'train_data': {'input_path': nuclei.train_pattern},
                'validation_data': {'input_path': nuclei.val_pattern}},
-      'trainer': {'train_steps': 2, 'steps_per_loop': 2, 'checkpoint_interval': 2,
-                  'validation_interval': 2, 'validation_steps': 2}})
+      'trainer': trainer or {}})
   params.validate()
   params.lock()
-  model_dir = str(tmp_path / 'run')
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
   runner = train_lib.OrbitExperimentRunner(
-      distribution_strategy=strategy, task=task, mode='train_and_eval', params=params,
+      distribution_strategy=strategy, task=task, mode=mode, params=params,
       model_dir=model_dir)
+  return params, strategy, runner
+
+
+@pytest.mark.slow
+def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
+  model_dir = str(tmp_path / 'run')
+  params, strategy, runner = _tiny_runner(
+      nuclei, model_dir, 'train_and_eval',
+      trainer={'train_steps': 2, 'steps_per_loop': 2, 'checkpoint_interval': 2,
+               'validation_interval': 2, 'validation_steps': 2})
   with strategy.scope():
     runner.controller.train(steps=2)
     logs = runner.controller.evaluate(steps=2)
@@ -341,26 +353,11 @@ def test_fixed_windows_detector_trains_a_step_at_256(nuclei, tmp_path):
   """The tiny detection config (fixed windows of 128 px: 16, 16, 8, 4 tokens) at 256 px:
   grids 64, 32, 16, 8, so the windows no longer follow the grid; one step changes the
   attention weights and gives a finite loss."""
-  from official.core import task_factory
-  from official.core import train_lib
-  from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
-  params = detection.detection_config([TINY_YAML], {
-      'task': {'annotation_file': nuclei.val_json,
-               'model': {'input_size': [256, 256, 3]},
-               'train_data': {'input_path': nuclei.train_pattern},
-               'validation_data': {'input_path': nuclei.val_pattern}},
-      'trainer': {'train_steps': 1, 'steps_per_loop': 1, 'summary_interval': 1,
-                  'checkpoint_interval': 1, 'validation_interval': 1}})
+  params, strategy, runner = _tiny_runner(
+      nuclei, str(tmp_path / 'run'), 'train', model={'input_size': [256, 256, 3]},
+      trainer={'train_steps': 1, 'steps_per_loop': 1, 'summary_interval': 1,
+               'checkpoint_interval': 1, 'validation_interval': 1})
   assert params.task.model.backbone.asvit.window_policy == 'fixed'
-  params.validate()
-  params.lock()
-  model_dir = str(tmp_path / 'run')
-  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
-  with strategy.scope():
-    task = task_factory.get_task(params.task, logging_dir=model_dir)
-  runner = train_lib.OrbitExperimentRunner(
-      distribution_strategy=strategy, task=task, mode='train', params=params,
-      model_dir=model_dir)
   model = runner.trainer.model
   encoder = model.backbone.encoder
   windows = [stage[0].attn.window(rows, rows) for stage, rows
