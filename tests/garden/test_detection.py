@@ -46,6 +46,44 @@ def test_large_backbone_specs_at_1024():
   assert windows == [(28, 28), (28, 28), (14, 14), (7, 7)]
 
 
+def test_backbone_remat_is_a_config_field_with_the_same_loss_and_gradients():
+  """`backbone.asvit.remat` (off by default) reaches every block through Model Garden's
+  builder, survives the backbone's get_config/from_config, and gives the loss and gradients
+  of the backbone without it (drop-path on, as in the detection config)."""
+  params = detection.detection_config(overrides={'task': {'model': {
+      'input_size': [64, 64, 3],
+      'backbone': {'asvit': {'arch': TINY_ARCH, 'window_reference_size': 32}}}}})
+  assert not params.task.model.backbone.asvit.remat
+  assert params.task.model.backbone.asvit.drop_path_rate > 0
+  spec = tf_keras.layers.InputSpec(shape=[None, 64, 64, 3])
+  plain = asvit_backbone.build_asvit(spec, params.task.model.backbone, None)
+  params.override({'task': {'model': {'backbone': {'asvit': {'remat': True}}}}})
+  remat = asvit_backbone.build_asvit(spec, params.task.model.backbone, None)
+  blocks = [block for stage in remat.encoder.stages for block in stage]
+  assert all(block.remat for block in blocks)
+  assert not any(block.remat for stage in plain.encoder.stages for block in stage)
+  clone = type(remat).from_config(remat.get_config())
+  assert remat.get_config()['remat'] and all(b.remat for s in clone.encoder.stages for b in s)
+  images = tf.constant(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), tf.float32)
+  plain(images)
+  remat(images)
+  remat.set_weights(plain.get_weights())
+
+  def loss_and_grads(model):  # eager: the same seed draws the same drop-path masks
+    with tf.GradientTape() as tape:
+      maps = model(images, training=True)
+      loss = sum(tf.reduce_mean(tf.square(maps[level])) for level in '2345')
+    return [loss] + tape.gradient(loss, model.trainable_weights)
+
+  tf.random.set_seed(3)
+  want = [t.numpy() for t in loss_and_grads(plain)]
+  tf.random.set_seed(3)
+  got = [t.numpy() for t in loss_and_grads(remat)]
+  assert len(got) == len(want) == 1 + len(plain.trainable_weights)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 # ---- the experiment --------------------------------------------------------------------------
 def test_experiment_has_the_cascade_settings():
   params = detection.detection_config()
