@@ -14,6 +14,13 @@ For each topology (the official seed at C=32, depths 1,1,1,1, and As-ViT Large; 
   * the peak resident memory of each measurement (each runs in its own process).
 Then it prints a table with the ratios and writes its section of docs/benchmarks.md.
 
+Per new network (issue 19; `--per_new_network`): what a search or a grow pays for every
+topology, the public measure (`length_distortion`, `curvature`, `ntk_condition_number`, one
+repeat, its defaults) called on a network not measured before in a process that has
+measured another topology first (so TensorFlow's own start-up is not counted): build,
+trace when traced, and measure. Beside it the authors' PyTorch code timed on this CPU
+(`AUTHORS_SECONDS`, from issue 19), and their ratio.
+
   python benchmarks/complexity_speed.py            # the full run (As-ViT Large: long)
   python benchmarks/complexity_speed.py --quick    # the seed at 64 px; docs untouched
 """
@@ -32,6 +39,14 @@ from benchmarks import _report  # pylint: disable=g-import-not-at-top
 
 SEED = 'asvit_seed'
 LARGE = 'asvit_large'
+# The authors' PyTorch code per new network, eager on 2 threads of this CPU (issue 19: the
+# seed at C=32, depths 1,1,1,1, 10 curve points, 16 NTK images, one repeat): seconds by
+# (measure, image size).
+AUTHORS_SECONDS = {('length', 64): 7.17, ('ntk', 64): 0.51, ('curvature', 64): 14.8,
+                   ('length', 224): 289.0, ('ntk', 224): 19.9}
+NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk')
+# A topology measured first in each per-new-network process: not the measured one.
+_WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
 
 
 def _peak_rss_gb() -> float:
@@ -59,6 +74,8 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
   from asvit_tf.complexity import ntk  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import reference  # pylint: disable=g-import-not-at-top
 
+  if task in NEW_NETWORK_TASKS:
+    return _new_network(task[len('new_'):], arch, image_size, num_points, batch_size)
   shape = (image_size, image_size, 3)
   factory = network.model_factory(arch)
   out = {}
@@ -151,6 +168,40 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
   return out
 
 
+def _new_network(metric: str, arch: str, image_size: int, num_points: int,
+                 batch_size: int) -> dict:
+  """Seconds (wall and this process's CPU) of one public measure on a new network, after a
+  first measure of `_WARM_UP` in this process."""
+  from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
+  if metric == 'ntk':
+    measure = lambda a: complexity.ntk_condition_number(a, image_size=image_size, repeats=1,
+                                                        batch_size=batch_size)
+  else:
+    fn = complexity.length_distortion if metric == 'length' else complexity.curvature
+    measure = lambda a: fn(a, image_size=image_size, num_points=num_points, repeats=1)
+  measure(_WARM_UP)
+  wall, cpu = time.perf_counter(), time.process_time()
+  result = measure(arch)
+  return {'new': time.perf_counter() - wall, 'new_cpu': time.process_time() - cpu,
+          'value': float(result.mean), 'peak_gb': _peak_rss_gb()}
+
+
+def new_network_rows(arch, image_size, r) -> list:
+  """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
+  our further repeat (the warm column of the main table, when it was run)."""
+  rows = []
+  for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
+                                   ('κ', 'curvature', 'curvature'),
+                                   ('κ_Θ', 'ntk', 'ntk_taps')):
+    got = r.get(f'new_{metric}', {})
+    new, authors = got.get('new'), AUTHORS_SECONDS.get((metric, image_size))
+    cpu = '—' if got.get('new_cpu') is None else f'{got["new_cpu"]:.2f} s'
+    rows.append([arch, f'{label} @{image_size}', _s(authors), _s(new), cpu,
+                 _x(authors, new), _s(r.get(warm_task, {}).get('warm')),
+                 '—' if got.get('value') is None else f'{got["value"]:.6g}'])
+  return rows
+
+
 def run_worker(task, arch, args) -> dict:
   """Runs `worker` in a fresh process (own memory peak; an OOM kill is reported)."""
   cmd = [sys.executable, os.path.abspath(__file__), '--worker', task, '--arch', arch,
@@ -231,6 +282,8 @@ def main():
   parser.add_argument('--cache', default=None,
                       help='JSON file of finished measurements: reused, so an interrupted '
                       'run resumes where it stopped')
+  parser.add_argument('--per_new_network', action='store_true',
+                      help='only the per-new-network table (issue 19) of each topology')
   parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--arch', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -244,12 +297,15 @@ def main():
     args.coords = args.coords or 2
     args.archs = args.archs or SEED
     args.no_write = True
+  if args.per_new_network:
+    args.no_write = True   # the section holds the full table
   archs = (args.archs or f'{SEED},{LARGE}').split(',')
   tasks = ('length_dual', 'length_dual_eager', 'length', 'length_eager', 'curvature',
            'forward', 'reference_length', 'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
+  tasks = NEW_NETWORK_TASKS if args.per_new_network else tasks + NEW_NETWORK_TASKS
   load = os.getloadavg()[0]
   start = time.perf_counter()
-  rows = []
+  rows, new_rows = [], []
   cache = {}
   if args.cache and os.path.exists(args.cache):
     with open(args.cache) as f:
@@ -273,11 +329,17 @@ def main():
           with open(args.cache, 'w') as f:
             json.dump({k: v for k, v in cache.items() if 'error' not in v}, f, indent=1)
       results[task] = cache[key]
-    rows += summarise(arch, results)
+    if not args.per_new_network:
+      rows += summarise(arch, results)
+    new_rows += new_network_rows(arch, args.image_size, results)
   load = max(load, os.getloadavg()[0])
   header = ['topology', 'measure', 'cold (1st call)', 'warm (1 repeat)', 'reference',
             'reference / warm', 'vs plain forward', 'peak RSS']
-  table = _report.markdown_table(header, rows)
+  new_table = _report.markdown_table(
+      ['topology', 'measure', "authors' code", 'ours per new network', 'its CPU time',
+       "authors' / ours", 'ours per further repeat', 'value'], new_rows)
+  table = new_table if args.per_new_network else (
+      _report.markdown_table(header, rows) + '\n\nPer new network (issue 19):\n\n' + new_table)
   print(table)
   print(f'total {time.perf_counter() - start:.0f} s, load average up to {load:.1f}')
   if args.no_write:
@@ -295,7 +357,10 @@ def main():
       'then; later topologies in the same process pay less), *warm* a further repeat. The '
       'per-coordinate reference (eager, like the authors\' PyTorch loop) is timed on m and '
       '2m coordinates (m = 4, 1 for Large) and extrapolated to all F. Peak RSS is that of '
-      'the process running the one measurement (TensorFlow itself included).\n\n'
+      'the process running the one measurement (TensorFlow itself included). *Per new '
+      'network*: the public measure with its defaults, one repeat, on a network new to a '
+      'process that measured another topology first (what a search pays per topology), '
+      'beside the authors\' PyTorch code timed on this CPU (issue 19).\n\n'
       f'Load average during the run up to {load:.1f} on {os.cpu_count()} cores (other jobs '
       'were running): absolute times are pessimistic and noisy; ratios less so.\n'
       + (f'\n{args.note}\n' if args.note else '') + '\n' + table)

@@ -185,13 +185,15 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
     mode: 'eager', 'graph' (one `tf.function` traced per call, reused by the repeats),
-      'xla' (the same, XLA-compiled) or 'auto': graph for L^E alone on an As-ViT (by
+      'xla' (the same, XLA-compiled) or 'auto': eager for a topology of a small batch
+      cost measured at most `network.EAGER_REPEATS` times (`network.eager_pays`: one
+      trace costs more than those eager repeats); otherwise graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
       alone by the accumulator (other models), graph when κ or L^E_κ need
       forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one
       trace is repaid by a measurement's repeats; by the accumulator, eager beats a trace
       at a few repeats and needs less memory; forward-over-forward in eager is slower and
-      needs far more memory than traced.
+      needs far more memory than traced, on large networks.
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -220,7 +222,9 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   # L^E alone, on an As-ViT: the tangent pushed through by hand (`dual`), one pass.
   by_hand = not second_order and dual.supports(net.model)
   if mode == 'auto':
-    mode = 'graph' if second_order or by_hand else 'eager'
+    eager = network_lib.eager_pays(arch_or_factory, width, shape,
+                                   len(distinct_angles(theta_np)), repeats)
+    mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
 
   def products(u0, u1, theta):
     if by_hand:

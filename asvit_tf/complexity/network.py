@@ -166,12 +166,40 @@ def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
 
 
 MODES = ('auto', 'eager', 'graph', 'xla')
+# mode='auto' on a topology runs a measure eagerly when that is cheaper than tracing it. A
+# trace is paid once per new network, the eager dispatch of its ops at every repeat: on the
+# seed at 64 px, each a new network in a warm process, eager took 1.1 / 4.0 CPU-s for κ_Θ
+# at 1 / 4 repeats against 4.2 / 5.9 traced, κ 2.3 / 5.8 against 10.0 / 9.4, L^E 0.6 / 1.7
+# against 1.4 / 2.4 (load average ~10 on 2 cores; docs/benchmarks.md): eager up to
+# EAGER_REPEATS repeats, the default 5 included (break-even ~9 repeats for κ_Θ and κ). And
+# only while the measure's batch is small: eager keeps more intermediates alive
+# (forward-over-forward κ took 11 GB eagerly against 4.5 GB traced at 224 px; κ_Θ of all 16
+# images at once 4.7 GB), so the forward MACs of the whole batch (images × MACs of one
+# image) must stay within EAGER_BATCH_MACS (the seed at 64 px: 16 × 0.022 G; at 224 px:
+# 16 × 0.49 G, traced).
+EAGER_REPEATS = 5
+EAGER_BATCH_MACS = 1e9
 
 
 def check_mode(mode: str) -> str:
   if mode not in MODES:
     raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   return mode
+
+
+def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
+               image_shape: Sequence[int], images: int, repeats: int) -> bool:
+  """Whether mode='auto' runs a measure eagerly: a topology (not a factory or a given model,
+  whose cost is not known here), at most EAGER_REPEATS repeats and a batch of `images`
+  within EAGER_BATCH_MACS."""
+  if callable(arch_or_factory) or is_model(arch_or_factory) or repeats > EAGER_REPEATS:
+    return False
+  from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
+  topology = arch_lib.as_topology(arch_or_factory)
+  if width is not None:
+    topology = topology.replace(width=int(width))
+  macs = size.count_macs(topology, max(int(s) for s in image_shape[:2]), None)
+  return macs * images <= EAGER_BATCH_MACS
 
 
 def compile_mode(fn, mode: str):

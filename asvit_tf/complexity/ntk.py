@@ -81,10 +81,14 @@ def per_image_gradients(features, weights, images, chunk_size: Optional[int] = N
 def _chunked(fn, images, chunk_size: Optional[int], weights):
   """fn(images) -> [one [b, *w.shape] per weight], run on `chunk_size` images at a time by
   one `tf.map_fn` (traced once whatever the number of chunks; the batch is padded to whole
-  chunks and the padding's rows dropped)."""
+  chunks and the padding's rows dropped). Run eagerly, the chunks go through a Python loop
+  instead: an eager `tf.map_fn` converts and traces `fn` for every chunk."""
   count = images.shape[0]
   if count is None or not chunk_size or chunk_size >= count:
     return fn(images)
+  if tf.executing_eagerly():
+    parts = [fn(images[i:i + chunk_size]) for i in range(0, count, chunk_size)]
+    return [tf.concat(list(g), axis=0) for g in zip(*parts)]
   chunks = -(-count // chunk_size)
   pad = chunks * chunk_size - count
   if pad:
@@ -305,11 +309,15 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     width: overrides the topology's C.
     include_scales: differentiate the LayerNorm scales γ besides the kernels, the authors'
       selection (default); False: the kernels only.
-    mode: 'auto' (= 'graph': one traced function reused by the repeats), 'xla' (the same,
+    mode: 'auto', 'graph' (one traced function reused by the repeats), 'xla' (the same,
       XLA-compiled) or 'eager' (no outer `tf.function`; `tf.vectorized_map` then traces
-      its body at every repeat).
+      its body at every repeat). 'auto' is eager for a topology of a small batch cost
+      (`network.eager_pays`) measured at most `network.EAGER_REPEATS` times, where one
+      trace costs more than the eager repeats, and graph otherwise; the values agree to float
+      rounding.
     chunk_size: images per pass (None: the whole batch at once). The memory of the
-      backward passes scales with it; the values agree to float rounding.
+      backward passes scales with it; the values agree to float rounding. When 'auto'
+      runs eagerly, the whole (small) batch goes at once.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
       on an As-ViT, else vmap): taps run one batched pass where vmap vectorises op by op
@@ -360,7 +368,16 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     if taps is not None:
       return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
     return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
-  run = network_lib.compile_mode(kernel, 'graph' if mode == 'auto' else mode)
+  if mode == 'auto':
+    count = images.shape[0] if images is not None else batch_size
+    mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats)
+            else 'graph')
+    if mode == 'eager':
+      # One pass for the whole batch: its memory is bounded by `eager_pays`, and each eager
+      # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
+      # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
+      chunk_size = None
+  run = network_lib.compile_mode(kernel, mode)
 
   values = []
   try:

@@ -30,11 +30,13 @@ from asvit_tf.search import measure as measure_lib
 
 _COMPLEXITY = ('length', 'ntk')
 # The workers are replaced (between two calls, never during one) once they have made so many
-# measurements each: what TensorFlow keeps of each traced network, and the allocator's
-# high-water mark, is then returned to the system. Starting one costs a few seconds, a
-# measurement at 224×224 tens. (Not `max_tasks_per_child`: its replacement of a worker
-# can hang the pool in Python 3.11.)
-TASKS_PER_WORKER = 24
+# measurements each, so that the allocator's high-water mark of a large network is returned to
+# the system. A worker no longer grows per measurement (it did by ~35 MB, a custom gradient
+# registered per traced κ_Θ, until `network.releasing_custom_gradients`; 60 measurements
+# in one process, tests/search/test_worker_memory.py), so this is rare: a paper-preset
+# search replaces its two workers once instead of every 24 measurements. (Not
+# `max_tasks_per_child`: its replacement of a worker can hang the pool in Python 3.11.)
+TASKS_PER_WORKER = 200
 _worker_measures: Dict[str, measure_lib.MeasureFn] = {}
 
 

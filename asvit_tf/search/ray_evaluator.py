@@ -27,13 +27,13 @@ from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserFacingError
 from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
 
 _COMPLEXITY = ('length', 'ntk')
 # A local Ray's shared-object store: it holds only the κ_Θ image batch and the results.
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
-# A worker process is replaced after so many measurements (what TensorFlow keeps of each
-# traced network is then returned to the system; see `parallel.TASKS_PER_WORKER`).
-TASKS_PER_WORKER = 24
+# A worker process is replaced after so many measurements (the local pool's number).
+TASKS_PER_WORKER = parallel.TASKS_PER_WORKER
 # Runs of a task after its worker or node died; a task that raises is not run again.
 MAX_RETRIES = 3
 

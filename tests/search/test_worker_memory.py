@@ -17,10 +17,16 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow
-def test_worker_memory_stays_bounded_over_30_measurements():
+@pytest.mark.parametrize('path', ['traced', 'auto'])
+def test_worker_memory_stays_bounded_over_30_measurements(path, monkeypatch):
   """As `parallel._measure_in_worker` does: each measurement then clear_session + gc. Before
-  the custom-gradient registrations were released, κ_Θ kept ~50 MB per measurement."""
+  the custom-gradient registrations were released, traced κ_Θ kept ~50 MB per measurement.
+  'traced': the path of the paper preset (224 px), forced here at 32 px; 'auto': what 32 px
+  takes by default (eager, `network.eager_pays`)."""
   from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
+  from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top
+  if path == 'traced':
+    monkeypatch.setattr(network, 'EAGER_REPEATS', 0)
   measures = [measure_lib.make_measure((m,), image_size=32, repeats=1) for m in ('length',
                                                                                'ntk')]
   registry = ops._gradient_registry._registry  # pylint: disable=protected-access

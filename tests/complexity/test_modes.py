@@ -1,0 +1,64 @@
+"""Whatever path a measure takes (eager, traced), it gives the same values to float rounding;
+mode='auto' takes the eager one where it is cheaper (issue 19)."""
+import numpy as np
+import pytest
+
+from asvit_tf import arch as arch_lib
+from asvit_tf import complexity
+from asvit_tf.complexity import network
+from tests.complexity.conftest import TINY
+from tests.complexity.conftest import linear_factory
+
+SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
+# (topology, image size): the tiny net, the seed, and one with merging kernels 3 and global
+# attention on a grid its windows do not divide (40 px: 10×10 tokens).
+CASES = [(TINY, 32), (SEED, 32), ('5,4,2|3,2,5|3,1,3|3,1,2|16,8', 40)]
+
+
+@pytest.mark.parametrize('arch,size', CASES)
+def test_curve_metrics_eager_equal_traced(arch, size):
+  kwargs = dict(image_size=size, num_points=6, repeats=1, seed=3)
+  eager = complexity.curve_metrics(arch, mode='eager', **kwargs)
+  graph = complexity.curve_metrics(arch, mode='graph', **kwargs)
+  for metric in complexity.CURVE_METRICS:
+    assert np.all(np.isfinite(eager[metric].values)), metric
+    np.testing.assert_allclose(eager[metric].values, graph[metric].values, rtol=2e-4,
+                               err_msg=metric)
+  # L^E alone runs by hand (`dual`): eager and traced agree with the accumulator's too.
+  for mode in ('eager', 'graph'):
+    alone = complexity.length_distortion(arch, mode=mode, **kwargs)
+    np.testing.assert_allclose(alone.values, graph['length'].values, rtol=1e-5)
+
+
+@pytest.mark.parametrize('arch,size', CASES)
+def test_ntk_eager_equals_traced_in_chunks_or_not(arch, size):
+  kwargs = dict(image_size=size, repeats=1, seed=5, batch_size=5)
+  graph = complexity.ntk_condition_number(arch, mode='graph', **kwargs)
+  assert not graph.bad
+  for chunk in (None, 2):   # eager chunks run in a Python loop, the last one short
+    eager = complexity.ntk_condition_number(arch, mode='eager', chunk_size=chunk, **kwargs)
+    np.testing.assert_allclose(eager.values, graph.values, rtol=1e-4, err_msg=str(chunk))
+
+
+def test_auto_is_eager_for_few_repeats_of_a_small_network_else_traced():
+  """The choice, and that 'auto' gives what the path it chose gives."""
+  small = dict(image_size=32, seed=2)
+  assert network.eager_pays(SEED, None, (32, 32, 3), 16, 1)
+  assert not network.eager_pays(SEED, None, (32, 32, 3), 16,
+                                network.EAGER_REPEATS + 1)
+  # The seed at 224 px: 16 images × 0.49 G MACs, too much memory eagerly.
+  assert not network.eager_pays(SEED, None, (224, 224, 3), 16, 1)
+  assert not network.eager_pays(SEED, 256, (64, 64, 3), 16, 1)
+  assert network.eager_pays(SEED, 8, (64, 64, 3), 16, 1)
+  # A factory's cost is unknown here: its measure keeps the traced path.
+  w = np.ones((48, 3), 'float32')
+  assert not network.eager_pays(linear_factory(w), None, (4, 4, 3), 1, 1)
+
+  auto = complexity.ntk_condition_number(SEED, repeats=1, batch_size=4, **small)
+  eager = complexity.ntk_condition_number(SEED, repeats=1, batch_size=4, mode='eager', **small)
+  assert auto.values == eager.values
+  repeats = network.EAGER_REPEATS + 1
+  auto = complexity.curvature(arch_lib.as_topology(TINY), num_points=4, repeats=repeats,
+                              **small)
+  graph = complexity.curvature(TINY, num_points=4, repeats=repeats, mode='graph', **small)
+  assert auto.values == graph.values
