@@ -17,6 +17,7 @@ to it and leaves it running. Every node must have asvit-tf and the same versions
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -74,6 +75,33 @@ def import_ray():
     raise RayUnavailable('--backend=ray needs Ray, which is not installed: pip install -e '
                          '".[ray]" (or pip install "ray[default]")') from None
   return ray
+
+
+# What a one-machine Ray needs to keep every process on the loopback address (else Ray
+# looks up and binds the machine's network address) and to send no usage report. Ray's
+# processes read them from the environment they are started with; the driver's `ray`
+# reads the first at import into a module constant.
+_CLUSTER_VAR = 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'
+_ONE_MACHINE_ENV = {_CLUSTER_VAR: '0', 'RAY_USAGE_STATS_ENABLED': '0'}
+
+
+@contextlib.contextmanager
+def _one_machine_settings(ray):
+  """`_ONE_MACHINE_ENV` (where not set by the user) in force while the one-machine Ray
+  starts, and then undone: the processes `ray.init` starts inherit them, the caller's
+  environment and `ray` module are left as they were (a leaked variable would, e.g., make a
+  later `ray start --address=...` from this process refuse to join a cluster)."""
+  added = {k: v for k, v in _ONE_MACHINE_ENV.items() if k not in os.environ}
+  constants = ray._private.ray_constants  # pylint: disable=protected-access
+  cluster = constants.ENABLE_RAY_CLUSTER
+  os.environ.update(added)
+  constants.ENABLE_RAY_CLUSTER = os.environ[_CLUSTER_VAR].lower() in ('1', 'true')
+  try:
+    yield
+  finally:
+    constants.ENABLE_RAY_CLUSTER = cluster
+    for k in added:
+      os.environ.pop(k, None)
 
 
 _threads_set: List[int] = []  # the intra-op threads of this worker process, once set
@@ -143,11 +171,6 @@ class RayEvaluator:
   def _connect(self):
     if self._ray is not None:
       return
-    if not self.options.address:
-      # One machine: every Ray process on the loopback address (Ray otherwise looks up and
-      # binds the machine's network address), and no usage report sent out.
-      os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
-      os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     ray = import_ray()
     if not ray.is_initialized():
       if self.options.address:
@@ -158,9 +181,10 @@ class RayEvaluator:
                                 f'a Ray cluster there ({e})') from None
       else:
         from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
-        ray.init(address='local', num_cpus=self._num_cpus or parallel.default_workers(),
-                 include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-                 _node_ip_address='127.0.0.1', log_to_driver=False)
+        with _one_machine_settings(ray):
+          ray.init(address='local', num_cpus=self._num_cpus or parallel.default_workers(),
+                   include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                   _node_ip_address='127.0.0.1', log_to_driver=False)
       self._started = True
     self._task = ray.remote(max_calls=TASKS_PER_WORKER)(_measure_task).options(
         num_cpus=self.options.cpus_per_measurement,
