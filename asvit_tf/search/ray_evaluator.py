@@ -29,7 +29,6 @@ from asvit_tf.errors import UserFacingError
 from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
 
-_COMPLEXITY = ('length', 'ntk')
 # A local Ray's shared-object store: it holds only the κ_Θ image batch and the results.
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # A worker process is replaced after so many measurements (what TensorFlow keeps of each
@@ -131,12 +130,6 @@ def _measure_task(metric: str, arch: str, seed: int, settings: Dict,
     gc.collect()
 
 
-def _longest_first(items: Sequence[measure_lib.Item], metrics: Sequence[str],
-                   image_size: int) -> List[Tuple[int, str]]:
-  from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
-  return parallel._longest_first(items, metrics, image_size)  # pylint: disable=protected-access
-
-
 class RayEvaluator:
   """An `Evaluator` whose complexity metrics run as Ray tasks.
 
@@ -154,14 +147,9 @@ class RayEvaluator:
                batch_size: int = 16, num_points: int = 10, num_classes: int = 1000,
                num_cpus: Optional[int] = None, share_embedding: bool = False):
     self.options = options.validate()
-    self.metrics = measure_lib.check_metrics(metrics)
-    self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
-    self._counts = measure_lib.make_measure(
-        tuple(m for m in self.metrics if m not in _COMPLEXITY), image_size=image_size,
-        num_classes=num_classes)
-    self._settings = dict(image_size=image_size, repeats=repeats, images=images,
-                          batch_size=batch_size, num_points=num_points,
-                          num_classes=num_classes, share_embedding=bool(share_embedding))
+    self._jobs = measure_lib.MetricJobs(metrics, image_size, repeats, images, batch_size,
+                                        num_points, num_classes, share_embedding)
+    self.metrics = self._jobs.metrics
     self._num_cpus = num_cpus
     self._ray = None  # the module, once connected
     self._started = False  # this evaluator called ray.init (and so calls ray.shutdown)
@@ -190,25 +178,23 @@ class RayEvaluator:
         num_cpus=self.options.cpus_per_measurement,
         num_gpus=self.options.gpus_per_measurement,
         max_retries=self.options.max_retries, retry_exceptions=False)
-    self._settings_ref = ray.put(self._settings)
+    self._settings_ref = ray.put(self._jobs.settings)
     self._ray = ray
 
   def measure(self, items: Iterable[measure_lib.Item]
               ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     """Yields (index into `items`, measurement) for each topology, in order of completion."""
-    items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
-    merged = [self._counts(t, s) for t, s in items]
-    if not self._complexity:
-      yield from enumerate(merged)
-      return
+    return self._jobs.measure(items, self._run)
+
+  def _run(self, jobs: List[measure_lib.Job]
+           ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     self._connect()
     ray = self._ray
     threads = max(1, int(self.options.cpus_per_measurement))
-    refs = {}
-    for i, metric in _longest_first(items, self._complexity, self._settings['image_size']):
-      topology, seed = items[i]
+    refs, topologies = {}, {}
+    for i, metric, (topology, seed) in jobs:
+      topologies[i] = topology
       refs[self._task.remote(metric, str(topology), seed, self._settings_ref, threads)] = i
-    waiting = {i: len(self._complexity) for i in range(len(items))}
     pending = list(refs)
     try:
       while pending:
@@ -221,13 +207,10 @@ class RayEvaluator:
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as e:
           raise MeasurementLost(
-              f'a measurement of {items[i][0]} was lost {self.options.max_retries + 1} '
+              f'a measurement of {topologies[i]} was lost {self.options.max_retries + 1} '
               f'times ({type(e).__name__}); what was measured is saved: run the same '
               'command again') from None
-        merged[i] = merged[i].merge(part)
-        waiting[i] -= 1
-        if not waiting[i]:
-          yield i, merged[i]
+        yield i, part
     finally:
       for ref in pending:
         ray.cancel(ref)
