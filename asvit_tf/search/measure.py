@@ -87,8 +87,8 @@ class SerialEvaluator:
     self.measure_fn = measure_fn
 
   def measure(self, items: Sequence[Item]) -> Iterator[Tuple[int, Measurement]]:
-    for i, (topology, seed) in enumerate(items):
-      yield i, self.measure_fn(topology, seed)
+    for i, item in enumerate(items):  # (topology, seed), or any arguments of measure_fn
+      yield i, self.measure_fn(*item)
 
   def close(self) -> None:
     pass

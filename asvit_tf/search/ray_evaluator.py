@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -106,9 +106,8 @@ def _one_machine_settings(ray):
 _threads_set: List[int] = []  # the intra-op threads of this worker process, once set
 
 
-def _measure_task(metric: str, arch: str, seed: int, settings: Dict,
-                  threads: int) -> measure_lib.Measurement:
-  """Runs in a Ray worker: one metric of one topology."""
+def _measure_task(fn: Callable, threads: int, *args):
+  """Runs in a Ray worker: `fn(*args)` (a measurement) with `threads` intra-op threads."""
   import gc  # pylint: disable=g-import-not-at-top
   import logging  # pylint: disable=g-import-not-at-top
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -123,42 +122,47 @@ def _measure_task(metric: str, arch: str, seed: int, settings: Dict,
     logging.getLogger('tensorflow').setLevel(logging.ERROR)
     _threads_set.append(threads)
   try:
-    measure = measure_lib.make_measure((metric,), **settings)
-    return measure(arch_lib.as_topology(arch), seed)
+    return fn(*args)
   finally:
     tf_keras.backend.clear_session()
     gc.collect()
 
 
-class RayEvaluator:
-  """An `Evaluator` whose complexity metrics run as Ray tasks.
+def _measure_metric(metric: str, arch: str, seed: int,
+                    settings: Dict) -> measure_lib.Measurement:
+  """One metric of one topology."""
+  return measure_lib.make_measure((metric,), **settings)(arch_lib.as_topology(arch), seed)
+
+
+class RayCalls:
+  """Calls of one function, each a Ray task (an `Evaluator` of argument tuples).
+
+  `measure(items)` runs `fn(*item)` for each item as a task that reserves the options'
+  CPUs and GPUs and yields (index into `items`, result) in order of completion; a task
+  whose worker or node dies is run again elsewhere. `fn` and its arguments must pickle
+  (a module-level function; an `ObjectRef` among the arguments is resolved).
 
   Args:
-    metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
-    options: the cluster's address and each measurement's resources.
-    image_size, repeats, images, batch_size, num_points, num_classes, share_embedding: as
-      `make_measure`.
+    fn: the measurement.
+    options: the cluster's address and each call's resources.
     num_cpus: CPUs of the one-machine Ray started when `options.address` is empty
       (default: the cores this process may use).
+    describe: names item i in the error of a lost call.
   """
 
-  def __init__(self, metrics: Sequence[str], options: RayOptions = RayOptions(),
-               image_size: int = 224, repeats: int = 5, images: Optional[np.ndarray] = None,
-               batch_size: int = 16, num_points: int = 10, num_classes: int = 1000,
-               num_cpus: Optional[int] = None, share_embedding: bool = False):
-    self.options = options.validate()
-    self._jobs = measure_lib.MetricJobs(metrics, image_size, repeats, images, batch_size,
-                                        num_points, num_classes, share_embedding)
-    self.metrics = self._jobs.metrics
+  def __init__(self, fn: Callable, options: RayOptions = RayOptions(),
+               num_cpus: Optional[int] = None,
+               describe: Callable[[Sequence], str] = lambda item: repr(item)):
+    self.fn, self.options, self.describe = fn, options.validate(), describe
     self._num_cpus = num_cpus
     self._ray = None  # the module, once connected
-    self._started = False  # this evaluator called ray.init (and so calls ray.shutdown)
+    self._started = False  # this object called ray.init (and so calls ray.shutdown)
     self._task = None
-    self._settings_ref = None
 
-  def _connect(self):
+  def connect(self):
+    """The `ray` module, connected (a one-machine Ray started if there is no address)."""
     if self._ray is not None:
-      return
+      return self._ray
     ray = import_ray()
     if not ray.is_initialized():
       if self.options.address:
@@ -178,8 +182,78 @@ class RayEvaluator:
         num_cpus=self.options.cpus_per_measurement,
         num_gpus=self.options.gpus_per_measurement,
         max_retries=self.options.max_retries, retry_exceptions=False)
-    self._settings_ref = ray.put(self._jobs.settings)
     self._ray = ray
+    return ray
+
+  def measure(self, items: Iterable[Sequence]) -> Iterator[Tuple[int, object]]:
+    """Yields (index into `items`, fn(*item)) for each item, in order of completion."""
+    items = [tuple(item) for item in items]
+    if not items:
+      return
+    ray = self.connect()
+    threads = max(1, int(self.options.cpus_per_measurement))
+    refs = {self._task.remote(self.fn, threads, *item): i for i, item in enumerate(items)}
+    pending = list(refs)
+    try:
+      while pending:
+        (ref,), pending = ray.wait(pending, num_returns=1)
+        i = refs[ref]
+        try:
+          result = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the measurement itself raised
+          raise e.as_instanceof_cause() from None
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError) as e:
+          raise MeasurementLost(
+              f'a measurement of {self.describe(items[i])} was lost '
+              f'{self.options.max_retries + 1} times ({type(e).__name__}); what was '
+              'measured is saved: run the same command again') from None
+        yield i, result
+    finally:
+      for ref in pending:
+        ray.cancel(ref)
+
+  def put(self, value):
+    """`value` in the object store (sent to the nodes once, not with every call)."""
+    return self.connect().put(value)
+
+  def close(self):
+    """Disconnects (and stops the one-machine Ray this object started)."""
+    if self._ray is not None and self._started:
+      self._ray.shutdown()
+    self._ray = self._task = None
+    self._started = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+class RayEvaluator:
+  """An `Evaluator` whose complexity metrics run as Ray tasks (one per metric and topology).
+
+  Args:
+    metrics: subset of `measure.METRICS`; 'params' and 'macs' are counted here.
+    options: the cluster's address and each measurement's resources.
+    image_size, repeats, images, batch_size, num_points, num_classes, share_embedding: as
+      `make_measure`.
+    num_cpus: CPUs of the one-machine Ray started when `options.address` is empty
+      (default: the cores this process may use).
+  """
+
+  def __init__(self, metrics: Sequence[str], options: RayOptions = RayOptions(),
+               image_size: int = 224, repeats: int = 5, images: Optional[np.ndarray] = None,
+               batch_size: int = 16, num_points: int = 10, num_classes: int = 1000,
+               num_cpus: Optional[int] = None, share_embedding: bool = False):
+    self._calls = RayCalls(_measure_metric, options, num_cpus,
+                           describe=lambda item: item[1])
+    self.options = self._calls.options
+    self._jobs = measure_lib.MetricJobs(metrics, image_size, repeats, images, batch_size,
+                                        num_points, num_classes, share_embedding)
+    self.metrics = self._jobs.metrics
+    self._settings_ref = None
 
   def measure(self, items: Iterable[measure_lib.Item]
               ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
@@ -188,39 +262,18 @@ class RayEvaluator:
 
   def _run(self, jobs: List[measure_lib.Job]
            ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
-    self._connect()
-    ray = self._ray
-    threads = max(1, int(self.options.cpus_per_measurement))
-    refs, topologies = {}, {}
-    for i, metric, (topology, seed) in jobs:
-      topologies[i] = topology
-      refs[self._task.remote(metric, str(topology), seed, self._settings_ref, threads)] = i
-    pending = list(refs)
-    try:
-      while pending:
-        (ref,), pending = ray.wait(pending, num_returns=1)
-        i = refs[ref]
-        try:
-          part = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:  # the measurement itself raised
-          raise e.as_instanceof_cause() from None
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.ObjectLostError) as e:
-          raise MeasurementLost(
-              f'a measurement of {topologies[i]} was lost {self.options.max_retries + 1} '
-              f'times ({type(e).__name__}); what was measured is saved: run the same '
-              'command again') from None
-        yield i, part
-    finally:
-      for ref in pending:
-        ray.cancel(ref)
+    if self._settings_ref is None:
+      self._settings_ref = self._calls.put(self._jobs.settings)
+    calls = [(metric, str(topology), seed, self._settings_ref)
+             for _, metric, (topology, seed) in jobs]
+    with contextlib.closing(self._calls.measure(calls)) as parts:
+      for j, part in parts:
+        yield jobs[j][0], part
 
   def close(self):
     """Disconnects (and stops the one-machine Ray this evaluator started)."""
-    if self._ray is not None and self._started:
-      self._ray.shutdown()
-    self._ray = self._task = self._settings_ref = None
-    self._started = False
+    self._calls.close()
+    self._settings_ref = None
 
   def __enter__(self):
     return self

@@ -117,6 +117,29 @@ def test_one_machine_ray_binds_loopback_gives_local_values_and_leaves_the_env(mo
     assert got[i].ntk == pytest.approx(w.ntk, rel=1e-9)
 
 
+@pytest.mark.slow
+def test_correlate_on_ray_gives_the_local_values(tmp_path):
+  from asvit_tf.correlate import measure as correlate_measure  # pylint: disable=g-import-not-at-top
+  from asvit_tf.correlate import table  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'table.jsonl'
+  path.write_text(''.join(json.dumps({'topology': t, 'accuracy': a}) + '\n' for t, a in [
+      (SEED, 1.0), ('4,4,2|2,2,2|2,1,2|2,1,2|16', 2.0)]))
+  rows = table.read_table(str(path), 'asvit')
+  settings = correlate_measure.Settings('asvit', image_size=16, repeats=1, num_points=4,
+                                        batch_size=4)
+  local = correlate_measure.measure_table(rows, settings, str(tmp_path / 'local'),
+                                          progress=False)
+  on_ray = correlate_measure.measure_table(
+      rows, settings, str(tmp_path / 'ray'), progress=False,
+      ray=ray_evaluator.RayOptions())
+  assert not ray_evaluator.import_ray().is_initialized()  # the one-machine Ray is stopped
+  for row in rows:
+    for metric in correlate_measure.METRICS + ('params', 'macs'):
+      assert on_ray[row.key][metric] == pytest.approx(local[row.key][metric], rel=1e-9), \
+          (row.key, metric)
+    assert on_ray[row.key]['values'] == pytest.approx(local[row.key]['values'], rel=1e-9)
+
+
 class Cluster:
   """A head and a second node in a network namespace that only has loopback."""
 
