@@ -8,7 +8,8 @@ GPUs; Ray places it on any node that has them, and runs it again elsewhere (up t
 worker node. A metric's value depends only on (topology, seed, settings) (see
 `parallel`): a retried task, or one measured on another node, gives the same value, and the
 same seed gives the records of `--backend=local` (to the rounding of the intra-op thread
-count: each task uses as many threads as its CPUs).
+count: each task uses as many threads as its CPUs). `RayCalls` is the same for any
+function (`asvit correlate --backend=ray`: a task per network).
 
 Ray is an optional dependency (`pip install -e ".[ray]"`), imported when first needed.
 Without an address, a one-machine Ray is started for the run, bound to 127.0.0.1, and shut
