@@ -6,15 +6,16 @@ The step is Model Garden's `MaskRCNNTask.train_step` (forward, losses, gradients
 update) in a `tf.function`, float32, on the nuclei tiles of `asvit_tf.garden.data.
 make_nuclei_coco` scaled up to 1024x1024 by the parser (the data only fills the input; its
 content does not change the cost). The config is `cascadercnn_asvit_coco` (= the TPU YAML)
-with only the data, batch 1, float32 and no scale jitter changed.
+with only the data, batch 1, float32 and no scale jitter changed; `--remat` turns on the
+backbone's gradient checkpointing (`task.model.backbone.asvit.remat`, off in the config).
 
 The step runs in a child process that the parent watches: the parent samples the child's
 resident memory (VmRSS) every 0.2 s, kills it once it passes `--limit_gb` and then reports
 "needs more than" that. Peak RSS is the process's (TensorFlow and the model included).
 
 Writes its section of docs/benchmarks.md through benchmarks/_report.py.
-Usage: python benchmarks/detector_step.py [--policy fixed] [--limit_gb 10] [--steps 2]
-       [--data_dir /tmp/asvit_nuclei_coco] [--no_write]
+Usage: python benchmarks/detector_step.py [--policy fixed] [--remat] [--limit_gb 10]
+       [--steps 2] [--data_dir /tmp/asvit_nuclei_coco] [--no_write]
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def _child(args):
   pattern = os.path.join(args.data_dir, 'tfrecord', 'train-*')
   params = detection.detection_config(overrides={
       'runtime': {'mixed_precision_dtype': 'float32'},
-      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy}},
+      'task': {'model': {'backbone': {'asvit': {'window_policy': args.policy,
+                                                'remat': args.remat}},
                          'input_size': [args.image, args.image, 3]},
                'train_data': {'input_path': pattern, 'global_batch_size': 1,
                               'dtype': 'float32', 'shuffle_buffer_size': 4,
@@ -90,6 +92,58 @@ def _child(args):
                       'loss': loss}), flush=True)
 
 
+def _key(result):
+  """What a run measured: (image, policy, remat); runs cached before `--remat` had none."""
+  return result['image'], result['policy'], result.get('remat', False)
+
+
+def _peak_text(r) -> str:
+  return f'more than {r["limit_gb"]:g} GB' if r['killed'] else f'{r["peak_gb"]:.1f} GB'
+
+
+def _memory_paragraph(arch: str, results) -> str:
+  """Where the memory of the `fixed` runs goes, in words, from the cached runs."""
+  fixed = [r for r in results if r['policy'] == 'fixed']
+  plain = {r['image']: r for r in fixed if not r.get('remat')}
+  remat = {r['image']: r for r in fixed if r.get('remat')}
+  parts = []
+  if plain:
+    peaks = ', '.join(f'{n}²: {_peak_text(plain[n])} (maps '
+                      f'{attention_map_bytes(arch, n, "fixed")[1] / GB:.2f} GB)'
+                      for n in sorted(plain))
+    parts.append(f'Without remat the `fixed` step peaks at {peaks}.')
+  if remat:
+    rows = ', '.join(f'{n}²: {_peak_text(r)}' +
+                     (f', 2nd step {r["steps_s"][-1]:.0f} s' if len(r['steps_s']) > 1 else '')
+                     for n, r in sorted(remat.items()))
+    parts.append('With `remat` each block keeps only its input and its attention residual '
+                 'sum for the backward pass, which recomputes the rest (qkv, attention logits '
+                 "and maps, the MLP's hidden layer) one block at a time, at the cost of one more "
+                 f'forward pass of the backbone: {rows}.')
+  both = [n for n in sorted(remat) if n in plain and not remat[n]['killed']]
+  if both:
+    saved = ', '.join(
+        f'{n}²: ' + (f'{plain[n]["peak_gb"]:.1f} → {remat[n]["peak_gb"]:.1f} GB'
+                     if not plain[n]['killed'] else
+                     f'more than {plain[n]["limit_gb"]:g} → {remat[n]["peak_gb"]:.1f} GB')
+        for n in both)
+    parts.append(f'Remat of the backbone blocks alone lowers the peak ({saved}): most of '
+                 "what grows with the input is the blocks' activations kept for the backward "
+                 'pass. What stays includes TensorFlow itself, the 134 M weights with their '
+                 'gradients and two AdamW slots (2.1 GB), the traced graph, the FPN and the '
+                 'Cascade Mask R-CNN heads, and one block being recomputed.')
+    fits = sorted(n for n in remat if not remat[n]['killed'])
+    if len(fits) > 1:
+      a, b = remat[fits[0]], remat[fits[-1]]
+      parts.append(f'With remat the peak still grows by {b["peak_gb"] - a["peak_gb"]:.1f} GB '
+                   f'from {fits[0]}² to {fits[-1]}².')
+  if parts:
+    parts.append('The losses differ between runs because neither the drop-path masks nor the '
+                 'data order are seeded here; that remat gives the same loss and gradients is '
+                 'tested (tests/layers/test_blocks.py, tests/garden/test_detection.py).')
+  return ' '.join(parts)
+
+
 def _rss_bytes(pid: int) -> int:
   try:
     with open(f'/proc/{pid}/status') as f:
@@ -105,6 +159,8 @@ def run_watched(args):
   """Runs the child; returns (events, peak RSS bytes, killed for memory, return code)."""
   cmd = [sys.executable, os.path.abspath(__file__), '--child', f'--policy={args.policy}',
          f'--steps={args.steps}', f'--data_dir={args.data_dir}', f'--image={args.image}']
+  if args.remat:
+    cmd.append('--remat')
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
   lines = []
   reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -135,6 +191,8 @@ def main(argv):
   parser.add_argument('--steps', type=int, default=2)
   parser.add_argument('--data_dir', default='/tmp/asvit_nuclei_coco')
   parser.add_argument('--image', type=int, default=IMAGE, help='square input side (px)')
+  parser.add_argument('--remat', action='store_true',
+                      help="the backbone's gradient checkpointing (backbone.asvit.remat)")
   parser.add_argument('--cache', default='',
                       help='JSON file of earlier measurements (image, policy): the report '
                       'lists them all; this run adds or replaces its own')
@@ -158,7 +216,8 @@ def main(argv):
     events, peak, killed, code = run_watched(args)
     steps = [e for e in events if e['event'] == 'step']
     built = next((e for e in events if e['event'] == 'built'), None)
-    result = {'image': args.image, 'policy': args.policy, 'limit_gb': args.limit_gb,
+    result = {'image': args.image, 'policy': args.policy, 'remat': args.remat,
+              'limit_gb': args.limit_gb,
               'peak_gb': peak / GB, 'killed': killed, 'code': code, 'load': load_before,
               'built_s': built['seconds'] if built else None,
               'params': built['params'] if built else None,
@@ -167,10 +226,9 @@ def main(argv):
   results = []
   if args.cache and os.path.exists(args.cache):
     with open(args.cache) as f:
-      results = [r for r in json.load(f)
-                 if result is None or (r['image'], r['policy']) != (args.image, args.policy)]
+      results = [r for r in json.load(f) if result is None or _key(r) != _key(result)]
   results = sorted(results + ([result] if result else []),
-                   key=lambda r: (-r['image'], r['policy']))
+                   key=lambda r: (-r['image'], r['policy'], r.get('remat', False)))
   if args.cache and result:
     with open(args.cache, 'w') as f:
       json.dump(results, f, indent=1)
@@ -200,26 +258,15 @@ def main(argv):
     else:
       outcome = f'loss {r["loss"]:.3f}'
     peak_text = f'> {r["limit_gb"]:g}' if r['killed'] else f'{r["peak_gb"]:.2f}'
-    measured.append([f'{r["image"]}²', r['policy'],
+    measured.append([f'{r["image"]}²', r['policy'], 'on' if r.get('remat') else 'off',
                      f'{r["built_s"]:.0f}' if r['built_s'] is not None else '—',
                      ', '.join(f'{t:.0f}' for t in r['steps_s']) or '—', peak_text,
+                     f'{r["limit_gb"]:g}',
                      f'{r["load"]:.1f}', outcome])
   measured_table = _report.markdown_table(
-      ['input', 'policy', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
-       'load avg at start', 'result'], measured)
-  # Smaller inputs that still did not fit: their fixed-window maps are far below the limit.
-  small = [r for r in results if r['policy'] == 'fixed' and r['image'] < IMAGE and r['killed']]
-  not_maps = ''
-  if small:
-    r = min(small, key=lambda r: r['image'])
-    small_maps = attention_map_bytes(arch, r['image'], 'fixed')[1]
-    not_maps = (f" Even at {r['image']}² the `fixed` step needs more than {r['limit_gb']:g} GB "
-                f"while its attention maps take {small_maps / GB:.2f} GB: on this CPU the "
-                "attention maps are not what fills the memory under `fixed`; what does is "
-                "elsewhere in the step and not broken down here (candidates: the traced "
-                "Cascade Mask R-CNN graph, the float32 activations of the heads and of the "
-                "backbone's MLPs, the weights, gradients and AdamW slots of 134 M "
-                "parameters: 2.1 GB).")
+      ['input', 'policy', 'remat', 'build (s)', 'steps (s; 1st traces)', 'peak RSS (GB)',
+       'limit (GB)', 'load avg at start', 'result'], measured)
+  not_maps = _memory_paragraph(arch, results)
   cache = os.path.relpath(args.cache, _report.REPO) if args.cache else '(none)'
   splits_total = maps['splits'][1]
   fixed_total = maps['fixed'][1]
@@ -231,7 +278,9 @@ shown; nuclei tiles scaled to the input size. Each step ran in a child process w
 memory was sampled every 0.2 s and which was stopped past the limit (the machine's 24 GB are
 shared by several jobs). Other jobs were running (load averages below, on 2 cores): the
 seconds are pessimistic. Each row is one run of `python benchmarks/detector_step.py --image N
---cache {cache}` (limit {args.limit_gb:g} GB, 2 steps); the runs are kept in that file.
+[--remat] --limit_gb L --cache {cache}` (2 steps; L at most the memory `free` showed
+available minus 1.5 GB); the runs are kept in that file. `remat` on is the backbone's
+gradient checkpointing, `task.model.backbone.asvit.remat: true` (off in the config).
 
 {measured_table}
 
@@ -244,7 +293,11 @@ block is differentiated):
 Under `splits` the maps alone take {splits_total / GB:.1f} GB ({splits_total / fixed_total:.0f}× the
 `fixed` ones): one stage-1 map is {maps['splits'][0][0][4] / GB:.1f} GB, so a training step
 needs well over {splits_total / GB:.0f} GB, more than this machine or a TPU core holds, and was
-not run. Under `fixed` they take {fixed_total / GB:.1f} GB.{not_maps}
+not run; with `remat` it would keep fewer maps, but differentiating one stage-1 block still
+holds its logits, its map and their gradients at once, at least
+{3 * maps['splits'][0][0][4] / GB:.0f} GB. Under `fixed` they take {fixed_total / GB:.1f} GB.
+
+{not_maps}
 """
   print(body)
   if not args.no_write:

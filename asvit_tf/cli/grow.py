@@ -12,8 +12,8 @@ to 80 M parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may
 the family's sizes: the run ends at the last budget (instead of --target_params), and the
 outputs mark the model nearest each budget. --tie_break=authors breaks equal rank sums as the
 authors' code does; --share_embedding draws the patch-embedding conv as their code does.
-How long: one uninterrupted paper-preset grow of the searched seed took 57 min on a 2-core
-CPU (README, docs/benchmarks.md). The numbers follow `asvit_tf.validation`.
+How long: the paper preset about an hour on a 2-core CPU (measured times:
+docs/benchmarks.md, "Search and grow speed"). The numbers follow `asvit_tf.validation`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from absl import flags
 
 from asvit_tf.cli import run_flags as cli_flags
 from asvit_tf.errors import UserInputError
+from asvit_tf.search import amounts
 from asvit_tf.search import grow
 
 ARCH_ARGUMENT = '--arch'
@@ -51,7 +52,6 @@ def define_flags():
   flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
                        'limit, quick 3).')
   cli_flags.define_common_flags('Seed of the measurements.')
-  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
 
 
 FLAGS = flags.FLAGS
@@ -64,7 +64,7 @@ def config_from_flags() -> grow.GrowConfig:
   if budgets and FLAGS.target_params is not None:
     raise UserInputError('--target_params and --budgets both say where the run ends: give '
                          'one (with --budgets, the run ends at the last budget)')
-  max_macs = grow.parse_amount(FLAGS.max_macs, '--max_macs') if FLAGS.max_macs.strip() else 0
+  max_macs = amounts.parse_amount(FLAGS.max_macs, '--max_macs') if FLAGS.max_macs.strip() else 0
   return grow.GrowConfig(arch=cli_flags.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
                          max_macs=max_macs, budget_metric=metric, budgets=budgets,
                          tie_break=FLAGS.tie_break, **values).validate()
@@ -81,7 +81,7 @@ def main(argv):
     if evaluator is not None:
       evaluator.close()
   for r in result.records:
-    marks = ''.join(f'  ≈ {grow.format_budget(config.budget_metric, b)}'
+    marks = ''.join(f'  ≈ {amounts.format_budget(config.budget_metric, b)}'
                     for b in r.get('budget') or [])
     print(f'step {r["step"]:>2}  {r["arch"]:<44} {r["params"] / 1e6:8.2f} M  '
           f'{r["macs"] / 1e9:7.2f} G MACs{marks}')

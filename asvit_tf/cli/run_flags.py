@@ -11,8 +11,14 @@ from absl import logging as absl_logging
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
+from asvit_tf.search import ray_evaluator
+from asvit_tf.search import run as run_lib
 
 FLAGS = flags.FLAGS
+# The flags the functions below define belong to the command that calls them (they are its
+# key flags, listed by its --help), not to this module.
+flags.disclaim_key_flags()
 
 
 def define_common_flags(seed_help: str):
@@ -73,7 +79,6 @@ def workers() -> int:
   """--workers, with 0 meaning one per core."""
   if FLAGS.workers:
     return FLAGS.workers
-  from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
   return parallel.default_workers()
 
 
@@ -89,7 +94,6 @@ def ray_options():
   if 'workers' in FLAGS and FLAGS['workers'].present:
     raise UserInputError('--workers given with --backend=ray; Ray runs as many measurements '
                      'side by side as the cluster has --ray_cpus_per_measurement for')
-  from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
   return ray_evaluator.RayOptions(
       address=FLAGS.ray_address.strip(), cpus_per_measurement=FLAGS.ray_cpus_per_measurement,
       gpus_per_measurement=FLAGS.ray_gpus_per_measurement).validate()
@@ -101,7 +105,6 @@ def evaluator(metrics: Sequence[str], config) -> Optional[measure_lib.Evaluator]
   options = ray_options()
   if options is None:
     return None
-  from asvit_tf.search import run as run_lib  # pylint: disable=g-import-not-at-top
   return run_lib.default_evaluator(metrics, config, ray=options)
 
 

@@ -6,8 +6,8 @@ Writes to DIR: search.jsonl (one record per step), tensorboard/ (scalars), searc
 topology). Rerunning the same command resumes a killed run; a finished run is reported (and
 its outputs rewritten); a run into a DIR in use by another exits at once. Explicit flags
 override the preset (paper: 500 steps, 224×224, 5 repeats; quick: 10 steps, 32×32, 1
-repeat). How long: one uninterrupted paper-preset search took 59 min on a 2-core CPU
-(its `asvit grow` 57 min more; README, docs/benchmarks.md); the quick preset a few minutes.
+repeat). How long: the paper preset about an hour on a 2-core CPU, the quick one minutes
+(measured times: docs/benchmarks.md, "Search and grow speed").
 
 `--strategy=evolution` (docs/design.md §8a): a population over the 12 decisions, mutation and
 crossover, fitness = rank sum of the --reward metrics among all measured topologies, optional
@@ -59,7 +59,6 @@ def define_flags():
   flags.DEFINE_float('max_macs', None, 'Evolution: ceiling on its MACs at 224x224; none by '
                        'default.')
   cli_flags.define_common_flags('Seed of the policy, the samples and the measurements.')
-  flags.adopt_module_key_flags(cli_flags)  # --help of this command lists the shared flags
 
 
 FLAGS = flags.FLAGS

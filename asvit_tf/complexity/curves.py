@@ -30,6 +30,7 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf.complexity import dual
+from asvit_tf import seeding
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
@@ -41,7 +42,7 @@ _NEEDS_SECOND_ORDER = ('curvature', 'curvature_length')
 def input_curve(image_shape: Sequence[int], seed: int, repeat: int = 0):
   """(u0, u1): orthonormal directions of R^(H·W·3) as two float64 [H, W, 3] arrays."""
   n = int(np.prod(image_shape))
-  gaussian = network_lib.rng(seed, network_lib.CURVE, repeat).standard_normal((n, 2))
+  gaussian = seeding.measure_rng(seed, seeding.CURVE, repeat).standard_normal((n, 2))
   q, _ = np.linalg.qr(gaussian)
   return q[:, 0].reshape(image_shape), q[:, 1].reshape(image_shape)
 

@@ -17,11 +17,11 @@ import functools
 import numbers
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf.errors import UserInputError
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
@@ -29,20 +29,6 @@ from asvit_tf.errors import UserInputError
 Factory = Callable[[bool], tf_keras.Model]
 # Or a given model with `features`, measured with the weights it holds.
 ArchOrFactory = Union[arch_lib.Topology, str, Factory, tf_keras.Model]
-
-# Streams of the seed words, so weights, curves and noise images never share a seed.
-WEIGHTS, CURVE, IMAGES = 0, 1, 2
-
-
-def seed_words(seed: int, *words: int) -> int:
-  """A 31-bit seed derived from (seed, *words)."""
-  entropy = [int(seed) & 0xFFFFFFFF] + [int(w) for w in words]
-  return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
-
-
-def rng(seed: int, *words: int) -> np.random.Generator:
-  return np.random.default_rng(seed_words(seed, *words))
-
 
 def is_model(arch_or_factory) -> bool:
   """True for a model to measure as it is (anything with a `features` method), rather than
@@ -151,7 +137,7 @@ class Network:
       if initial is None:
         continue  # created outside our scope (e.g. shared): keep it
       draw = repeat if self._dense_or_norm[i] or not share_embedding else 0
-      value = _reseeded(initial, seed_words(seed, WEIGHTS, draw, i))
+      value = _reseeded(initial, seeding.measure_seed(seed, seeding.WEIGHTS, draw, i))
       variable.assign(tf.cast(value, variable.dtype))
 
   def kernels(self, include_scales: bool = False) -> List[tf.Variable]:

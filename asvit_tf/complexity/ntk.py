@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from asvit_tf.complexity import attention
+from asvit_tf import seeding
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
@@ -277,7 +278,7 @@ def condition_number(theta: np.ndarray) -> float:
 
 def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.ndarray:
   """Gaussian noise images [B, H, W, 3] for one repeat."""
-  return network_lib.rng(seed, network_lib.IMAGES, repeat).standard_normal(
+  return seeding.measure_rng(seed, seeding.IMAGES, repeat).standard_normal(
       (batch_size, *image_shape))
 
 

@@ -26,11 +26,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from asvit_tf.correlate import table as table_lib
 from asvit_tf.errors import UserInputError
+from asvit_tf.garden.data import make_mnist_tfrecords as mnist
 from asvit_tf.models import pit_size
 from asvit_tf.models import size as size_lib
+from asvit_tf.search import data as data_lib
 from asvit_tf.search import measure as measure_lib
 
 # The four measures of design.md §3 (the names `asvit measure` uses), and the sizes.
@@ -91,10 +95,6 @@ def factory(space: str, network, image_size: int):
 def mnist_batch(image_size: int, batch_size: int, seed: int) -> np.ndarray:
   """`batch_size` MNIST-5k digits (seeded choice) as [B, S, S, 3] float32, resized and
   normalised with the ImageNet mean and std as the search's image batches are."""
-  # pylint: disable=g-import-not-at-top
-  from PIL import Image
-  from asvit_tf.garden.data import make_mnist_tfrecords as mnist
-  # pylint: enable=g-import-not-at-top
   images, _ = mnist.load_digits()
   pick = np.random.default_rng(seed).choice(len(images), batch_size, replace=False)
   mean = np.array([0.485, 0.456, 0.406], np.float32)
@@ -115,7 +115,6 @@ def ntk_images(ntk_data: str, image_size: int, batch_size: int, seed: int,
     return None
   if ntk_data == 'mnist5k':
     return mnist_batch(image_size, batch_size, seed)
-  from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_batch(ntk_data, data_dir, image_size, batch_size, seed)
 
 
@@ -240,7 +239,6 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
                         settings.seed, data_dir)
   logging.info('%d networks, %d measured before, %d to measure', len(rows),
                len(rows) - len(todo), len(todo))
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress,
              unit='net', file=sys.stderr, desc='measuring')
   evaluator = measure_lib.SerialEvaluator(_timed)

@@ -44,6 +44,11 @@ class AsViTConfig(hyperparams.Config):
     window_reference_size: the image side (px) whose windows 'fixed' keeps.
     merge: 'plain' (As-ViT's patch merging) or 'residual' (plus ViT-ResNAS's shortcut across
       each merging: 2×2 average pooling and a Dense; docs/design.md §3).
+    remat: gradient checkpointing of the transformer blocks (`tf.recompute_grad` of each
+      block's attention and MLP branch): the backward pass recomputes their activations
+      instead of keeping them, same loss and gradients, one more forward pass of the blocks.
+      Off by default; what lets the 1024² detector's training step fit in 24 GB on CPU
+      (docs/benchmarks.md, "Detector training step").
   """
   arch: str = 'asvit_seed'
   drop_path_rate: float = 0.0
@@ -54,6 +59,7 @@ class AsViTConfig(hyperparams.Config):
   window_policy: str = 'splits'
   window_reference_size: int = size.REFERENCE_SIZE
   merge: str = 'plain'
+  remat: bool = False
 
 
 def check_config(cfg: AsViTConfig, where: str = 'task.model.backbone.asvit') -> None:
@@ -96,7 +102,7 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
                pre_logits: bool = False, kernel_regularizer=None,
                window_policy: str = 'splits',
                window_reference_size: int = size.REFERENCE_SIZE, merge: str = 'plain',
-               **kwargs):
+               remat: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.topology = arch_lib.as_topology(arch)
     if input_specs is None:
@@ -105,7 +111,7 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
     self._pre_logits = bool(pre_logits)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, True, stride, dilation,
                                 kernel_regularizer, window_policy, window_reference_size,
-                                merge, name='encoder')
+                                merge, remat, name='encoder')
     if self._pre_logits:
       self.head = asvit_layers.ClassificationHead(
           self.topology.head_width, None, True, self.encoder.kernel_regularizer, name='head')
@@ -161,7 +167,7 @@ class AsViTBackbone(BuildsWithoutCall, tf_keras.Model):
             'kernel_regularizer': encoder['kernel_regularizer'],
             'window_policy': encoder['window_policy'],
             'window_reference_size': encoder['window_reference_size'],
-            'merge': encoder['merge'], 'name': self.name}
+            'merge': encoder['merge'], 'remat': encoder['remat'], 'name': self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -183,4 +189,5 @@ def build_asvit(input_specs, backbone_config, norm_activation_config, l2_regular
   return AsViTBackbone(cfg.arch, input_specs=input_specs, drop_path_rate=cfg.drop_path_rate,
                        stride=cfg.stride, dilation=cfg.dilation, pre_logits=cfg.pre_logits,
                        kernel_regularizer=l2_regularizer, window_policy=cfg.window_policy,
-                       window_reference_size=cfg.window_reference_size, merge=cfg.merge)
+                       window_reference_size=cfg.window_reference_size, merge=cfg.merge,
+                       remat=cfg.remat)

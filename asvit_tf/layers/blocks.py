@@ -308,12 +308,22 @@ class Mlp(tf_keras.layers.Layer):
 class TransformerBlock(tf_keras.layers.Layer):
   """Pre-norm block: x + DropPath(SplitAttention(LN(x))); x + DropPath(MLP(LN(x))).
 
-  `fixed_window` is the attention's (`SplitAttention.set_fixed_window`)."""
+  `fixed_window` is the attention's (`SplitAttention.set_fixed_window`).
+
+  `remat` (gradient checkpointing; off by default): each branch, LN -> attention and LN -> MLP,
+  runs under `tf.recompute_grad`, so the backward pass recomputes its activations (qkv, the
+  attention maps, the MLP's hidden layer) instead of keeping them from the forward pass; the
+  block keeps only its input and the attention branch's residual sum. Drop-path stays outside
+  the recomputed branches: its random mask is drawn once, so gradients equal those without
+  `remat` (one more forward pass of each branch in the backward pass).
+  """
 
   def __init__(self, width: int, num_heads: int, split: int, expansion: int,
                drop_path_rate: float = 0.0, use_layer_norm: bool = True,
-               kernel_regularizer=None, fixed_window: Optional[int] = None, **kwargs):
+               kernel_regularizer=None, fixed_window: Optional[int] = None,
+               remat: bool = False, **kwargs):
     super().__init__(**kwargs)
+    self.remat = bool(remat)
     self.width, self.num_heads = int(width), int(num_heads)
     self.split, self.expansion = int(split), int(expansion)
     self.drop_path_rate = float(drop_path_rate)
@@ -333,16 +343,26 @@ class TransformerBlock(tf_keras.layers.Layer):
       build_in_scope(layer, shape)
     super().build(input_shape)
 
+  def _attention_branch(self, x):
+    return self.attn(self.norm1(x))
+
+  def _mlp_branch(self, x):
+    return self.mlp(self.norm2(x))
+
   def call(self, x, training=None):
-    x = x + self.drop_path(self.attn(self.norm1(x)), training=training)
-    return x + self.drop_path(self.mlp(self.norm2(x)), training=training)
+    attention_branch, mlp_branch = self._attention_branch, self._mlp_branch
+    if self.remat:
+      attention_branch = tf.recompute_grad(attention_branch)
+      mlp_branch = tf.recompute_grad(mlp_branch)
+    x = x + self.drop_path(attention_branch(x), training=training)
+    return x + self.drop_path(mlp_branch(x), training=training)
 
   def get_config(self):
     return {**super().get_config(), 'width': self.width, 'num_heads': self.num_heads,
             'split': self.split, 'expansion': self.expansion,
             'drop_path_rate': self.drop_path_rate, 'use_layer_norm': self.use_layer_norm,
             'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
-            'fixed_window': self.attn.fixed_window}
+            'fixed_window': self.attn.fixed_window, 'remat': self.remat}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)

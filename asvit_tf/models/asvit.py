@@ -85,6 +85,10 @@ class AsViTEncoder(tf_keras.layers.Layer):
   (ViT-ResNAS's residual spatial reduction: each merging adds a shortcut, 2×2 average
   pooling and a Dense without bias; `PatchMerging`, docs/design.md §3).
 
+  Remat (`remat=True`; off by default): every block recomputes its attention and MLP
+  activations in the backward pass instead of keeping them (`TransformerBlock`), for training
+  at large inputs (the detector at 1024²: docs/benchmarks.md, "Detector training step").
+
   `stages[i][j]` is block j+1 of stage i+1; each block is also the attribute
   `stage{i+1}_block{j+1}`. Keras' `.keras`/`.weights.h5` savers walk attributes and flat lists,
   not lists of lists: without these attributes they would drop every block. TF checkpoints
@@ -96,9 +100,10 @@ class AsViTEncoder(tf_keras.layers.Layer):
                stride: int = 4, dilation: int = 1, kernel_regularizer=None,
                window_policy: str = 'splits',
                window_reference_size: int = size.REFERENCE_SIZE, merge: str = 'plain',
-               **kwargs):
+               remat: bool = False, **kwargs):
     super().__init__(**kwargs)
     size.check_window_policy(window_policy, window_reference_size)
+    self.remat = bool(remat)
     self.merge = size.check_merge(merge)
     self.window_policy = window_policy
     self.window_reference_size = int(window_reference_size)
@@ -123,7 +128,7 @@ class AsViTEncoder(tf_keras.layers.Layer):
       for j in range(topo.depths[i]):
         block = asvit_layers.TransformerBlock(
             widths[i], heads[i], topo.splits[i], topo.expansions[i], rates[index],
-            self.use_layer_norm, reg, name=f'stage{i + 1}_block{j + 1}')
+            self.use_layer_norm, reg, remat=self.remat, name=f'stage{i + 1}_block{j + 1}')
         setattr(self, block.name, block)
         blocks.append(block)
         index += 1
@@ -179,7 +184,8 @@ class AsViTEncoder(tf_keras.layers.Layer):
             'stride': stride, 'dilation': dilation,
             'kernel_regularizer': serialize_regularizer(self.kernel_regularizer),
             'window_policy': self.window_policy,
-            'window_reference_size': self.window_reference_size, 'merge': self.merge}
+            'window_reference_size': self.window_reference_size, 'merge': self.merge,
+            'remat': self.remat}
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -200,20 +206,21 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
     window_reference_size: image side (px) whose windows 'fixed' keeps; 224 by default.
     merge: 'plain' (default, As-ViT's patch merging) or 'residual' (with ViT-ResNAS's
       shortcut across each merging; `AsViTEncoder`).
+    remat: recompute each block's activations in the backward pass (`AsViTEncoder`).
   """
 
   def __init__(self, topology, num_classes: int = 1000, drop_path_rate: float = 0.0,
                use_layer_norm: bool = True, stride: int = 4, dilation: int = 1,
                kernel_regularizer=None, window_policy: str = 'splits',
                window_reference_size: int = size.REFERENCE_SIZE, name: str = 'asvit',
-               merge: str = 'plain', **kwargs):
+               merge: str = 'plain', remat: bool = False, **kwargs):
     super().__init__(name=name, **kwargs)
     # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
     self.topology = validation.check_buildable(topology, None, num_classes, stride)
     self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, window_policy,
-                                window_reference_size, merge, name='encoder')
+                                window_reference_size, merge, remat, name='encoder')
     self.head = asvit_layers.ClassificationHead(
         self.topology.head_width, self.num_classes, self.encoder.use_layer_norm,
         self.encoder.kernel_regularizer, name='head')
@@ -259,7 +266,7 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
             'dilation': config['dilation'], 'kernel_regularizer': config['kernel_regularizer'],
             'window_policy': config['window_policy'],
             'window_reference_size': config['window_reference_size'], 'name': self.name,
-            'merge': config['merge']}
+            'merge': config['merge'], 'remat': config['remat']}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):

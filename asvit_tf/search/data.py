@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from asvit_tf import seeding
 from asvit_tf.errors import UserInputError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
@@ -51,7 +52,7 @@ def _folder_batch(folder: str, image_size: int, batch_size: int, seed: int) -> n
   files = list_images(folder)
   if not files:
     raise UserInputError(f'--data {folder} holds no image files ({", ".join(IMAGE_EXTENSIONS)})')
-  rng = np.random.default_rng([int(seed), 0xDA7A])
+  rng = seeding.rng(seed, seeding.FOLDER_PICKS)
   picks = rng.choice(len(files), size=batch_size, replace=len(files) < batch_size)
   batch = []
   for i in picks:
@@ -77,7 +78,7 @@ def photo_batch(image_size: int = 224, batch_size: int = 16, seed: int = 0) -> n
     raise UserInputError("--data photos needs scikit-image (pip install 'asvit-tf[data]')"
                          ) from None
   photos = [getattr(skimage_data, name)() for name in PHOTOS]
-  rng = np.random.default_rng([int(seed), 0xF070])
+  rng = seeding.rng(seed, seeding.PHOTO_CROPS)
   batch = []
   for _ in range(batch_size):
     photo = photos[rng.integers(len(photos))]

@@ -36,6 +36,7 @@ from absl import logging
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -55,11 +56,6 @@ RESULT_FILE = reinforce.RESULT_FILE
 STRATEGY = 'evolution'
 MAX_DRAWS = 100  # draws of one child before it falls back to its parent
 SIZE_IMAGE = 224  # MACs of the ceiling are counted at 224×224, 1000 classes
-
-# Tags of the RNG streams: generation g draws from (seed, g, _EVOLVE); a topology is
-# measured with reinforce's (seed, _MEASURE, *decisions).
-_EVOLVE = 3
-_MEASURE = reinforce._MEASURE  # pylint: disable=protected-access
 
 SIZES = tuple(len(choices) for _, choices in arch_lib.SEARCH_SPACE)
 Decisions = Tuple[int, ...]
@@ -197,18 +193,12 @@ def _key(decisions: Sequence[int]) -> str:
   return ','.join(map(str, decisions))
 
 
-@dataclasses.dataclass
-class EvolutionResult:
-  topology: arch_lib.Topology  # the fittest measured, at C=width and depths 1,1,1,1
-  records: List[Dict]
-  output_dir: str
-
-  @property
-  def seed_string(self) -> str:
-    return self.topology.seed_string
+# A search's result whatever its strategy; here `topology` is the fittest measured, at
+# C=width and depths 1,1,1,1.
+EvolutionResult = reinforce.SearchResult
 
 
-class EvolutionStrategy:
+class EvolutionStrategy(run_lib.OpenEndedStrategy):
   """A population per step (a `run.Strategy`). The state keeps the archive ('measured':
   decisions key -> metrics, in order of generation and draw), the population (decision
   keys, fittest first) and the current generation's measurements under 'pending'."""
@@ -225,19 +215,6 @@ class EvolutionStrategy:
     return {'kind': KIND, 'config': dataclasses.asdict(self.config), 'step': 0,
             'done': False, 'stop_reason': '', 'measured': {}, 'population': [],
             'pending': {}, 'records': []}
-
-  def restore(self, state: Dict):
-    missing = [k for k in ('step', 'measured', 'population', 'pending', 'stop_reason',
-                           'records') if k not in state]
-    if missing:
-      raise KeyError(f'no {", ".join(missing)}')
-    self.state = state
-
-  def finished(self) -> bool:
-    return self.state['done']
-
-  def total(self) -> None:
-    return None
 
   def topology(self, decisions: Sequence[int]) -> arch_lib.Topology:
     return arch_lib.Topology.from_decisions(decisions, width=self.config.width)
@@ -256,7 +233,7 @@ class EvolutionStrategy:
   def _children(self) -> List[Dict]:
     """The current generation's topologies, drawn from (seed, step) and the saved state."""
     config, step = self.config, self.state['step']
-    rng = state_lib.step_rng(config.seed, step, _EVOLVE)
+    rng = seeding.rng(config.seed, step, seeding.EVOLVE)
     measured = self.state['measured']
     budget = config.measurements - len(measured)
     population = [tuple(map(int, k.split(','))) for k in self.state['population']]
@@ -300,7 +277,7 @@ class EvolutionStrategy:
       seen.add(key)
       keys.append(key)
       todo.append((self.topology(c['decisions']),
-                   state_lib.derive_seed(self.config.seed, _MEASURE, *c['decisions'])))
+                   seeding.seed(self.config.seed, seeding.MEASURE, *c['decisions'])))
     new = len({_key(c['decisions']) for c in children} - set(measured))
     return run_lib.Proposal(keys, todo, new - len(todo),
                             f'generation {self.state["step"]}: {len(todo)} of {new} to measure')

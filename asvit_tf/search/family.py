@@ -13,11 +13,14 @@ import argparse
 import json
 import math
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import amounts
+from asvit_tf.search import state as state_lib
 
 PAPER_SIZES = {'asvit_small': (29.0e6, 5.3e9), 'asvit_base': (52.6e6, 8.9e9),
                'asvit_large': (88.1e6, 22.6e9)}
@@ -55,15 +58,14 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
 def budget_table(records: Sequence[Dict], metric: str, budgets: Sequence[float]) -> str:
   """Markdown table: per budget, the member of the series marked nearest to it (the
   records' 'budget' lists, `grow.budget_marks`); a budget not placed yet says so."""
-  from asvit_tf.search import grow  # pylint: disable=g-import-not-at-top
   where = {b: r for r in records for b in (r.get('budget') or [])}
   rows = []
   for b in budgets:
     r = where.get(b)
     if r is None:
-      rows.append((grow.format_budget(metric, b), 'not reached yet', '', '', '', ''))
+      rows.append((amounts.format_budget(metric, b), 'not reached yet', '', '', '', ''))
       continue
-    rows.append((grow.format_budget(metric, b), r['step'], f'`{r["arch"]}`',
+    rows.append((amounts.format_budget(metric, b), r['step'], f'`{r["arch"]}`',
                  f'{r["params"] / 1e6:.2f} M', f'{r["macs"] / 1e9:.2f} G',
                  f'{100 * (r[metric] - b) / b:+.1f} %'))
   return markdown_table(('budget', 'step', 'topology (real width)', 'params', 'MACs',
@@ -93,36 +95,23 @@ def plot_name(out: str) -> str:
   return os.path.splitext(os.path.basename(out))[0] + '_scaling.png'
 
 
-def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
-  """The document `out` for the scaling run in `run_dir` (`plot`: show `plot_name(out)`)."""
-  records = read_records(run_dir)
-  if not records:
-    raise UserInputError(f'{run_dir} has no scaling steps yet')
-  state_path = os.path.join(run_dir, 'grow_state.json') if os.path.isdir(run_dir) else ''
-  state = {}
-  if state_path and os.path.exists(state_path):
-    with open(state_path) as f:
-      state = json.load(f)
+def _saved_state(run_dir: str) -> Dict:
+  """The grow_state.json of a run directory ({} for a bare grow.jsonl or none saved)."""
+  path = os.path.join(run_dir, 'grow_state.json') if os.path.isdir(run_dir) else ''
+  if not path or not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _intro(run_dir: str, records: Sequence[Dict], state: Dict, out: str) -> List[str]:
+  """The title and the paragraph saying how the run was made and where it stands."""
   config = state.get('config', {})
-  small = closest(records, PAPER_SIZES['asvit_small'][0])
-  base = closest(records, PAPER_SIZES['asvit_base'][0])
-  marks = {small['step']: 'Small', base['step']: 'Base'}
-  if small['step'] == base['step']:
-    marks = {small['step']: 'Small, Base'}
-  last = records[-1]
-  large = arch_lib.as_topology('asvit_large')
-  large_params, large_macs = size.estimate_params(large), size.count_macs(large, 224)
-  done = bool(state.get('done'))
   measurements = 1 + sum(len(r.get('candidates') or []) for r in records)
   minutes = sum(r.get('seconds') or 0.0 for r in records) / 60
-  status = ('finished: ' + state.get('stop_reason', '')) if done else \
+  status = ('finished: ' + state.get('stop_reason', '')) if state.get('done') else \
       f'in progress, {len(records)} steps so far'
-  budgets = config.get('budgets') or []
-  budget_lines = ['## Budgets', '',
-                  'The run\'s `--budgets`: the member nearest each (`grow.budget_marks`).', '',
-                  budget_table(records, config.get('budget_metric', ''), budgets), '',
-                  ] if budgets else []
-  lines = [
+  return [
       '# The As-ViT family from one scaling run',
       '',
       f'Seed `{config.get("arch", records[0]["arch"])}` grown by `asvit grow` (docs/design.md §9) '
@@ -138,34 +127,66 @@ def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
       'restart).',
       f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out {out}`.',
       '',
-      '## The series',
-      '',
-      series_table(records, marks),
-      '',
-      f'![scaling path]({plot_name(out)})' if plot else '',
-      '',
-      *budget_lines,
-      '## As-ViT Small and Base',
-      '',
-      'The paper gives sizes, not strings; ours are the steps of this run closest to them'
-      + ('.' if done else ' so far (provisional: the run has not finished).'),
-      '',
   ]
+
+
+def _budget_section(records: Sequence[Dict], config: Dict) -> List[str]:
+  """The run's --budgets and the member nearest each; nothing if it had none."""
+  budgets = config.get('budgets') or []
+  if not budgets:
+    return []
+  return ['## Budgets', '',
+          'The run\'s `--budgets`: the member nearest each (`grow.budget_marks`).', '',
+          budget_table(records, config.get('budget_metric', ''), budgets), '']
+
+
+def _variants_section(small: Dict, base: Dict, done: bool) -> List[str]:
+  """Our As-ViT Small and Base (the steps closest to the paper's sizes) beside the paper's."""
   rows = []
   for name, r in (('asvit_small', small), ('asvit_base', base)):
     p, m = PAPER_SIZES[name]
     rows.append((name, r['step'], f'`{r["arch"]}`', f'{r["params"] / 1e6:.2f} M',
                  f'{p / 1e6:.1f} M', f'{r["macs"] / 1e9:.2f} G', f'{m / 1e9:.1f} B'))
-  lines += [markdown_table(('variant', 'step', 'topology', 'params', 'paper params', 'MACs',
-                            'paper FLOPs'), rows), '']
-  lines += ['## Last step vs. As-ViT Large', '',
-            markdown_table(('model', 'topology', 'depths', 'C', 'params', 'MACs'), [
-                (f'step {last["step"]}', f'`{last["arch"]}`',
-                 ','.join(map(str, last['depths'])), last['width'],
-                 f'{last["params"] / 1e6:.2f} M', f'{last["macs"] / 1e9:.2f} G'),
-                ('As-ViT Large (authors)', f'`{large}`', ','.join(map(str, large.depths)),
-                 large.width, f'{large_params / 1e6:.2f} M', f'{large_macs / 1e9:.2f} G'),
-            ]), '']
+  return ['## As-ViT Small and Base',
+          '',
+          'The paper gives sizes, not strings; ours are the steps of this run closest to them'
+          + ('.' if done else ' so far (provisional: the run has not finished).'),
+          '',
+          markdown_table(('variant', 'step', 'topology', 'params', 'paper params', 'MACs',
+                          'paper FLOPs'), rows), '']
+
+
+def _large_section(last: Dict) -> List[str]:
+  """The run's last step beside the authors' As-ViT Large."""
+  large = arch_lib.as_topology('asvit_large')
+  large_params, large_macs = size.estimate_params(large), size.count_macs(large, 224)
+  return ['## Last step vs. As-ViT Large', '',
+          markdown_table(('model', 'topology', 'depths', 'C', 'params', 'MACs'), [
+              (f'step {last["step"]}', f'`{last["arch"]}`',
+               ','.join(map(str, last['depths'])), last['width'],
+               f'{last["params"] / 1e6:.2f} M', f'{last["macs"] / 1e9:.2f} G'),
+              ('As-ViT Large (authors)', f'`{large}`', ','.join(map(str, large.depths)),
+               large.width, f'{large_params / 1e6:.2f} M', f'{large_macs / 1e9:.2f} G'),
+          ]), '']
+
+
+def render_doc(run_dir: str, plot: bool = False, out: str = DEFAULT_OUT) -> str:
+  """The document `out` for the scaling run in `run_dir` (`plot`: show `plot_name(out)`)."""
+  records = read_records(run_dir)
+  if not records:
+    raise UserInputError(f'{run_dir} has no scaling steps yet')
+  state = _saved_state(run_dir)
+  small = closest(records, PAPER_SIZES['asvit_small'][0])
+  base = closest(records, PAPER_SIZES['asvit_base'][0])
+  marks = {small['step']: 'Small', base['step']: 'Base'}
+  if small['step'] == base['step']:
+    marks = {small['step']: 'Small, Base'}
+  lines = [*_intro(run_dir, records, state, out),
+           '## The series', '', series_table(records, marks), '',
+           f'![scaling path]({plot_name(out)})' if plot else '', '',
+           *_budget_section(records, state.get('config', {})),
+           *_variants_section(small, base, bool(state.get('done'))),
+           *_large_section(records[-1])]
   return '\n'.join(lines)
 
 
@@ -178,8 +199,6 @@ def main(argv=None):
   plot = plot if plot and os.path.exists(plot) and args.out else ''
   text = render_doc(args.run_dir, plot=bool(plot), out=args.out or DEFAULT_OUT)
   if args.out:
-    import shutil  # pylint: disable=g-import-not-at-top
-    from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     if plot:

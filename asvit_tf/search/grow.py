@@ -42,9 +42,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import amounts
+from asvit_tf.search import family
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import plots
 from asvit_tf.search import run as run_lib
@@ -60,7 +63,6 @@ WIDTH_FACTOR = 4  # real width C = 4 · proxy width h
 COST_IMAGE_SIZE = 224  # MACs (records, --max_macs, MAC budgets) are counted at this size
 BUDGET_METRICS = ('params', 'macs')
 TIE_BREAKS = ('ours', 'authors')
-_SUFFIXES = {'K': 10**3, 'M': 10**6, 'G': 10**9}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,46 +122,16 @@ class GrowConfig:
     ceiling = self.max_params if self.budget_metric == 'params' else self.max_macs
     if ceiling and self.budgets[-1] > ceiling:
       flag = '--max_params' if self.budget_metric == 'params' else '--max_macs'
-      raise UserInputError(f'the last budget {format_budget(self.budget_metric, self.budgets[-1])}'
-                           f' exceeds {flag} ({ceiling}): no model of the run could reach it')
+      last = amounts.format_budget(self.budget_metric, self.budgets[-1])
+      raise UserInputError(f'the last budget {last} exceeds {flag} ({ceiling}): no model of '
+                           'the run could reach it')
 
   @property
   def end_rule(self) -> str:
     """What ends the run when it reaches it (for the stop reason and the documents)."""
     if self.budgets:
-      return f'the last budget, {format_budget(self.budget_metric, self.budgets[-1])}'
+      return f'the last budget, {amounts.format_budget(self.budget_metric, self.budgets[-1])}'
     return f'--target_params {self.target_params}'
-
-
-def format_amount(value: float) -> str:
-  """29000000 → '29M', 5300000000 → '5.3G' (4 significant digits)."""
-  for suffix in ('G', 'M', 'K'):
-    if abs(value) >= _SUFFIXES[suffix]:
-      return f'{value / _SUFFIXES[suffix]:.4g}{suffix}'
-  return f'{value:.4g}'
-
-
-def format_budget(metric: str, value: float) -> str:
-  """'params 29M', 'MACs 5.3G'."""
-  return f'{"MACs" if metric == "macs" else metric} {format_amount(value)}'
-
-
-def parse_amount(text: str, name: str) -> int:
-  """'29M', '5.3G', '800K', '110e6' → a positive int; UserInputError naming `name` otherwise."""
-  item = text.strip()
-  scale = _SUFFIXES.get(item[-1:].upper(), 1)
-  number = item[:-1] if scale != 1 else item
-  try:
-    value = float(number)
-  except ValueError:
-    value = math.nan
-  if not math.isfinite(value) or not number.strip():
-    raise UserInputError(f'{name}: {text.strip()!r} is not a number with an optional K, M or G '
-                         'suffix (e.g. 29M, 5.3G)')
-  value = round(value * scale)
-  if value <= 0:
-    raise UserInputError(f'{name}: {text.strip()!r} is not positive')
-  return value
 
 
 def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
@@ -179,10 +151,11 @@ def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
   items = [v for v in values.split(',')]
   if not any(v.strip() for v in items):
     raise UserInputError(f'--budgets {text.strip()!r}: needs at least one budget')
-  budgets = [parse_amount(v, '--budgets') for v in items]
+  budgets = [amounts.parse_amount(v, '--budgets') for v in items]
   twice = sorted({b for b in budgets if budgets.count(b) > 1})
   if twice:
-    raise UserInputError(f'--budgets {text.strip()!r}: gives {format_amount(twice[0])} twice')
+    raise UserInputError(f'--budgets {text.strip()!r}: gives '
+                         f'{amounts.format_amount(twice[0])} twice')
   return metric, tuple(sorted(budgets))
 
 
@@ -402,11 +375,10 @@ def _candidate_records(seed_topo, kept, results, sel: Selection) -> List[Dict]:
 
 def family_table(records: Sequence[Dict]) -> str:
   """Markdown table of the scaling series."""
-  from asvit_tf.search import family  # pylint: disable=g-import-not-at-top
   return family.series_table(records)
 
 
-class GrowStrategy:
+class GrowStrategy(run_lib.OpenEndedStrategy):
   """The scaling (a `run.Strategy`): step 0 measures the start, each further step proposes
   the candidates under --max_params and accepts the one `select` picks.
 
@@ -426,19 +398,6 @@ class GrowStrategy:
             'done': False, 'stop_reason': '', 'width': self.config.start_width,
             'depths': [1, 1, 1, 1], 'pending': {}, 'records': []}
 
-  def restore(self, state: Dict):
-    missing = [k for k in ('step', 'width', 'depths', 'pending', 'stop_reason', 'records')
-               if k not in state]
-    if missing:
-      raise KeyError(f'no {", ".join(missing)}')
-    self.state = state
-
-  def finished(self) -> bool:
-    return self.state['done']
-
-  def total(self) -> None:
-    return None
-
   def status(self) -> str:
     if not self.state['records']:
       return ''
@@ -447,7 +406,7 @@ class GrowStrategy:
 
   def propose(self) -> Optional[run_lib.Proposal]:
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']
-    seed, pending = state_lib.derive_seed(self.config.seed, step), self.state['pending']
+    seed, pending = seeding.seed(self.config.seed, step), self.state['pending']
     self._step = {'start': time.time()}
     if step == 0:
       start = self.seed.replace(depths=tuple(depths), width=h)
@@ -533,7 +492,6 @@ class GrowStrategy:
   def write_outputs(self, output_dir: str, final: bool):
     """family.md and scaling.png; at the end family.txt (one topology a line)."""
     config, records = self.config, self.state['records']
-    from asvit_tf.search import family  # pylint: disable=g-import-not-at-top
     title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
              f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
              f'width at {COST_IMAGE_SIZE}x{COST_IMAGE_SIZE}, {config.num_classes} classes.')
@@ -541,7 +499,7 @@ class GrowStrategy:
       title += f'\n\nStopped: {self.state["stop_reason"]}.'
     text = f'# Scaling series of {config.arch}\n\n{title}\n\n'
     if config.budgets:
-      marks = {r['step']: ', '.join('≈ ' + format_budget(config.budget_metric, b)
+      marks = {r['step']: ', '.join('≈ ' + amounts.format_budget(config.budget_metric, b)
                                      for b in r['budget'])
                for r in records if r.get('budget')}
       text += family.series_table(records, marks) + '\n\n## Budgets\n\n'

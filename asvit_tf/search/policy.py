@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 
 INIT_STD = 1e-3
 
@@ -68,7 +69,7 @@ class Policy:
   def __init__(self, seed: int = 0, sizes: Sequence[int] | None = None):
     if sizes is None:
       sizes = [len(choices) for _, choices in arch_lib.SEARCH_SPACE]
-    rng = np.random.default_rng([int(seed), 0x5EED])
+    rng = seeding.rng(seed, seeding.POLICY_INIT)
     self.logits = [rng.normal(0.0, INIT_STD, size=n).astype(np.float64) for n in sizes]
 
   @property

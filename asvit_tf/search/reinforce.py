@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional
 from absl import logging
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
@@ -45,9 +46,6 @@ PLOT_FILE = 'search.png'
 SEED_FILE = arch_lib.SEED_FILE
 RESULT_FILE = 'result.json'
 TB_DIR = run_lib.TB_DIR
-
-# Tags of the RNG streams derived from (seed, step, tag).
-_SAMPLE, _MEASURE = 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +158,7 @@ class ReinforceStrategy:
 
   def propose(self) -> run_lib.Proposal:
     step, seed = self.state['step'], self.config.seed
-    rng = state_lib.step_rng(seed, step, _SAMPLE)
+    rng = seeding.rng(seed, step, seeding.SAMPLE)
     samples = [self.policy.sample(rng) for _ in range(self.config.samples_per_step)]
     topologies = [arch_lib.Topology.from_decisions(a, width=self.config.width)
                   for a in samples]
@@ -175,7 +173,7 @@ class ReinforceStrategy:
       key = topo.seed_string
       if key not in self.cache and key not in keys:  # twice in a step: measured once
         keys.append(key)
-        items.append((topo, state_lib.derive_seed(seed, _MEASURE, *actions)))
+        items.append((topo, seeding.seed(seed, seeding.MEASURE, *actions)))
     return run_lib.Proposal(keys, items)
 
   def take(self, key: str, measurement: measure_lib.Measurement):

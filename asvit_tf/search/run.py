@@ -27,10 +27,14 @@ import os
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from absl import logging
+from tqdm.auto import tqdm
 
 from asvit_tf.errors import UserInputError
+from asvit_tf.search import data as data_lib
 from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
+from asvit_tf.search import ray_evaluator
 from asvit_tf.search import state as state_lib
 
 TB_DIR = 'tensorboard'
@@ -60,7 +64,8 @@ class Strategy(Protocol):
     'records' (the step records)."""
 
   def restore(self, state: Dict) -> None:
-    """Takes `state` (fresh or saved) as its own; KeyError/TypeError if it is damaged."""
+    """Takes `state` (fresh or saved) as its own; KeyError/TypeError if it is damaged. The
+    driver has checked that `state` holds every key of `fresh_state()`."""
 
   def finished(self) -> bool:
     """No step is left."""
@@ -82,6 +87,21 @@ class Strategy(Protocol):
 
   def write_outputs(self, output_dir: str, final: bool) -> None:
     """The strategy's files besides the state and the JSONL (plots, tables, results)."""
+
+
+class OpenEndedStrategy:
+  """The part of a `Strategy` whose end is not known in advance: its state dict is all it
+  keeps (restored as it is) and says itself when the run is 'done'."""
+  state: Dict
+
+  def restore(self, state: Dict) -> None:
+    self.state = state
+
+  def finished(self) -> bool:
+    return self.state['done']
+
+  def total(self) -> None:
+    return None
 
 
 class TensorBoard:
@@ -115,16 +135,13 @@ def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
   local processes (`parallel.PoolMeasure`), each with `threads` intra-op threads (default:
   its share of the cores); else in this process.
   """
-  from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
   images = data_lib.load_batch(config.data, config.data_dir, config.image_size,
                                config.batch_size, config.seed)
   share = bool(getattr(config, 'share_embedding', False))
   if ray is not None:
-    from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
     return ray_evaluator.RayEvaluator(metrics, ray, config.image_size, config.repeats, images,
                                       config.batch_size, share_embedding=share)
   if workers > 1:
-    from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top  (TensorFlow)
     return parallel.PoolMeasure(metrics, workers, config.image_size, config.repeats, images,
                                 config.batch_size, threads=threads, share_embedding=share)
   return measure_lib.SerialEvaluator(measure_lib.make_measure(
@@ -133,7 +150,6 @@ def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
 
 
 def _progress_bar(strategy: Strategy, state: Dict, enabled: bool):
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   by_step = strategy.unit == 'step'
   bar = tqdm(total=strategy.total() if by_step else None,
              initial=state['step'] if by_step else 0, desc=strategy.kind, unit=strategy.unit,
@@ -148,9 +164,13 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
   fresh one; restored into `strategy`."""
   state = state_lib.load_state(output_dir, strategy.kind, dataclasses.asdict(config),
                                dataclasses.asdict(type(config)()))
+  fresh = strategy.fresh_state()
   if state is None:
-    state = strategy.fresh_state()
+    state = fresh
   try:
+    missing = [k for k in fresh if k not in state]
+    if missing:
+      raise KeyError(f'no {", ".join(missing)}')
     strategy.restore(state)
   except (KeyError, TypeError, AttributeError, IndexError) as e:
     path = os.path.join(output_dir, state_lib.state_file(strategy.kind))

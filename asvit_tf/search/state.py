@@ -36,16 +36,6 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def derive_seed(*keys: int) -> int:
-  """A 31-bit seed determined by the integer keys (e.g. (seed, step, candidate))."""
-  return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys])
-             .generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def step_rng(*keys: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]))
-
-
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; on success it replaces `path` atomically."""

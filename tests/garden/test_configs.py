@@ -153,6 +153,7 @@ def test_unknown_experiment_is_a_value_error():
     train_lib.parse_configuration('asvit_imagenet_typo')
 
 
+@pytest.mark.slow
 def test_cli_fails_before_training_with_one_line(tmp_path):
   model_dir = tmp_path / 'run'
   result = run_asvit(['train', '--experiment=asvit_imagenet', '--mode=train',

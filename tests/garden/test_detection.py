@@ -46,6 +46,44 @@ def test_large_backbone_specs_at_1024():
   assert windows == [(28, 28), (28, 28), (14, 14), (7, 7)]
 
 
+def test_backbone_remat_is_a_config_field_with_the_same_loss_and_gradients():
+  """`backbone.asvit.remat` (off by default) reaches every block through Model Garden's
+  builder, survives the backbone's get_config/from_config, and gives the loss and gradients
+  of the backbone without it (drop-path on, as in the detection config)."""
+  params = detection.detection_config(overrides={'task': {'model': {
+      'input_size': [64, 64, 3],
+      'backbone': {'asvit': {'arch': TINY_ARCH, 'window_reference_size': 32}}}}})
+  assert not params.task.model.backbone.asvit.remat
+  assert params.task.model.backbone.asvit.drop_path_rate > 0
+  spec = tf_keras.layers.InputSpec(shape=[None, 64, 64, 3])
+  plain = asvit_backbone.build_asvit(spec, params.task.model.backbone, None)
+  params.override({'task': {'model': {'backbone': {'asvit': {'remat': True}}}}})
+  remat = asvit_backbone.build_asvit(spec, params.task.model.backbone, None)
+  blocks = [block for stage in remat.encoder.stages for block in stage]
+  assert all(block.remat for block in blocks)
+  assert not any(block.remat for stage in plain.encoder.stages for block in stage)
+  clone = type(remat).from_config(remat.get_config())
+  assert remat.get_config()['remat'] and all(b.remat for s in clone.encoder.stages for b in s)
+  images = tf.constant(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), tf.float32)
+  plain(images)
+  remat(images)
+  remat.set_weights(plain.get_weights())
+
+  def loss_and_grads(model):  # eager: the same seed draws the same drop-path masks
+    with tf.GradientTape() as tape:
+      maps = model(images, training=True)
+      loss = sum(tf.reduce_mean(tf.square(maps[level])) for level in '2345')
+    return [loss] + tape.gradient(loss, model.trainable_weights)
+
+  tf.random.set_seed(3)
+  want = [t.numpy() for t in loss_and_grads(plain)]
+  tf.random.set_seed(3)
+  got = [t.numpy() for t in loss_and_grads(remat)]
+  assert len(got) == len(want) == 1 + len(plain.trainable_weights)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 # ---- the experiment --------------------------------------------------------------------------
 def test_experiment_has_the_cascade_settings():
   params = detection.detection_config()
@@ -63,9 +101,10 @@ def test_experiment_has_the_cascade_settings():
   assert model.detection_head.class_agnostic_bbox_pred
   assert model.detection_head.cascade_class_ensemble
   assert model.include_mask
-  # No SpineNet restriction survives the rebuild (it would pin min_level to spinenet's 3).
-  assert params.task.model.backbone.spinenet.min_level != model.min_level
+  # The experiment passes Model Garden's own checks and ours of the model (the data paths,
+  # which are the user's, are checked by the tests of validate below).
   super(detection.DetectionExperimentConfig, params).validate()
+  detection.validate_detection(params, check_data=False)
 
 
 def test_large_tpu_yaml_is_the_experiment_with_bucket_paths():
@@ -221,6 +260,7 @@ def nuclei(tmp_path_factory):
   return make_nuclei_coco.make_nuclei_coco(out, tile=128, val_tiles=4)
 
 
+@pytest.mark.slow  # builds the nuclei data set (44 s under load)
 def test_nuclei_dataset(nuclei):
   assert (nuclei.num_train, nuclei.num_val) == (12, 4)
   image, labels = make_nuclei_coco.read_stardist_nuclei()
@@ -263,25 +303,35 @@ def test_overlapping_training_crops_never_touch_the_validation_tiles():
     make_nuclei_coco.training_origins(512, 512, 128, 0, val)
 
 
-def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
+def _tiny_runner(nuclei, model_dir, mode, model=None, trainer=None):
+  """An Orbit runner of the tiny detection config on the nuclei data, on one CPU device;
+  `model` and `trainer` override the config's sections."""
   from official.core import task_factory
   from official.core import train_lib
   from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
   params = detection.detection_config([TINY_YAML], {
-      'task': {'annotation_file': nuclei.val_json,
+      'task': {'annotation_file': nuclei.val_json, 'model': model or {},
                'train_data': {'input_path': nuclei.train_pattern},
                'validation_data': {'input_path': nuclei.val_pattern}},
-      'trainer': {'train_steps': 2, 'steps_per_loop': 2, 'checkpoint_interval': 2,
-                  'validation_interval': 2, 'validation_steps': 2}})
+      'trainer': trainer or {}})
   params.validate()
   params.lock()
-  model_dir = str(tmp_path / 'run')
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
   runner = train_lib.OrbitExperimentRunner(
-      distribution_strategy=strategy, task=task, mode='train_and_eval', params=params,
+      distribution_strategy=strategy, task=task, mode=mode, params=params,
       model_dir=model_dir)
+  return params, strategy, runner
+
+
+@pytest.mark.slow
+def test_tiny_experiment_trains_and_evaluates(nuclei, tmp_path):
+  model_dir = str(tmp_path / 'run')
+  params, strategy, runner = _tiny_runner(
+      nuclei, model_dir, 'train_and_eval',
+      trainer={'train_steps': 2, 'steps_per_loop': 2, 'checkpoint_interval': 2,
+               'validation_interval': 2, 'validation_steps': 2})
   with strategy.scope():
     runner.controller.train(steps=2)
     logs = runner.controller.evaluate(steps=2)
@@ -303,26 +353,11 @@ def test_fixed_windows_detector_trains_a_step_at_256(nuclei, tmp_path):
   """The tiny detection config (fixed windows of 128 px: 16, 16, 8, 4 tokens) at 256 px:
   grids 64, 32, 16, 8, so the windows no longer follow the grid; one step changes the
   attention weights and gives a finite loss."""
-  from official.core import task_factory
-  from official.core import train_lib
-  from asvit_tf.garden import registry_imports  # noqa: F401  (the Mask R-CNN task)
-  params = detection.detection_config([TINY_YAML], {
-      'task': {'annotation_file': nuclei.val_json,
-               'model': {'input_size': [256, 256, 3]},
-               'train_data': {'input_path': nuclei.train_pattern},
-               'validation_data': {'input_path': nuclei.val_pattern}},
-      'trainer': {'train_steps': 1, 'steps_per_loop': 1, 'summary_interval': 1,
-                  'checkpoint_interval': 1, 'validation_interval': 1}})
+  params, strategy, runner = _tiny_runner(
+      nuclei, str(tmp_path / 'run'), 'train', model={'input_size': [256, 256, 3]},
+      trainer={'train_steps': 1, 'steps_per_loop': 1, 'summary_interval': 1,
+               'checkpoint_interval': 1, 'validation_interval': 1})
   assert params.task.model.backbone.asvit.window_policy == 'fixed'
-  params.validate()
-  params.lock()
-  model_dir = str(tmp_path / 'run')
-  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
-  with strategy.scope():
-    task = task_factory.get_task(params.task, logging_dir=model_dir)
-  runner = train_lib.OrbitExperimentRunner(
-      distribution_strategy=strategy, task=task, mode='train', params=params,
-      model_dir=model_dir)
   model = runner.trainer.model
   encoder = model.backbone.encoder
   windows = [stage[0].attn.window(rows, rows) for stage, rows

@@ -144,6 +144,40 @@ def test_drop_path_only_in_training():
   assert 40 < (kept[:, 0] == 0).sum() < 160
 
 
+# Eager with drop-path: the same seed draws the same masks in both blocks (a traced graph
+# derives its random ops' seeds from its own op count, which remat changes).
+@pytest.mark.parametrize('traced, drop_path_rate', [(False, 0.5), (True, 0.0)])
+def test_remat_block_gives_the_same_output_and_gradients(traced, drop_path_rate):
+  """Gradient checkpointing recomputes the branches in the backward pass: the output and the
+  gradients of the input and of every weight equal those of the block without it, also with
+  drop-path on (a random mask per call that must not be drawn again in the recomputation)."""
+  x = _rand(8, 6, 6, 8)
+  plain = layers.TransformerBlock(8, 2, 2, 3, drop_path_rate=drop_path_rate)
+  plain(x)
+  remat = layers.TransformerBlock.from_config({**plain.get_config(), 'remat': True})
+  remat(x)
+  remat.set_weights(plain.get_weights())
+  assert remat.remat and not plain.remat
+
+  def loss_and_grads(block):
+    def run(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = block(x, training=True)
+        loss = tf.reduce_sum(tf.sin(y))
+      return (y, loss) + tuple(tape.gradient(loss, [x] + block.trainable_weights))
+    tf.random.set_seed(7)
+    return [t.numpy() for t in (tf.function(run) if traced else run)(x)]
+
+  want, got = loss_and_grads(plain), loss_and_grads(remat)
+  assert len(got) == 2 + 1 + len(plain.trainable_weights)
+  if drop_path_rate:  # a branch of some sample was dropped: a mask drawn again in the
+    # backward pass would change the gradients
+    assert not np.allclose(want[0], plain(x, training=False).numpy())
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_norm_free_block_has_no_norm_weights():
   block = layers.TransformerBlock(8, 2, 1, 2, use_layer_norm=False)
   block(_rand(1, 2, 2, 8))
@@ -170,6 +204,7 @@ def _round_trip(layer, x):
     lambda: layers.SplitAttention(8, 2, 2),
     lambda: layers.Mlp(8, 24),
     lambda: layers.TransformerBlock(8, 2, 2, 3, drop_path_rate=0.1, use_layer_norm=False),
+    lambda: layers.TransformerBlock(8, 2, 2, 3, drop_path_rate=0.1, remat=True),
     lambda: layers.PatchMerging(8, 16, 3),
     lambda: layers.DropPath(0.2),
 ])

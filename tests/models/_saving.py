@@ -15,26 +15,32 @@ def fresh_copy(model, input_shape):
   return copy
 
 
-def keras_file(model, input_shape, tmp_path):
-  path = str(tmp_path / 'model.keras')
-  model.save(path)
-  return tf_keras.models.load_model(path)
+def _whole_model(name):
+  """`model.save` to `name` in the directory, then `load_model` (the format follows `name`)."""
+  def round_trip(model, input_shape, tmp_path):
+    del input_shape
+    path = str(tmp_path / name)
+    model.save(path)
+    return tf_keras.models.load_model(path)
+  return round_trip
 
 
-def weights_h5(model, input_shape, tmp_path):
-  path = str(tmp_path / 'model.weights.h5')
-  model.save_weights(path)
-  copy = fresh_copy(model, input_shape)
-  copy.load_weights(path)
-  return copy
+def _weights_only(name):
+  """`save_weights` to `name`, then `load_weights` into a fresh copy (the format follows
+  `name`)."""
+  def round_trip(model, input_shape, tmp_path):
+    path = str(tmp_path / name)
+    model.save_weights(path)
+    copy = fresh_copy(model, input_shape)
+    copy.load_weights(path)
+    return copy
+  return round_trip
 
 
-def legacy_h5_weights(model, input_shape, tmp_path):
-  path = str(tmp_path / 'model.h5')
-  model.save_weights(path)
-  copy = fresh_copy(model, input_shape)
-  copy.load_weights(path)
-  return copy
+keras_file = _whole_model('model.keras')
+weights_h5 = _weights_only('model.weights.h5')
+legacy_h5_weights = _weights_only('model.h5')  # the legacy HDF5 layout
+keras_saved_model = _whole_model('saved_model')  # a directory: the Keras SavedModel
 
 
 def legacy_h5_model(model, input_shape, tmp_path):
@@ -44,12 +50,6 @@ def legacy_h5_model(model, input_shape, tmp_path):
   path = str(tmp_path / 'model.h5')
   tf_keras.Model(inputs, model(inputs)).save(path)
   return tf_keras.models.load_model(path).layers[-1]
-
-
-def keras_saved_model(model, input_shape, tmp_path):
-  path = str(tmp_path / 'saved_model')
-  model.save(path)
-  return tf_keras.models.load_model(path)
 
 
 def tf_saved_model(model, input_shape, tmp_path):

@@ -90,6 +90,7 @@ def test_config_round_trip():
   assert len(model.losses) == len(clone.losses) > 0
 
 
+@pytest.mark.slow
 def test_saved_model_round_trip(tmp_path):
   model = models.AsViT(TINY, num_classes=4)
   x = _images(3, 32)
@@ -221,6 +222,7 @@ def test_fixed_equals_splits_at_the_reference_size(reference, stride, dilation):
   assert np.abs(a - b).max() > 1e-4 * np.abs(b).max()  # equal windows: equal to 1e-5
 
 
+@pytest.mark.slow
 def test_window_policy_round_trips_config_and_saved_model(tmp_path):
   model = models.AsViT(TINY, num_classes=4, window_policy='fixed', window_reference_size=32)
   x = _images(2, 72)  # grids 18, 9, 5, 3; windows 4, 4, 2, 1 (those of 32 px)

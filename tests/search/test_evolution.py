@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
 from asvit_tf.search import evolution as ev
 from asvit_tf.search import reinforce
 from asvit_tf.search import state as state_lib
@@ -34,7 +35,7 @@ def _in_space(decisions):
 
 
 def test_mutation_and_crossover_keep_topologies_in_the_search_space():
-  rng = state_lib.step_rng(0, 1, 2)
+  rng = seeding.rng(0, 1, 2)
   changed = np.zeros(len(ev.SIZES))
   for _ in range(2000):
     a, b = ev.random_decisions(rng), ev.random_decisions(rng)

@@ -11,6 +11,7 @@ import pytest
 from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
+from asvit_tf.search import amounts
 from asvit_tf.search import grow
 from asvit_tf.search import run as run_lib
 from asvit_tf.search import state as state_lib
@@ -33,7 +34,7 @@ def test_parse_budgets_reads_suffixes_and_sorts():
   assert grow.parse_budgets('PARAMS:88M,29e6,52000K') == ('params', (29_000_000, 52_000_000,
                                                                    88_000_000))
   assert grow.parse_budgets('') == ('', ())
-  assert grow.parse_amount('110e6', '--max_macs') == 110_000_000
+  assert amounts.parse_amount('110e6', '--max_macs') == 110_000_000
 
 
 @pytest.mark.parametrize('text, message', [
@@ -54,9 +55,9 @@ def test_parse_budgets_refuses_bad_input_in_one_line(text, message):
 
 
 def test_format_budget():
-  assert grow.format_budget('params', 29_000_000) == 'params 29M'
-  assert grow.format_budget('macs', 22_600_000_000) == 'MACs 22.6G'
-  assert grow.format_amount(88_270_000) == '88.27M'
+  assert amounts.format_budget('params', 29_000_000) == 'params 29M'
+  assert amounts.format_budget('macs', 22_600_000_000) == 'MACs 22.6G'
+  assert amounts.format_amount(88_270_000) == '88.27M'
 
 
 # --- budget selection and the MAC ceiling on hand-made series --------------------------------
@@ -178,14 +179,14 @@ def test_a_run_ends_at_the_last_budget_and_marks_the_nearest(tmp_path):
   # the same path (budgets do not steer the scaling), ended at the first member >= the last
   # budget (the default --target_params, 80 M, is not the end any more)
   assert [r['params'] for r in result.records] == params
-  last = grow.format_budget('params', budgets[-1])
+  last = amounts.format_budget('params', budgets[-1])
   assert result.stop_reason == f'reached the last budget, {last}'
   rows = _records(out)
   marks = {r['step']: r['budget'] for r in rows if r['budget']}
   assert marks == {2: [budgets[0]], 4: [budgets[1]], 5: [budgets[2]]}
   table = open(os.path.join(out, grow.TABLE_FILE)).read()
   assert '## Budgets' in table
-  assert f'| 2 **≈ {grow.format_budget("params", budgets[0])}** |' in table
+  assert f'| 2 **≈ {amounts.format_budget("params", budgets[0])}** |' in table
   assert os.path.getsize(os.path.join(out, grow.PLOT_FILE)) > 1000
 
 

@@ -114,7 +114,7 @@ if __name__ == "__main__":  # the workers are spawned: they import this file
       2, mp_context=multiprocessing.get_context("spawn"),
       initializer=parallel.die_with_parent, initargs=(os.getpid(),))
   futures = [pool.submit(time.sleep, 600) for _ in range(2)]
-  print(" ".join(str(p.pid) for p in pool._processes.values()), flush=True)
+  print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
   time.sleep(600)
 '''
 

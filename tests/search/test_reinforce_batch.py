@@ -197,6 +197,6 @@ def test_records_of_measured_samples_are_reused_in_a_step(tmp_path):
 
 def _item(record, config):
   from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
-  from asvit_tf.search import state as state_lib  # pylint: disable=g-import-not-at-top
+  from asvit_tf import seeding  # pylint: disable=g-import-not-at-top
   topo = arch_lib.Topology.from_decisions(record['actions'], width=config.width)
-  return topo, state_lib.derive_seed(config.seed, reinforce._MEASURE, *record['actions'])  # pylint: disable=protected-access
+  return topo, seeding.seed(config.seed, seeding.MEASURE, *record['actions'])

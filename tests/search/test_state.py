@@ -15,12 +15,6 @@ def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path):
   assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable like any output file
 
 
-def test_derived_seeds_are_deterministic_and_distinct():
-  assert state_lib.derive_seed(0, 1) == state_lib.derive_seed(0, 1)
-  assert len({state_lib.derive_seed(0, i) for i in range(100)}) == 100
-  assert state_lib.step_rng(3, 4).random() == state_lib.step_rng(3, 4).random()
-
-
 def test_load_state_checks_the_configuration(tmp_path):
   out = str(tmp_path)
   assert state_lib.load_state(out, 'grow', {'a': 1}) is None

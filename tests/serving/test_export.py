@@ -49,6 +49,7 @@ def trained(tmp_path_factory):
   return params, root, prefix
 
 
+@pytest.mark.slow
 def test_export_matches_keras_for_any_batch(trained):
   params, root, prefix = trained
   out = str(root / 'saved')
@@ -68,6 +69,7 @@ def test_export_matches_keras_for_any_batch(trained):
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_uses_the_final_tokenization(trained):
   params, root, prefix = trained
   phases = params.task.model.backbone.asvit.retokenization
@@ -84,6 +86,7 @@ def test_export_uses_the_final_tokenization(trained):
   assert not np.allclose(logits, coarse, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_signature_checks_the_shape_and_takes_an_empty_batch(trained):
   params, root, _ = trained
   serve = tf.saved_model.load(export_lib.export(params, str(root / 'model'),
@@ -100,6 +103,7 @@ def test_signature_checks_the_shape_and_takes_an_empty_batch(trained):
   assert serve(inputs=tf.zeros([2, 20, 24, 3], tf.uint8))['logits'].shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_export_errors(trained, tmp_path):
   params, root, _ = trained
   empty = tmp_path / 'empty'
@@ -123,6 +127,7 @@ def test_export_errors(trained, tmp_path):
     export_lib.load_params('cascadercnn_asvit_coco', [TINY_YAML])
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'asvit_tf.cli.main', 'export', '--experiment=asvit_imagenet',

@@ -50,6 +50,7 @@ def _keras_detections(params, model, image_uint8):
                     anchor_boxes=anchors, training=False)
 
 
+@pytest.mark.slow
 def test_exported_detector_matches_keras(exported):
   params, model, out, _ = exported
   serve = tf.saved_model.load(out).signatures['serving_default']
@@ -67,6 +68,7 @@ def test_exported_detector_matches_keras(exported):
                                 want['detection_classes'][0, :n])
 
 
+@pytest.mark.slow
 def test_demo_writes_a_png_with_the_detections(exported, tmp_path):
   _, _, out, _ = exported
   image = np.zeros((SIZE, SIZE), np.uint16)  # a 16-bit grey image, like the nuclei TIFF
@@ -93,6 +95,7 @@ def test_draw_maps_boxes_back_to_the_original_image():
   np.testing.assert_array_equal(sel['classes'], [1])
 
 
+@pytest.mark.slow
 def test_demo_cli_errors(tmp_path):
   result = subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', 'demo',
                            f'--saved_model={tmp_path}/none', f'--image={tmp_path}/x.png'],

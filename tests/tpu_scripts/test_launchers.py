@@ -92,8 +92,10 @@ def _defined_flags(command):
 @pytest.mark.parametrize('script, args', [
     ('search.sh', ['--output_dir=o', '--data=d', '--data_dir=dd']),
     ('grow.sh', ['--output_dir=o']),
-    ('train.sh', ['--model_dir=m', '--params_override=a.b=1']),
-    ('export.sh', ['--model_dir=m', '--export_dir=e']),
+    # train and export define Model Garden's flags: their process imports Model Garden.
+    pytest.param('train.sh', ['--model_dir=m', '--params_override=a.b=1'],
+                 marks=pytest.mark.slow),
+    pytest.param('export.sh', ['--model_dir=m', '--export_dir=e'], marks=pytest.mark.slow),
 ])
 def test_launched_commands_use_flags_the_cli_defines(script, args):
   argv = _dry(script, *args)

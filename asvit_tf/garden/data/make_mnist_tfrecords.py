@@ -14,6 +14,7 @@ Usage:  python -m asvit_tf.garden.data.make_mnist_tfrecords --out_dir=/tmp/asvit
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gzip
 import importlib.util
@@ -130,7 +131,6 @@ def make_mnist_tfrecords(out_dir: str, val_per_class: int = 100, shards: int = 2
 
 
 def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out_dir', required=True)
   parser.add_argument('--val_per_class', type=int, default=100)

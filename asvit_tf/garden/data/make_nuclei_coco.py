@@ -18,6 +18,7 @@ Usage:  python -m asvit_tf.garden.data.make_nuclei_coco --out_dir=/tmp/asvit_nuc
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import io
@@ -250,7 +251,6 @@ def make_nuclei_coco(out_dir: str, tile: int = 128, val_tiles: int = 4,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NucleiCoco:
-  import argparse
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out_dir', default='/tmp/asvit_nuclei_coco')
   parser.add_argument('--tile', type=int, default=128, help='tile side in pixels')
