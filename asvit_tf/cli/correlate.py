@@ -8,6 +8,8 @@ table with its CIFAR-100 columns; `--space=asvit` takes a JSON-lines file of
 OUT/correlation.json, OUT/correlation.md and one scatter figure per accuracy column
 (OUT/scatter_<column>.png): Kendall-τ and Spearman-ρ of every measure, the As-ViT combined
 rank and the sizes against every accuracy column, with bootstrap 95 % intervals.
+`--backend=ray` (with the --ray_* flags of `asvit search`) measures each network as a Ray
+task on a cluster, the same numbers to float rounding.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ def define_flags():
   flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
                     'Execution of the measures (see asvit measure).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
+  run_flags.define_backend_flags()  # --backend=ray: a Ray task per network
 
 
 FLAGS = flags.FLAGS
@@ -56,8 +60,9 @@ FLAGS = flags.FLAGS
 
 def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_dir='',
         n_boot: int = 1000, bootstrap_seed: int = 0, num_groups: int = 4, mode='auto',
-        progress: bool = True):
-  """Reads, measures (resumably) and reports; returns the result dict of report.write."""
+        progress: bool = True, ray=None):
+  """Reads, measures (resumably; with `ray`, a `ray_evaluator.RayOptions`, on Ray) and
+  reports; returns the result dict of report.write."""
   from asvit_tf import correlate  # pylint: disable=g-import-not-at-top
   from asvit_tf.correlate import measure  # pylint: disable=g-import-not-at-top
   from asvit_tf.correlate import report  # pylint: disable=g-import-not-at-top
@@ -78,7 +83,7 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
   rows = table_lib.read_table(table, space)
   if limit is not None:
     rows = rows[:limit]
-  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress)
+  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
   ordered = [records[r.key] for r in rows]
   accuracy = {c: [r.accuracy[c] for r in rows] for c in rows[0].accuracy}
   result = report.write(out_dir, space, table, settings.to_dict(), ordered, accuracy, n_boot,
@@ -93,7 +98,9 @@ def main(argv):
   settings = dict(metrics=FLAGS.metrics, image_size=FLAGS.image_size, repeats=FLAGS.repeats,
                   seed=FLAGS.seed, num_points=FLAGS.num_points, batch_size=FLAGS.batch_size,
                   ntk_data=FLAGS.ntk_data)
+  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
   run(FLAGS.table, FLAGS.space, FLAGS.out_dir, settings, FLAGS.limit, FLAGS.data_dir,
-      FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress)
+      FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
+      ray=run_flags.ray_options())
   with open(os.path.join(FLAGS.out_dir, 'correlation.md'), encoding='utf-8') as f:
     print(f.read())

@@ -36,6 +36,9 @@ def define_flags():
   flags.DEFINE_enum('strategy', 'reinforce', ['reinforce', 'evolution'],
                     'REINFORCE (the paper\'s search) or an evolutionary search.')
   flags.DEFINE_integer('steps', None, 'REINFORCE steps (paper 500, quick 10).')
+  flags.DEFINE_integer('samples_per_step', None, 'REINFORCE: topologies sampled and measured '
+                       'side by side per policy update (default 1: the paper\'s algorithm; '
+                       'docs/design.md §8).')
   flags.DEFINE_enum('reward', 'length_ntk', list(reward_lib.REWARDS),
                     'Relative-change reward: L^E and κ_Θ (the paper), one of them, or params / '
                     'MACs as cheap baseline proxies. Evolution: the metrics whose rank sum '
@@ -74,11 +77,14 @@ def config_from_flags():
       raise UserInputError(f'{", ".join(given)}: only with --strategy=evolution (the '
                            'default strategy is reinforce)')
     values = cli_flags.preset_values(reinforce.PRESETS, ('steps', 'image_size', 'repeats'))
+    if FLAGS.samples_per_step is not None:
+      values['samples_per_step'] = FLAGS.samples_per_step
     return reinforce.SearchConfig(reward=FLAGS.reward, **cli_flags.common_config(),
                                   **values).validate()
-  if FLAGS.steps is not None:
-    raise UserInputError('--steps applies to --strategy=reinforce only; the evolution\'s '
-                         'budget is --measurements')
+  for name in ('steps', 'samples_per_step'):
+    if FLAGS[name].value is not None:
+      raise UserInputError(f'--{name} applies to --strategy=reinforce only; the evolution\'s '
+                           'budget is --measurements')
   values = cli_flags.preset_values(evolution.PRESETS, ('population', 'measurements',
                                                         'image_size', 'repeats'))
   for name in _EVOLUTION_ONLY[2:]:

@@ -9,8 +9,9 @@ seed, hence the same input curves and NTK batches, and a network's numbers do no
 which other networks a run measured, so a resumed run gives the same numbers as one
 uninterrupted run.
 
-In-process for now: the search's pool of measuring workers is being reworked, and a worker
-protocol for these measures belongs with it.
+The networks are measured in this process, one after the other, or (`ray`: a
+`ray_evaluator.RayOptions`) as Ray tasks, one per network, side by side on a Ray cluster;
+the numbers are the same (to float rounding), the lines land in order of completion.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from asvit_tf.garden.data import make_mnist_tfrecords as mnist
 from asvit_tf.models import pit_size
 from asvit_tf.models import size as size_lib
 from asvit_tf.search import data as data_lib
+from asvit_tf.search import measure as measure_lib
 
 # The four measures of design.md §3 (the names `asvit measure` uses), and the sizes.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -206,11 +208,23 @@ def check_settings(out_dir: str, settings: Settings):
   _write_atomic(path, json.dumps(mine, indent=2, sort_keys=True) + '\n')
 
 
+def _timed(measure: Callable[..., Dict[str, object]], settings: Settings, network,
+           images: Optional[np.ndarray], mode: str) -> Dict[str, object]:
+  """`measure(settings, network, images, mode)` with its wall time as seconds['total']."""
+  start = time.perf_counter()
+  record = measure(settings, network, images, mode)
+  record['seconds']['total'] = round(time.perf_counter() - start, 3)
+  return record
+
+
 def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
                   data_dir: str = '', mode: str = 'auto', progress: bool = True,
-                  measure: Callable[..., Dict[str, object]] = measure_network
-                  ) -> Dict[str, Dict[str, object]]:
+                  measure: Callable[..., Dict[str, object]] = measure_network,
+                  ray=None) -> Dict[str, Dict[str, object]]:
   """Measures every row not yet in OUT/measures.jsonl; returns {key: record} for all rows.
+
+  `measure(settings, network, images, mode)` runs here, or with `ray` (a
+  `ray_evaluator.RayOptions`) as a Ray task per network.
 
   A row's measures given by the table are used as they are; the sizes are computed.
   """
@@ -227,11 +241,16 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
                len(rows) - len(todo), len(todo))
   bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress,
              unit='net', file=sys.stderr, desc='measuring')
+  evaluator = measure_lib.SerialEvaluator(_timed)
+  if ray is not None and todo:
+    from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
+    evaluator = ray_evaluator.RayCalls(_timed, ray, describe=lambda item: str(item[2]))
+    images = evaluator.put(images)  # sent to the nodes once
   try:
-    for row in todo:
-      start = time.perf_counter()
-      record = {'key': row.key, **measure(settings, row.network, images, mode)}
-      record['seconds']['total'] = round(time.perf_counter() - start, 3)
+    for i, measured in evaluator.measure([(measure, settings, row.network, images, mode)
+                                          for row in todo]):
+      row = todo[i]
+      record = {'key': row.key, **measured}
       append_line(path, record)
       # As a rerun reads it back: the outputs of a resumed run equal an uninterrupted one's.
       done[row.key] = json.loads(json.dumps(record, sort_keys=True))
@@ -240,6 +259,7 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
       bar.update(1)
   finally:
     bar.close()
+    evaluator.close()
   out = {}
   for row in rows:
     record = dict(done.get(row.key, {'key': row.key}))

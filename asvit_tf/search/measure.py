@@ -8,13 +8,17 @@ An `Evaluator` measures many (topology, seed) pairs and yields each result as so
 complete; `close` stops what it started. The run driver (`asvit_tf.search.run`) talks to an
 evaluator only, so where the measurements happen is one choice: `SerialEvaluator` runs a
 `MeasureFn` in this process (the tests' hand-made metrics, one-worker runs),
-`asvit_tf.search.parallel.PoolMeasure` in local worker processes.
+`asvit_tf.search.parallel.PoolMeasure` in local worker processes,
+`asvit_tf.search.ray_evaluator.RayEvaluator` as Ray tasks; the last two measure each
+complexity metric of a topology as a job of its own (`MetricJobs`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import (Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol,
+                    Sequence, Tuple)
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 
 METRICS = ('length', 'ntk', 'params', 'macs')
+COMPLEXITY = ('length', 'ntk')  # the metrics that need TensorFlow (the others are counted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +87,8 @@ class SerialEvaluator:
     self.measure_fn = measure_fn
 
   def measure(self, items: Sequence[Item]) -> Iterator[Tuple[int, Measurement]]:
-    for i, (topology, seed) in enumerate(items):
-      yield i, self.measure_fn(topology, seed)
+    for i, item in enumerate(items):  # (topology, seed), or any arguments of measure_fn
+      yield i, self.measure_fn(*item)
 
   def close(self) -> None:
     pass
@@ -139,3 +144,62 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
     return Measurement(**out)
 
   return measure
+
+
+Job = Tuple[int, str, Item]  # (index of the item, complexity metric, (topology, seed))
+
+
+def longest_first(items: Sequence[Item], metrics: Sequence[str],
+                  image_size: int) -> List[Tuple[int, str]]:
+  """(item index, metric) jobs, the costliest first: workers take them in this order, so
+  the last ones to start are short and no worker waits long for another at the end of a
+  grow step. Cost: MACs of a forward pass at `image_size`, κ_Θ before L^E (its 16 images
+  forward and backward cost more than the curve's 9 points forward-mode)."""
+  macs = [size.count_macs(t, image_size, None) for t, _ in items]
+  order = {'ntk': 0, 'length': 1}
+  jobs = [(i, m) for i in range(len(items)) for m in metrics]
+  return sorted(jobs, key=lambda job: (-macs[job[0]], order.get(job[1], 2), job[0]))
+
+
+class MetricJobs:
+  """The part of an evaluator that runs each complexity metric of each topology as a job of
+  its own (local worker processes, Ray tasks): the metrics split into jobs and counts, and
+  the merging of a topology's parts.
+
+  Args: as `make_measure`. `settings` is what a job's `make_measure((metric,), **settings)`
+  takes.
+  """
+
+  def __init__(self, metrics: Sequence[str], image_size: int = 224, repeats: int = 5,
+               images: Optional[np.ndarray] = None, batch_size: int = 16,
+               num_points: int = 10, num_classes: int = 1000, share_embedding: bool = False):
+    self.metrics = check_metrics(metrics)
+    self.complexity = tuple(m for m in self.metrics if m in COMPLEXITY)
+    self.counts = make_measure(tuple(m for m in self.metrics if m not in COMPLEXITY),
+                               image_size=image_size, num_classes=num_classes)
+    self.settings = dict(image_size=image_size, repeats=repeats, images=images,
+                         batch_size=batch_size, num_points=num_points,
+                         num_classes=num_classes, share_embedding=bool(share_embedding))
+
+  def measure(self, items: Iterable[Item],
+              run: Callable[[List[Job]], Iterator[Tuple[int, Measurement]]]
+              ) -> Iterator[Tuple[int, Measurement]]:
+    """Yields (index into `items`, measurement) for each topology, in order of completion.
+
+    `run(jobs)` runs the jobs (the costliest first) and yields (item index, the job's
+    measurement) as each completes; it is closed when this generator is.
+    """
+    items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
+    merged = [self.counts(t, s) for t, s in items]
+    if not self.complexity:
+      yield from enumerate(merged)
+      return
+    jobs = [(i, metric, items[i]) for i, metric in
+            longest_first(items, self.complexity, self.settings['image_size'])]
+    waiting = {i: len(self.complexity) for i in range(len(items))}
+    with contextlib.closing(run(jobs)) as parts:
+      for i, part in parts:
+        merged[i] = merged[i].merge(part)
+        waiting[i] -= 1
+        if not waiting[i]:
+          yield i, merged[i]

@@ -28,7 +28,6 @@ from asvit_tf import arch as arch_lib
 from asvit_tf.errors import UserFacingError
 from asvit_tf.search import measure as measure_lib
 
-_COMPLEXITY = ('length', 'ntk')
 # The workers are replaced (between two calls, never during one) once they have made so many
 # measurements each, so that the allocator's high-water mark of a large network is returned to
 # the system. A worker no longer grows per measurement (it did by ~35 MB, a custom gradient
@@ -76,7 +75,7 @@ def _init_worker(parent: int, settings: Dict, threads: int):
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
-  for metric in _COMPLEXITY:
+  for metric in measure_lib.COMPLEXITY:
     _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
 
 
@@ -90,19 +89,6 @@ def _measure_in_worker(metric: str, arch: str, seed: int) -> measure_lib.Measure
     # that measures hundreds of topologies does not grow.
     tf_keras.backend.clear_session()
     gc.collect()
-
-
-def _longest_first(items: Sequence[measure_lib.Item], metrics: Sequence[str],
-                   image_size: int) -> List[Tuple[int, str]]:
-  """(item index, metric) jobs, the costliest first: the workers take them in this order, so
-  the last ones to start are short and no worker waits long for another at the end of a
-  grow step. Cost: MACs of a forward pass at `image_size`, κ_Θ before L^E (its 16 images
-  forward and backward cost more than the curve's 9 points forward-mode)."""
-  from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
-  macs = [size.count_macs(t, image_size, None) for t, _ in items]
-  order = {'ntk': 0, 'length': 1}
-  jobs = [(i, m) for i in range(len(items)) for m in metrics]
-  return sorted(jobs, key=lambda job: (-macs[job[0]], order.get(job[1], 2), job[0]))
 
 
 class PoolMeasure:
@@ -128,15 +114,10 @@ class PoolMeasure:
     if threads is not None and threads < 1:
       raise ValueError(f'threads must be >= 1, got {threads}')
     self.threads = threads or max(1, default_workers() // int(workers))
-    self.metrics = measure_lib.check_metrics(metrics)
+    self._jobs = measure_lib.MetricJobs(metrics, image_size, repeats, images, batch_size,
+                                        num_points, num_classes, share_embedding)
+    self.metrics = self._jobs.metrics
     self.workers = int(workers)
-    self._complexity = tuple(m for m in self.metrics if m in _COMPLEXITY)
-    self._counts = measure_lib.make_measure(
-        tuple(m for m in self.metrics if m not in _COMPLEXITY), image_size=image_size,
-        num_classes=num_classes)
-    self._settings = dict(image_size=image_size, repeats=repeats, images=images,
-                          batch_size=batch_size, num_points=num_points,
-                          num_classes=num_classes, share_embedding=bool(share_embedding))
     self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
     self._tasks = 0  # submitted to the current workers
 
@@ -147,7 +128,7 @@ class PoolMeasure:
       self._tasks = 0
       self._pool = concurrent.futures.ProcessPoolExecutor(
           max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(os.getpid(), self._settings, self.threads))
+          initializer=_init_worker, initargs=(os.getpid(), self._jobs.settings, self.threads))
     return self._pool
 
   def worker_pids(self) -> List[int]:
@@ -159,31 +140,25 @@ class PoolMeasure:
   def measure(self, items: Iterable[measure_lib.Item]
               ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     """Yields (index into `items`, measurement) for each topology, in order of completion."""
-    items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
-    merged = [self._counts(t, s) for t, s in items]
-    if not self._complexity:
-      yield from enumerate(merged)
-      return
+    return self._jobs.measure(items, self._run)
+
+  def _run(self, jobs: List[measure_lib.Job]
+           ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     pool = self._executor()
     futures = {}
-    for i, metric in _longest_first(items, self._complexity, self._settings['image_size']):
-      topology, seed = items[i]
+    for i, metric, (topology, seed) in jobs:
       futures[pool.submit(_measure_in_worker, metric, str(topology), seed)] = i
       self._tasks += 1
-    waiting = {i: len(self._complexity) for i in range(len(items))}
     try:
       for future in concurrent.futures.as_completed(futures):
-        i = futures[future]
         try:
-          merged[i] = merged[i].merge(future.result())
+          part = future.result()
         except concurrent.futures.process.BrokenProcessPool:
           self.close()
           raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
                            'saved: run the same command again, with fewer --workers if '
                            'memory is short') from None
-        waiting[i] -= 1
-        if not waiting[i]:
-          yield i, merged[i]
+        yield futures[future], part
     finally:
       for future in futures:
         future.cancel()

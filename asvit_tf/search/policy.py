@@ -108,6 +108,20 @@ class Policy:
     grads = [-advantage * g for g in self.log_prob_grad(actions)]
     optimizer.step(self.logits, grads)
 
+  def reinforce_batch_step(self, optimizer: Adam, samples: Sequence[Sequence[int]],
+                           advantages: Sequence[float]):
+    """One Adam step on the batch loss (1/K) Σ_k −log_prob(samples[k])·advantages[k]; with
+    one sample, exactly `reinforce_step`."""
+    if len(samples) != len(advantages) or not samples:
+      raise ValueError(f'need one advantage per sample, got {len(samples)} samples and '
+                       f'{len(advantages)} advantages')
+    k = len(samples)
+    grads = None
+    for actions, advantage in zip(samples, advantages):
+      g = [-(advantage / k) * x for x in self.log_prob_grad(actions)]
+      grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+    optimizer.step(self.logits, grads)
+
   def state(self) -> List[List[float]]:
     return [l.tolist() for l in self.logits]
 

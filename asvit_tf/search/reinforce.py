@@ -5,6 +5,11 @@ measures it, turns the metrics into a relative-change reward, subtracts a bias-c
 baseline (updated with this reward first) and takes one Adam step on −log_prob·advantage.
 The result is the argmax of every decision.
 
+Batched (`samples_per_step` K > 1): a step samples K topologies, has them measured side by
+side, gives each its reward (the K enter the reward history and the baseline in sample
+order), and takes one Adam step on the mean of −log_prob_k·(reward_k − baseline), the
+baseline being the EMA after all K rewards. K = 1 is the paper's algorithm, as before.
+
 Determinism: the policy's initial logits come from `seed`; step t samples with an RNG made
 from (seed, t), so a run resumed from its saved state draws exactly what the uninterrupted
 run would have drawn. A topology is measured with a seed derived from (seed, its decisions):
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from typing import Callable, Dict, List, Optional
@@ -57,12 +63,14 @@ class SearchConfig:
   data: str = ''
   data_dir: str = ''
   batch_size: int = 16
-  # Added later: a saved run without it matches at the default.
+  # Added later: a saved run without them matches at the default.
   share_embedding: bool = False  # the measures draw the patch-embedding conv once per topology
+  samples_per_step: int = 1  # topologies sampled per policy update (1: the paper's)
 
   def validate(self):
     reward_lib.reward_metrics(self.reward)
-    for name in ('steps', 'image_size', 'repeats', 'window', 'width', 'batch_size'):
+    for name in ('steps', 'image_size', 'repeats', 'window', 'width', 'batch_size',
+                 'samples_per_step'):
       validation.integer(f'--{name}', getattr(self, name))
     # The costliest topology the policy can sample: every sample must fit.
     validation.check_buildable(largest_in_search_space(self.width), self.image_size,
@@ -98,8 +106,9 @@ class SearchResult:
 
 
 class ReinforceStrategy:
-  """One REINFORCE sample per step (a `run.Strategy`): propose it, unless its metrics are
-  known from an earlier step; conclude with the reward, the baseline and one Adam step."""
+  """`samples_per_step` REINFORCE samples per step (a `run.Strategy`): propose those whose
+  metrics are not known from an earlier step; conclude with their rewards, the baseline and
+  one Adam step."""
   kind, log_file, unit = KIND, LOG_FILE, 'step'
   scalars = ('reward', 'baseline', 'advantage', 'entropy', 'log_prob', 'length', 'ntk',
              'params', 'macs')
@@ -109,7 +118,7 @@ class ReinforceStrategy:
     self.policy = policy_lib.Policy(config.seed)
     self.state: Dict = {}
     self.cache: Dict[str, measure_lib.Measurement] = {}
-    self._step: Optional[Dict] = None  # the sample of the current step
+    self._step: Optional[Dict] = None  # the samples of the current step
 
   def fresh_state(self) -> Dict:
     config = self.config
@@ -125,9 +134,12 @@ class ReinforceStrategy:
     self.adam = policy_lib.Adam.from_state(state['adam'])
     self.tracker = reward_lib.RewardTracker.from_state(state['tracker'])
     self.baseline = reward_lib.EMABaseline(**state['baseline'])
-    # A topology's metrics are a function of it within a run: sampled again, it is reused.
+    # A topology's metrics are a function of it within a run: sampled again, it is reused;
+    # so are those of an unfinished step (saved as they arrived).
     self.cache = {r['topology']: measure_lib.Measurement.from_dict(r)
                   for r in state['records']}
+    for key, values in state.get('pending', {}).items():
+      self.cache[key] = measure_lib.Measurement.from_dict(values)
     if state['records'] and not self.finished():
       logging.info('resuming the search at step %d/%d', state['step'], self.config.steps)
 
@@ -146,42 +158,69 @@ class ReinforceStrategy:
 
   def propose(self) -> run_lib.Proposal:
     step, seed = self.state['step'], self.config.seed
-    actions = self.policy.sample(seeding.rng(seed, step, seeding.SAMPLE))
-    topo = arch_lib.Topology.from_decisions(actions, width=self.config.width)
-    key = topo.seed_string
-    self._step = {'start': time.time(), 'actions': actions, 'topology': topo,
-                  'cached': key in self.cache}
-    if key in self.cache:
-      return run_lib.Proposal([], [])
-    return run_lib.Proposal([key], [(topo, seeding.seed(seed, seeding.MEASURE, *actions))])
+    rng = seeding.rng(seed, step, seeding.SAMPLE)
+    samples = [self.policy.sample(rng) for _ in range(self.config.samples_per_step)]
+    topologies = [arch_lib.Topology.from_decisions(a, width=self.config.width)
+                  for a in samples]
+    # Cached: measured in an earlier step (not earlier in this one, before a resume).
+    pending = self.state.get('pending', {})
+    self._step = {'start': time.time(), 'samples': samples, 'topologies': topologies,
+                  'cached': [t.seed_string in self.cache and t.seed_string not in pending
+                             for t in topologies],
+                  'by_key': {t.seed_string: t for t in topologies}}
+    keys, items = [], []
+    for actions, topo in zip(samples, topologies):
+      key = topo.seed_string
+      if key not in self.cache and key not in keys:  # twice in a step: measured once
+        keys.append(key)
+        items.append((topo, seeding.seed(seed, seeding.MEASURE, *actions)))
+    return run_lib.Proposal(keys, items)
 
   def take(self, key: str, measurement: measure_lib.Measurement):
     """Kept as it is logged (non-finite -> None, params counted if not measured), so a
     resumed run sees exactly what the uninterrupted one saw."""
     m = measurement.cleaned()
     if m.params is None:
-      m = dataclasses.replace(m, params=size.estimate_params(self._step['topology']))
+      m = dataclasses.replace(m, params=size.estimate_params(self._step['by_key'][key]))
     self.cache[key] = m
+    if self.config.samples_per_step > 1:  # saved with the state: a resumed step keeps it
+      self.state.setdefault('pending', {})[key] = m.as_dict()
 
   def conclude(self) -> Dict:
-    actions, topo = self._step['actions'], self._step['topology']
-    metrics = self.cache[topo.seed_string]
-    reward, used = self.tracker.add(metrics.as_dict(), bad=metrics.bad)
-    base = self.baseline.update(reward)
-    advantage = reward - base
-    log_prob, entropy = self.policy.log_prob(actions), self.policy.entropy()
-    self.policy.reinforce_step(self.adam, actions, advantage)
-    record = {'step': self.state['step'], 'topology': topo.seed_string,
-              'derived': self.derived().seed_string, 'actions': actions,
-              **metrics.as_dict(), 'cached': self._step['cached'], 'reward_inputs': used,
-              'reward': reward, 'baseline': base, 'advantage': advantage,
-              'log_prob': log_prob, 'entropy': entropy,
-              'seconds': round(time.time() - self._step['start'], 3)}
-    self.state['records'].append(record)
-    self.state.update(step=self.state['step'] + 1, logits=self.policy.state(),
+    """The step's record (K = 1), or the mean of its K sample records' scalars; each
+    sample's record is appended to state['records']."""
+    step, samples = self.state['step'], self._step['samples']
+    topologies, batched = self._step['topologies'], self.config.samples_per_step > 1
+    rewards, used = [], []
+    for topo in topologies:
+      metrics = self.cache[topo.seed_string]
+      reward, inputs = self.tracker.add(metrics.as_dict(), bad=metrics.bad)
+      rewards.append(reward)
+      used.append(inputs)
+    for reward in rewards:
+      base = self.baseline.update(reward)
+    advantages = [reward - base for reward in rewards]
+    log_probs = [self.policy.log_prob(actions) for actions in samples]
+    entropy = self.policy.entropy()
+    self.policy.reinforce_batch_step(self.adam, samples, advantages)
+    derived, seconds = self.derived().seed_string, round(time.time() - self._step['start'], 3)
+    records = []
+    for k, (actions, topo) in enumerate(zip(samples, topologies)):
+      cached = self._step['cached'][k] or topo in topologies[:k]
+      records.append({'step': step, **({'sample': k} if batched else {}),
+                      'topology': topo.seed_string, 'derived': derived, 'actions': actions,
+                      **self.cache[topo.seed_string].as_dict(), 'cached': cached,
+                      'reward_inputs': used[k], 'reward': rewards[k], 'baseline': base,
+                      'advantage': advantages[k], 'log_prob': log_probs[k],
+                      'entropy': entropy, 'seconds': seconds})
+    self.state['records'].extend(records)
+    self.state.pop('pending', None)
+    self.state.update(step=step + 1, logits=self.policy.state(),
                       adam=self.adam.state(), tracker=self.tracker.state(),
                       baseline=self.baseline.state())
-    return record
+    if not batched:
+      return records[0]
+    return {'step': step, **{key: _mean(r.get(key) for r in records) for key in self.scalars}}
 
   def write_outputs(self, output_dir: str, final: bool):
     """search.png; at the end also result.json and seed.txt."""
@@ -198,6 +237,12 @@ class ReinforceStrategy:
     state_lib.atomic_write(os.path.join(output_dir, RESULT_FILE),
                            json.dumps(summary, indent=1) + '\n')
     state_lib.atomic_write(os.path.join(output_dir, SEED_FILE), result.seed_string + '\n')
+
+
+def _mean(values) -> Optional[float]:
+  """The mean of the finite numbers among `values` (None if there is none)."""
+  finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+  return sum(finite) / len(finite) if finite else None
 
 
 def run_search(config: SearchConfig, output_dir: str,

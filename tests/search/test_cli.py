@@ -62,6 +62,10 @@ def test_tiny_search_then_grow_with_the_real_metrics(tmp_path):
       '--output_dir=OUT'), '--data /nonexistent/images: no such folder'),
     (('search', '--image_size=2', '--output_dir=OUT'), 'at least the tokenization stride 4'),
     (('search',), '--output_dir is required'),
+    (('search', '--samples_per_step=0', '--output_dir=OUT'),
+     '--samples_per_step must be an integer >= 1, got 0'),
+    (('search', '--strategy=evolution', '--samples_per_step=4', '--output_dir=OUT'),
+     '--samples_per_step applies to --strategy=reinforce only'),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, args, message):
   args = [a.replace('OUT', str(tmp_path)) for a in args]
