@@ -101,13 +101,25 @@ def test_a_closed_pipe_is_a_quiet_exit():
   assert err == ''
 
 
+def _cpu_seconds(pid: int) -> float:
+  """User + system CPU time of a process so far (Linux /proc)."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
   proc = subprocess.Popen([sys.executable, '-m', 'asvit_tf.cli.main', 'measure',
                            'asvit_seed', '--image_size=64', '--repeats=500', '--metrics=ntk'],
                           cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
-  time.sleep(15)  # inside TensorFlow by now
+  # Inside TensorFlow's measuring loop by now: importing, building and tracing take ~10
+  # CPU-seconds. Counted in CPU time, not wall time, so that a loaded machine cannot make the
+  # signal land during the imports.
+  deadline = time.time() + 600
+  while _cpu_seconds(proc.pid) < 14 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.5)
   assert proc.poll() is None
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
