@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging as logging_lib
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -286,6 +286,43 @@ def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.nda
       (batch_size, *image_shape))
 
 
+def _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
+                         batch_size) -> Tuple[int, int, int]:
+  """Checks `ntk_condition_number`'s arguments; returns the [H, W, C] of one image."""
+  if repeats < 1:
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
+  if chunk_size is not None and chunk_size < 1:
+    raise UserInputError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
+  network_lib.check_mode(mode)
+  if method not in METHODS:
+    raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
+  if images is not None:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] < 1:
+      raise ValueError(f'images must be a [B, H, W, C] batch, got shape {images.shape}')
+    shape = tuple(int(s) for s in images.shape[1:])
+  else:
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    shape = network_lib.image_shape(image_size)
+  return shape
+
+
+def _tapped_or_none(model, weights, method: str) -> Optional['TappedGradients']:
+  """`TappedGradients` on `model` when `method` asks for taps ('taps', or 'auto' on an
+  As-ViT whose taps cover `weights`), else None (per-image gradients by vmap)."""
+  if not (method == 'taps' or (method == 'auto' and TappedGradients.applies_to(model))):
+    return None
+  taps = TappedGradients(model)
+  if not taps.covers(weights):
+    taps.untap()
+    if method == 'taps':
+      raise ValueError('method="taps" differentiates Dense and patch-embedding kernels '
+                       'and LayerNorm scales only; use method="vmap" or "auto"')
+    return None
+  return taps
+
+
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = True,
@@ -328,22 +365,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
-  if repeats < 1:
-    raise UserInputError(f'repeats must be >= 1, got {repeats}')
-  if chunk_size is not None and chunk_size < 1:
-    raise UserInputError(f'chunk_size must be >= 1 (or None), got {chunk_size}')
-  network_lib.check_mode(mode)
-  if method not in METHODS:
-    raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
+  shape = _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
+                               batch_size)
   if images is not None:
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[0] < 1:
-      raise ValueError(f'images must be a [B, H, W, C] batch, got shape {images.shape}')
-    shape = tuple(int(s) for s in images.shape[1:])
-  else:
-    if batch_size < 1:
-      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    shape = network_lib.image_shape(image_size)
   start = time.perf_counter()
   net = network_lib.measured_network(arch_or_factory, width, True, shape, share_embedding)
   weights = net.kernels(include_scales)
@@ -354,15 +379,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
-  taps = None
-  if method == 'taps' or (method == 'auto' and TappedGradients.applies_to(net.model)):
-    taps = TappedGradients(net.model)
-    if not taps.covers(weights):
-      taps.untap()
-      if method == 'taps':
-        raise ValueError('method="taps" differentiates Dense and patch-embedding kernels '
-                         'and LayerNorm scales only; use method="vmap" or "auto"')
-      taps = None
+  taps = _tapped_or_none(net.model, weights, method)
 
   def kernel(batch):
     if taps is not None:

@@ -101,6 +101,12 @@ def test_a_closed_pipe_is_a_quiet_exit():
   assert err == ''
 
 
+def _default_sigint():
+  """In the child: Ctrl-C as in a terminal. A test runner's worker may ignore SIGINT (pytest-
+  xdist's do), and an ignored signal stays ignored across exec."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cpu_seconds(pid: int) -> float:
   """User + system CPU time of a process so far (Linux /proc)."""
   with open(f'/proc/{pid}/stat') as f:
@@ -113,7 +119,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
   proc = subprocess.Popen([sys.executable, '-m', 'asvit_tf.cli.main', 'measure',
                            'asvit_seed', '--image_size=64', '--repeats=500', '--metrics=ntk'],
                           cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
   # Inside TensorFlow's measuring loop by now: importing, building and tracing take ~10
   # CPU-seconds. Counted in CPU time, not wall time, so that a loaded machine cannot make the
   # signal land during the imports.

@@ -24,6 +24,8 @@ from asvit_tf.search import ray_evaluator
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = 6379  # inside the test's own network namespace: free whatever the machine runs
 SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
+# The `ray` command of this Python's environment, whether it is activated or not.
+RAY_CLI = os.path.join(os.path.dirname(sys.executable), 'ray')
 RAY_TEST_ENV = ('RAY_USAGE_STATS_ENABLED', 'RAY_AUTH_MODE', 'RAY_AUTH_TOKEN')
 TASK_TITLE = 'ray::' + ray_evaluator._measure_task.__name__  # pylint: disable=protected-access
 
@@ -161,6 +163,9 @@ class Cluster:
     # --address` refuse to join).
     for name in [k for k in self.env if k.startswith('RAY_') and k not in RAY_TEST_ENV]:
       del self.env[name]
+    # Its programs (`ray` and what it starts), whether the environment is activated or not.
+    bin_dir = os.path.dirname(sys.executable)
+    self.env['PATH'] = os.pathsep.join([bin_dir, self.env.get('PATH', '')])
 
   def command(self, args):
     return ['nsenter', f'--net=/proc/{self.holder.pid}/ns/net', '--'] + list(args)
@@ -177,7 +182,7 @@ class Cluster:
   def start_node(self, *args) -> int:
     """Starts a node; returns its process group."""
     p = subprocess.Popen(
-        self.command(['ray', 'start', '--num-cpus=1', '--object-store-memory=100000000',
+        self.command([RAY_CLI, 'start', '--num-cpus=1', '--object-store-memory=100000000',
                       '--disable-usage-stats', *args]),
         env=self.env, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
