@@ -148,12 +148,13 @@ def main():
   table2 = _report.markdown_table(
       ['K (samples / step)'] + [f'{w} workers' for w in PROJECTED_WORKERS], projection)
   load = os.getloadavg()
+  contention = ('other jobs ran beside it, so the absolute figures are slower than on a quiet '
+                'machine.' if load[1] > 2.5 else 'nothing else ran beside it.')
   body = f"""Quick preset (32×32, 1 repeat), {len(timed)} topologies × L^E and κ_Θ, after a
 warm-up on 2 others; one CPU (one intra-op thread) per worker, a one-machine Ray on
-127.0.0.1. **The machine is shared** (other developers' jobs run beside it): 1/5/15-minute
-load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores when the run ended, so
-the absolute figures are slower than on a quiet machine; the backends were measured one
-after the other under the same load.
+127.0.0.1. 1/5/15-minute load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores
+when the run ended (this run included); {contention} The backends were measured one after the
+other.
 
 {table1}
 
