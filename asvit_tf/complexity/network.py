@@ -166,17 +166,12 @@ def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
 
 
 MODES = ('auto', 'eager', 'graph', 'xla')
-# mode='auto' on a topology runs a measure eagerly when that is cheaper than tracing it. A
-# trace is paid once per new network, the eager dispatch of its ops at every repeat: on the
-# seed at 64 px, each a new network in a warm process, eager took 1.1 / 4.0 CPU-s for κ_Θ
-# at 1 / 4 repeats against 4.2 / 5.9 traced, κ 2.3 / 5.8 against 10.0 / 9.4, L^E 0.6 / 1.7
-# against 1.4 / 2.4 (load average ~10 on 2 cores; docs/benchmarks.md): eager up to
-# EAGER_REPEATS repeats, the default 5 included (break-even ~9 repeats for κ_Θ and κ). And
-# only while the measure's batch is small: eager keeps more intermediates alive
-# (forward-over-forward κ took 11 GB eagerly against 4.5 GB traced at 224 px; κ_Θ of all 16
-# images at once 4.7 GB), so the forward MACs of the whole batch (images × MACs of one
-# image) must stay within EAGER_BATCH_MACS (the seed at 64 px: 16 × 0.022 G; at 224 px:
-# 16 × 0.49 G, traced).
+# mode='auto' on a topology runs a measure eagerly when that is cheaper than tracing it: a
+# trace is paid once per new network, the eager dispatch of its ops at every repeat, so eager
+# up to EAGER_REPEATS repeats. And only while the measure's batch is small, since eager keeps
+# more intermediates alive: the forward MACs of the whole batch (images × MACs of one image)
+# within EAGER_BATCH_MACS. The measurements behind both numbers are in docs/benchmarks.md,
+# "Per new network".
 EAGER_REPEATS = 5
 EAGER_BATCH_MACS = 1e9
 
