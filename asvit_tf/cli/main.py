@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Callable, Collection, List, Optional
+from typing import Callable, Collection, List, Optional, Set
 
 from asvit_tf import errors
 from asvit_tf.errors import UserFacingError
@@ -43,6 +43,12 @@ FIELD_FLAGS = {
     'train': {'config_files': 'config_file'},  # train_lib.parse_configuration
     'export': {'config_files': 'config_file'},  # export.load_params
 }
+
+
+def command_flags(module) -> Set[str]:
+  """The names of the flags a command's module defined (its key flags: what --help lists)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  return {f.name for f in flags.FLAGS.get_key_flags_for_module(module.__name__)}
 
 
 def flag_namer(command: str, defined: Collection[str]) -> Callable[[str], Optional[str]]:
@@ -175,9 +181,7 @@ def _run(argv: List[str]):
   if any(a in ('-h', '--help', '-help', '--helpshort', '-?') for a in argv[2:]):
     print(command_help(command, module))
     sys.exit(0)
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  defined = {f.name for f in flags.FLAGS.get_key_flags_for_module(module.__name__)}
-  app.run(user_errors(module.main, flag_namer(command, defined)),
+  app.run(user_errors(module.main, flag_namer(command, command_flags(module))),
           argv=[f'asvit {command}'] + argv[2:], flags_parser=_parse_flags)
 
 
