@@ -103,7 +103,7 @@ def test_version():
 def test_traceback_on_request():
   r = _asvit('describe', 'asvit_seed', '--stride=0', ASVIT_TRACEBACK='1')
   assert r.returncode != 0
-  assert 'Traceback' in r.stderr and 'stride must be an integer >= 1, got 0' in r.stderr
+  assert 'Traceback' in r.stderr and '`stride` must be an integer >= 1, got 0' in r.stderr
 
 
 def test_a_closed_pipe_is_a_quiet_exit():
