@@ -95,9 +95,9 @@ def test_the_ceiling_refuses_an_absurd_depth_at_once():
 
 
 def test_the_ceiling_refuses_an_absurd_image_size_and_keeps_real_ones():
-  with pytest.raises(UserInputError, match=r'^--image_size 100000 is too large .* the attention '
+  with pytest.raises(UserInputError, match=r'^`image_size` 100000 is too large .* the attention '
                                            r'scores of stage1 of one image alone take'):
-    validation.check_buildable('asvit_large', 100000, name='--image_size')
+    validation.check_buildable('asvit_large', 100000, name='`image_size`')
   with pytest.raises(UserInputError, match='too large'):
     reinforce.SearchConfig(image_size=100000).validate()
   with pytest.raises(UserInputError, match='too large'):

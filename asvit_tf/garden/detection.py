@@ -255,7 +255,7 @@ def detection_config(config_files: Sequence[str] = (),
     raise UserInputError(f'config error: {e.args[0] if e.args else e} (is it a config of '
                          f'{DETECTION_EXPERIMENT}?)') from None
   except yaml.YAMLError as e:
-    raise UserInputError(f'config error: a --config_file does not parse as YAML: '
+    raise UserInputError(f'config error: a file of `config_files` does not parse as YAML: '
                          f'{" ".join(str(e).split())}') from None
   except (AttributeError, TypeError, ValueError) as e:
     raise UserInputError(f'config error: {e}') from None

@@ -60,7 +60,7 @@ PLOT_FILE = 'scaling.png'
 RESULT_FILE = 'family.txt'
 RATIOS_PERCENT = (5, 10, 15, 20)
 WIDTH_FACTOR = 4  # real width C = 4 · proxy width h
-COST_IMAGE_SIZE = 224  # MACs (records, --max_macs, MAC budgets) are counted at this size
+COST_IMAGE_SIZE = 224  # MACs (records, max_macs, MAC budgets) are counted at this size
 BUDGET_METRICS = ('params', 'macs')
 TIE_BREAKS = ('ours', 'authors')
 
@@ -90,40 +90,41 @@ class GrowConfig:
   def validate(self):
     for name in ('target_params', 'max_params', 'image_size', 'repeats', 'start_width',
                  'num_classes', 'batch_size'):
-      validation.integer(f'--{name}', getattr(self, name))
-    validation.integer('--max_steps', self.max_steps, minimum=0)
-    validation.integer('--max_macs', self.max_macs, minimum=0)
+      validation.integer(f'`{name}`', getattr(self, name))
+    validation.integer('`max_steps`', self.max_steps, minimum=0)
+    validation.integer('`max_macs`', self.max_macs, minimum=0)
     if self.tie_break not in TIE_BREAKS:
-      raise UserInputError(f'--tie_break must be one of {", ".join(TIE_BREAKS)}, got '
+      raise UserInputError(f'`tie_break` must be one of {", ".join(TIE_BREAKS)}, got '
                            f'{self.tie_break!r}')
     self._validate_budgets()
     validation.check_buildable(self.arch, self.image_size, self.num_classes,
-                               name='--image_size')
+                               name='`image_size`')
     if self.max_params * validation.FLOAT_BYTES > validation.MEMORY_CEILING:
-      raise UserInputError(f'--max_params {self.max_params:g} is beyond what any single '
+      raise UserInputError(f'`max_params` {self.max_params:g} is beyond what any single '
                            'accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
     if not self.budgets and self.target_params > self.max_params:
-      raise UserInputError(f'--target_params ({self.target_params}) must not exceed '
-                           f'--max_params ({self.max_params})')
+      raise UserInputError(f'`target_params` ({self.target_params}) must not exceed '
+                           f'`max_params` ({self.max_params})')
     return self
 
   def _validate_budgets(self):
     if not self.budgets and not self.budget_metric:
       return
     if self.budget_metric not in BUDGET_METRICS:
-      raise UserInputError(f'--budgets kind must be one of {", ".join(BUDGET_METRICS)}, got '
-                           f'{self.budget_metric!r}')
+      raise UserInputError(f'`budget_metric` (the kind of the budgets) must be one of '
+                           f'{", ".join(BUDGET_METRICS)}, got {self.budget_metric!r}')
     if not self.budgets:
-      raise UserInputError(f'--budgets {self.budget_metric}: needs at least one budget')
+      raise UserInputError(f'`budgets` is empty with `budget_metric` {self.budget_metric!r}: '
+                           'give at least one budget')
     for b in self.budgets:
-      validation.integer('--budgets', b)
+      validation.integer('`budgets`', b)
     if list(self.budgets) != sorted(set(self.budgets)):
-      raise UserInputError(f'--budgets must be strictly ascending, got {list(self.budgets)}')
+      raise UserInputError(f'`budgets` must be strictly ascending, got {list(self.budgets)}')
     ceiling = self.max_params if self.budget_metric == 'params' else self.max_macs
     if ceiling and self.budgets[-1] > ceiling:
-      flag = '--max_params' if self.budget_metric == 'params' else '--max_macs'
+      field = '`max_params`' if self.budget_metric == 'params' else '`max_macs`'
       last = amounts.format_budget(self.budget_metric, self.budgets[-1])
-      raise UserInputError(f'the last budget {last} exceeds {flag} ({ceiling}): no model of '
+      raise UserInputError(f'the last budget {last} exceeds {field} ({ceiling}): no model of '
                            'the run could reach it')
 
   @property
@@ -131,7 +132,7 @@ class GrowConfig:
     """What ends the run when it reaches it (for the stop reason and the documents)."""
     if self.budgets:
       return f'the last budget, {amounts.format_budget(self.budget_metric, self.budgets[-1])}'
-    return f'--target_params {self.target_params}'
+    return f'target_params {self.target_params}'
 
 
 def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
@@ -146,15 +147,15 @@ def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
   metric, colon, values = text.partition(':')
   metric = metric.strip().lower()
   if not colon or metric not in BUDGET_METRICS:
-    raise UserInputError(f'--budgets {text.strip()!r}: must be KIND:B1,B2,... with KIND one of '
+    raise UserInputError(f'`budgets` {text.strip()!r}: must be KIND:B1,B2,... with KIND one of '
                          f'{", ".join(BUDGET_METRICS)} (e.g. params:29M,52M,88M)')
   items = [v for v in values.split(',')]
   if not any(v.strip() for v in items):
-    raise UserInputError(f'--budgets {text.strip()!r}: needs at least one budget')
-  budgets = [amounts.parse_amount(v, '--budgets') for v in items]
+    raise UserInputError(f'`budgets` {text.strip()!r}: needs at least one budget')
+  budgets = [amounts.parse_amount(v, '`budgets`') for v in items]
   twice = sorted({b for b in budgets if budgets.count(b) > 1})
   if twice:
-    raise UserInputError(f'--budgets {text.strip()!r}: gives '
+    raise UserInputError(f'`budgets` {text.strip()!r}: gives '
                          f'{amounts.format_amount(twice[0])} twice')
   return metric, tuple(sorted(budgets))
 
@@ -380,7 +381,7 @@ def family_table(records: Sequence[Dict]) -> str:
 
 class GrowStrategy(run_lib.OpenEndedStrategy):
   """The scaling (a `run.Strategy`): step 0 measures the start, each further step proposes
-  the candidates under --max_params and accepts the one `select` picks.
+  the candidates under `max_params` and accepts the one `select` picks.
 
   The state keeps the measurements of the current step under 'pending' (by `Candidate.key`;
   'start' at step 0) until the step is concluded, so a resumed step measures only the rest.
@@ -419,9 +420,9 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     kept, over_macs = filter_by_macs(kept, self.seed, config.max_macs, config.num_classes)
     dropped = dropped + over_macs
     if not kept:
-      ceilings = f'--max_params {config.max_params}'
+      ceilings = f'max_params {config.max_params}'
       if config.max_macs:
-        ceilings += f' and --max_macs {config.max_macs}'
+        ceilings += f' and max_macs {config.max_macs}'
       self.state.update(done=True, stop_reason=f'no candidate under {ceilings} '
                         f'({len(dropped)} dropped)')
       self._mark_budgets()
@@ -472,7 +473,7 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     if reached:
       self.state.update(done=True, stop_reason=f'reached {config.end_rule}')
     elif config.max_steps and step >= config.max_steps:
-      self.state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
+      self.state.update(done=True, stop_reason=f'reached max_steps {config.max_steps}')
     self._mark_budgets()
     logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
                  record['params'] / 1e6)

@@ -71,10 +71,10 @@ class SearchConfig:
     reward_lib.reward_metrics(self.reward)
     for name in ('steps', 'image_size', 'repeats', 'window', 'width', 'batch_size',
                  'samples_per_step'):
-      validation.integer(f'--{name}', getattr(self, name))
+      validation.integer(f'`{name}`', getattr(self, name))
     # The costliest topology the policy can sample: every sample must fit.
     validation.check_buildable(largest_in_search_space(self.width), self.image_size,
-                               name='--image_size')
+                               name='`image_size`')
     if not self.lr > 0 or not 0 <= self.momentum < 1:
       raise UserInputError(f'need lr > 0 and 0 <= momentum < 1, got {self.lr}, {self.momentum}')
     return self
