@@ -13,6 +13,7 @@ from absl import flags
 from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 
 ARCH_ARGUMENT = 'ARCH'
@@ -37,7 +38,7 @@ def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: i
   size.check_merge(merge, '`merge`')
   num_classes = validation.integer('`num_classes`', num_classes)
   stride = validation.integer('`stride`', stride)
-  validation.check_buildable(topo, image_size, num_classes, stride, '`image_size`')
+  memory.check_buildable(topo, image_size, num_classes, stride, '`image_size`')
   parts = size.cost_breakdown(topo, image_size, num_classes, stride, merge=merge)
   header = ('part', 'grid', 'width', 'heads', 'window', 'blocks', 'params', 'MACs')
   rows = []

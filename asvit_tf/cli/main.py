@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Callable, Collection, List, Optional, Set
 
+import asvit_tf
+from asvit_tf import arch as arch_lib
 from asvit_tf import errors
 from asvit_tf.errors import UserFacingError
 
@@ -134,7 +136,6 @@ def command_help(command: str, module) -> str:
   text = [f'usage: asvit {command}{positional} [--flags]', '', (module.__doc__ or '').strip(),
           '']
   if arch_arg:
-    from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
     text += [f'{arch_arg}: {arch_lib.arch_help()}.', '']
   # module_help starts with a line naming the module: the flags follow it.
   flag_help = flags.FLAGS.module_help(module.__name__).strip('\n').split('\n', 1)
@@ -168,7 +169,6 @@ def _run(argv: List[str]):
     print(usage())
     sys.exit(0 if len(argv) >= 2 else 2)
   if argv[1] in ('--version', 'version'):
-    import asvit_tf  # pylint: disable=g-import-not-at-top
     print(f'asvit {asvit_tf.__version__}')
     sys.exit(0)
   command = argv[1]

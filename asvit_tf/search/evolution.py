@@ -39,6 +39,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import grow as grow_lib
 from asvit_tf.search import measure as measure_lib
@@ -103,7 +104,7 @@ class EvolutionConfig:
         raise UserInputError(f'`{name}` must be in [0, 1], got {value}')
     for name in ('max_params', 'max_macs'):
       validation.integer(f'`{name}`', getattr(self, name), 0)
-    validation.check_buildable(reinforce.largest_in_search_space(self.width), self.image_size,
+    memory.check_buildable(reinforce.largest_in_search_space(self.width), self.image_size,
                                name='`image_size`')
     small = smallest_in_search_space(self.width)
     for name, value in zip(('max_params', 'max_macs'), self.sizes(small)):

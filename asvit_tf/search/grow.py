@@ -45,6 +45,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import amounts
 from asvit_tf.search import family
@@ -97,11 +98,11 @@ class GrowConfig:
       raise UserInputError(f'`tie_break` must be one of {", ".join(TIE_BREAKS)}, got '
                            f'{self.tie_break!r}')
     self._validate_budgets()
-    validation.check_buildable(self.arch, self.image_size, self.num_classes,
+    memory.check_buildable(self.arch, self.image_size, self.num_classes,
                                name='`image_size`')
-    if self.max_params * validation.FLOAT_BYTES > validation.MEMORY_CEILING:
+    if self.max_params * memory.FLOAT_BYTES > memory.MEMORY_CEILING:
       raise UserInputError(f'`max_params` {self.max_params:g} is beyond what any single '
-                           'accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
+                           'accelerator holds (asvit_tf.models.memory.MEMORY_CEILING)')
     if not self.budgets and self.target_params > self.max_params:
       raise UserInputError(f'`target_params` ({self.target_params}) must not exceed '
                            f'`max_params` ({self.max_params})')

@@ -173,7 +173,6 @@ class RayCalls:
           raise UserFacingError(f'`address` {self.options.address}: cannot connect to '
                                 f'a Ray cluster there ({e})') from None
       else:
-        from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
         with _one_machine_settings(ray):
           ray.init(address='local', num_cpus=self._num_cpus or parallel.default_workers(),
                    include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,

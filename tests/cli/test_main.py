@@ -242,7 +242,7 @@ FIELD_ERRORS = [
     (('grow', '--arch=asvit_seed', '--output_dir=OUT', '--max_params=1e12',
       '--target_params=1e9'),
      'error: --max_params 1e+12 is beyond what any single accelerator holds '
-     '(asvit_tf.validation.MEMORY_CEILING)'),
+     '(asvit_tf.models.memory.MEMORY_CEILING)'),
     (('search', '--data=/nonexistent/images', '--output_dir=OUT'),
      'error: --data /nonexistent/images: no such folder'),
     (('search', '--strategy=evolution', '--population=4', '--tournament=5', '--output_dir=OUT'),
