@@ -409,6 +409,12 @@ def _authors_tie_break(lengths, ntks, rl, rk, sums, tied, order) -> Selection:
   return Selection(a if value(a) < value(b) else b, rl, rk, sums, tied, metric)
 
 
+def authors_order(cands: Sequence[Candidate]) -> List[Tuple[int, int, int]]:
+  """Per candidate, its sort key in the authors' enumeration order (`select`'s `order`):
+  stage-major over their (depth) candidates, then the MLP candidates, stage-major too."""
+  return [(CANDIDATE_KINDS.index(c.kind), c.stage, c.width) for c in cands]
+
+
 @dataclasses.dataclass
 class GrowResult:
   records: List[Dict]
@@ -545,10 +551,8 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
       return record
     kept, kinds = self._step['kept'], _records_kinds(config)
     results = [pending[c.key] for c in kept]
-    # The authors' order is stage-major over their (depth) candidates; MLP ones come after.
-    order = [(CANDIDATE_KINDS.index(c.kind), c.stage, c.width) for c in kept]
     sel = select([r['length'] for r in results], [r['ntk'] for r in results],
-                 config.tie_break, order=order)
+                 config.tie_break, order=authors_order(kept))
     chosen = kept[sel.index]
     record = _model_record(step, chosen.proxy(base), results[sel.index], config)
     choice = {'stage': chosen.stage + 1, 'percent': chosen.percent,

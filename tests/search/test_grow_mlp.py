@@ -58,6 +58,20 @@ def test_mlp_candidates_follow_each_widths_depth_candidates_below_the_cap():
   assert len(grow.candidates(8, (1, 1, 1, 1), kinds=('mlp',), expansions=(2, 6, 6, 6))) == 3
 
 
+def test_the_authors_order_puts_mlp_candidates_after_their_depth_candidates():
+  cands = grow.candidates(8, (1, 1, 1, 1), kinds=BOTH, expansions=(2, 2, 2, 6))
+  order = sorted(range(len(cands)), key=lambda i: grow.authors_order(cands)[i])
+  assert [(cands[i].kind, cands[i].stage, cands[i].width) for i in order[:4]] == [
+      ('depth', 0, 8), ('depth', 0, 9), ('depth', 0, 10), ('depth', 1, 8)]
+  assert {cands[i].kind for i in order[:12]} == {'depth'}
+  assert [(cands[i].stage, cands[i].width) for i in order[12:]] == [
+      (0, 8), (0, 9), (0, 10), (1, 8), (1, 9), (1, 10), (2, 8), (2, 9), (2, 10)]
+  # without MLP candidates, the order the authors' tie-break used before the option
+  depth = grow.candidates(8, (1, 1, 1, 1))
+  assert sorted(range(12), key=lambda i: grow.authors_order(depth)[i]) == \
+      sorted(range(12), key=lambda i: (depth[i].stage, depth[i].width))
+
+
 def test_an_mlp_candidate_costs_what_its_stage_adds_by_hand():
   base = SEED
   c = next(c for c in grow.candidates(8, (1, 1, 2, 1), kinds=BOTH,
