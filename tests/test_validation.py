@@ -10,6 +10,7 @@ from asvit_tf.cli import measure
 from asvit_tf.cli import run_flags
 from asvit_tf.errors import UserFacingError
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import grow
 from asvit_tf.search import reinforce
@@ -88,16 +89,16 @@ def test_the_ceiling_refuses_an_absurd_depth_at_once():
   start = time.perf_counter()
   with pytest.raises(UserInputError, match=r'1,062,402,298,376 parameters .* beyond the '
                                            r'256 GiB'):
-    validation.check_buildable(HUGE_DEPTH)
+    memory.check_buildable(HUGE_DEPTH)
   with pytest.raises(UserInputError, match='parameters'):
     measure.measure(HUGE_DEPTH, ['ntk'], image_size=32)
   assert time.perf_counter() - start < 1.0
 
 
 def test_the_ceiling_refuses_an_absurd_image_size_and_keeps_real_ones():
-  with pytest.raises(UserInputError, match=r'^--image_size 100000 is too large .* the attention '
+  with pytest.raises(UserInputError, match=r'^`image_size` 100000 is too large .* the attention '
                                            r'scores of stage1 of one image alone take'):
-    validation.check_buildable('asvit_large', 100000, name='--image_size')
+    memory.check_buildable('asvit_large', 100000, name='`image_size`')
   with pytest.raises(UserInputError, match='too large'):
     reinforce.SearchConfig(image_size=100000).validate()
   with pytest.raises(UserInputError, match='too large'):
@@ -107,9 +108,9 @@ def test_the_ceiling_refuses_an_absurd_image_size_and_keeps_real_ones():
   # every variant at its training size, and As-ViT Large at 1024 px (17 GiB of attention
   # scores for one image: big, but an accelerator holds it)
   for name in arch.variant_names():
-    validation.check_buildable(name, 224)
-  validation.check_buildable('asvit_large', 1024)
-  scalars, what = validation.largest_activation(arch.as_topology('asvit_large'), 1024)
+    memory.check_buildable(name, 224)
+  memory.check_buildable('asvit_large', 1024)
+  scalars, what = memory.largest_activation(arch.as_topology('asvit_large'), 1024)
   assert what == 'the attention scores of stage1' and scalars == 4 * 4 * (128 * 128)**2
 
 
@@ -118,21 +119,21 @@ def test_the_ceiling_counts_the_windows_of_the_window_policy():
   # 4096 px: stage 1 is a 1024x1024 grid. `splits` (2 per side) attends within 512x512-token
   # windows: 4 windows x 4 heads x (512*512)^2 scores, 4 TiB, refused. `fixed` keeps the
   # 28x28 windows of 224 px: the grid padded to 1036, 37^2 windows x 4 heads x 784^2.
-  scalars, what = validation.largest_activation(large, 4096)
+  scalars, what = memory.largest_activation(large, 4096)
   assert (scalars, what) == (4 * 4 * (512 * 512)**2, 'the attention scores of stage1')
-  scalars, what = validation.largest_activation(large, 4096, window_policy='fixed')
+  scalars, what = memory.largest_activation(large, 4096, window_policy='fixed')
   assert (scalars, what) == (37**2 * 4 * 784**2, 'the attention scores of stage1')
   with pytest.raises(UserInputError, match=r'^image_size 4096 is too large .* with splits '
                                            r'windows: the attention scores of stage1'):
-    validation.check_buildable(large, 4096)
-  validation.check_buildable(large, 4096, window_policy='fixed')
+    memory.check_buildable(large, 4096)
+  memory.check_buildable(large, 4096, window_policy='fixed')
   # the reference size moves the fixed windows: those of 448 px are 56 tokens
-  scalars, _ = validation.largest_activation(large, 4096, window_policy='fixed',
+  scalars, _ = memory.largest_activation(large, 4096, window_policy='fixed',
                                              window_reference_size=448)
   assert scalars == 19**2 * 4 * (56 * 56)**2
   # at the reference size both policies have the same windows, so the same count
-  assert (validation.largest_activation(large, 224, window_policy='fixed')
-          == validation.largest_activation(large, 224))
+  assert (memory.largest_activation(large, 224, window_policy='fixed')
+          == memory.largest_activation(large, 224))
 
 
 def test_arch_forms_are_the_same_for_every_command(tmp_path):

@@ -90,8 +90,10 @@ def _define_train_flags():
 
 # asvit_tf.correlate.train.REFERENCES, repeated so that --help needs no TensorFlow.
 REFERENCES = ('paper_seed=8,2,3|4,1,2|4,1,4|4,1,6|32', 'our_search=8,2,3|4,4,6|4,1,3|4,1,3|64')
-TRAIN_ONLY = ('n', 'reference', 'residual_merge', 'train_width', 'train_image_size',
-              'train_steps', 'train_batch_size', 'train_learning_rate', 'train_warmup_steps')
+# The flags of the fields of asvit_tf.correlate.train.TrainSettings of the same names.
+TRAIN_FLAGS = ('train_width', 'train_image_size', 'train_steps', 'train_batch_size',
+               'train_learning_rate', 'train_warmup_steps')
+TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
 FLAGS = flags.FLAGS
 
 
@@ -193,10 +195,8 @@ def _main_train(settings):
   from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
   from asvit_tf.correlate import train  # pylint: disable=g-import-not-at-top
   train_settings = train.TrainSettings(
-      seed=FLAGS.seed, width=FLAGS.train_width, image_size=FLAGS.train_image_size,
-      steps=FLAGS.train_steps, batch_size=FLAGS.train_batch_size,
-      learning_rate=FLAGS.train_learning_rate, warmup_steps=FLAGS.train_warmup_steps,
-      merge='residual' if FLAGS.residual_merge else 'plain')
+      seed=FLAGS.seed, merge='residual' if FLAGS.residual_merge else 'plain',
+      **{name: getattr(FLAGS, name) for name in TRAIN_FLAGS})
   references = train.parse_references(FLAGS.reference)
   run_train(FLAGS.n, FLAGS.out_dir, train_settings, references, settings, FLAGS.data_dir,
             FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,

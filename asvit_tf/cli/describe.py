@@ -13,6 +13,7 @@ from absl import flags
 from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 
 ARCH_ARGUMENT = 'ARCH'
@@ -31,13 +32,13 @@ FLAGS = flags.FLAGS
 
 
 def format_table(arch, image_size: int = 224, num_classes: int = 1000, stride: int = 4,
-                 flag_prefix: str = '', merge: str = 'plain') -> str:
-  """The table; `flag_prefix='--'` names the numbers as flags in errors."""
+                 merge: str = 'plain') -> str:
+  """The table; errors name the arguments as fields (the command line shows their flags)."""
   topo = arch_lib.as_topology(arch)
-  size.check_merge(merge, f'{flag_prefix}merge')
-  num_classes = validation.integer(f'{flag_prefix}num_classes', num_classes)
-  stride = validation.integer(f'{flag_prefix}stride', stride)
-  validation.check_buildable(topo, image_size, num_classes, stride, f'{flag_prefix}image_size')
+  size.check_merge(merge, '`merge`')
+  num_classes = validation.integer('`num_classes`', num_classes)
+  stride = validation.integer('`stride`', stride)
+  memory.check_buildable(topo, image_size, num_classes, stride, '`image_size`')
   parts = size.cost_breakdown(topo, image_size, num_classes, stride, merge=merge)
   header = ('part', 'grid', 'width', 'heads', 'window', 'blocks', 'params', 'MACs')
   rows = []
@@ -62,4 +63,4 @@ def main(argv):
   if len(argv) != 2:
     raise UserInputError(f'describe takes one ARCH: {arch_lib.arch_help()}')
   print(format_table(arch_lib.resolve(argv[1]), FLAGS.image_size, FLAGS.num_classes,
-                     FLAGS.stride, flag_prefix='--', merge=FLAGS.merge))
+                     FLAGS.stride, merge=FLAGS.merge))

@@ -21,7 +21,8 @@ def define_flags():
   flags.DEFINE_string('params_override', '', 'Overrides: YAML/JSON text or a.b=1,c=2.')
   flags.DEFINE_string('checkpoint_path', '', 'A checkpoint or a model_dir (latest checkpoint).')
   flags.DEFINE_string('export_dir', None, 'Where the SavedModel is written.')
-  flags.DEFINE_integer('batch_size', 0, 'Fixed batch size of the signature; 0: any.')
+  flags.DEFINE_integer('batch_size', 0, 'Fixed batch size of the signature; 0: any.',
+                       lower_bound=0)
   flags.DEFINE_enum('input_type', 'image_tensor', ['image_tensor', 'image_bytes', 'tf_example'],
                     'What the signature takes.')
 

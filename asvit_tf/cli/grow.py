@@ -12,6 +12,8 @@ to 80 M parameters; quick: 32×32, 1 repeat, 3 steps). A search and its grow may
 the family's sizes: the run ends at the last budget (instead of --target_params), and the
 outputs mark the model nearest each budget. --tie_break=authors breaks equal rank sums as the
 authors' code does; --share_embedding draws the patch-embedding conv as their code does.
+--candidate_kinds=depth,mlp adds the candidates "MLP expansion E_i + 1 in stage i" (up to the
+search space's 6) to the authors' "+1 block in stage i" (docs/design.md §9).
 How long: the paper preset about an hour on a 2-core CPU (measured times:
 docs/benchmarks.md, "Search and grow speed"). The numbers follow `asvit_tf.validation`.
 """
@@ -49,6 +51,10 @@ def define_flags():
                     '(the metric with the larger relative range decides, preferring its '
                     'better value; docs/design.md §9) or the authors\' code\'s (the smaller '
                     'value of the wider metric, even for L^E, between the first two tied).')
+  flags.DEFINE_string('candidate_kinds', 'depth', 'Comma-separated kinds of candidates: depth '
+                      '(+1 block in a stage, the authors\' only kind) and mlp (MLP expansion '
+                      f'E_i + 1 in stage i, depths unchanged, up to E = {grow.MAX_EXPANSION}); '
+                      'e.g. depth,mlp.')
   flags.DEFINE_integer('max_steps', None, 'Stop after so many scaling steps (paper 0 = no '
                        'limit, quick 3).')
   cli_flags.define_common_flags('Seed of the measurements.')
@@ -65,9 +71,10 @@ def config_from_flags() -> grow.GrowConfig:
     raise UserInputError('--target_params and --budgets both say where the run ends: give '
                          'one (with --budgets, the run ends at the last budget)')
   max_macs = amounts.parse_amount(FLAGS.max_macs, '--max_macs') if FLAGS.max_macs.strip() else 0
+  kinds = grow.parse_candidate_kinds(FLAGS.candidate_kinds)
   return grow.GrowConfig(arch=cli_flags.resolve_arch(FLAGS.arch), **cli_flags.common_config(),
                          max_macs=max_macs, budget_metric=metric, budgets=budgets,
-                         tie_break=FLAGS.tie_break, **values).validate()
+                         tie_break=FLAGS.tie_break, candidate_kinds=kinds, **values).validate()
 
 
 def main(argv):

@@ -11,8 +11,11 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Collection, List, Optional, Set
 
+import asvit_tf
+from asvit_tf import arch as arch_lib
+from asvit_tf import errors
 from asvit_tf.errors import UserFacingError
 
 COMMANDS = {
@@ -29,6 +32,34 @@ COMMANDS = {
     'correlate': ('asvit_tf.cli.correlate', 'do the measures rank networks as training does? '
                   'tau/rho against a ground-truth table'),
 }
+
+
+# Library errors name config fields and arguments (`asvit_tf.errors`); a command shows the flag
+# that set each. A field is its flag's name, except these (field: flag, per command).
+_RAY_FIELDS = {'address': 'ray_address', 'cpus_per_measurement': 'ray_cpus_per_measurement',
+               'gpus_per_measurement': 'ray_gpus_per_measurement'}  # ray_evaluator.RayOptions
+FIELD_FLAGS = {
+    'search': {**_RAY_FIELDS, 'fitness': 'reward'},  # EvolutionConfig.fitness
+    'grow': {**_RAY_FIELDS, 'budget_metric': 'budgets'},  # --budgets=KIND:B1,B2,...
+    'correlate': {**_RAY_FIELDS, 'data': 'ntk_data'},  # data.load_batch reads --ntk_data
+    'train': {'config_files': 'config_file'},  # train_lib.parse_configuration
+    'export': {'config_files': 'config_file'},  # export.load_params
+}
+
+
+def command_flags(module) -> Set[str]:
+  """The names of the flags a command's module defined (its key flags: what --help lists)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  return {f.name for f in flags.FLAGS.get_key_flags_for_module(module.__name__)}
+
+
+def flag_namer(command: str, defined: Collection[str]) -> Callable[[str], Optional[str]]:
+  """field -> the name of the flag of `command` that sets it, None if none of `defined` does."""
+  exceptions = FIELD_FLAGS.get(command, {})
+  def flag_of(field: str) -> Optional[str]:
+    flag = exceptions.get(field, field)
+    return flag if flag in defined else None
+  return flag_of
 
 
 def usage() -> str:
@@ -70,11 +101,13 @@ def _quiet_broken_pipe():
   sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
-def user_errors(main: Callable[[List[str]], Optional[int]]):
+def user_errors(main: Callable[[List[str]], Optional[int]],
+                flag_of: Callable[[str], Optional[str]] = lambda field: None):
   """Wraps a command's main: errors the user caused become one line and a non-zero exit.
 
   Those are `UserFacingError` (with `UserInputError`) and file-system errors; anything else
-  is a bug and keeps its traceback. With ASVIT_TRACEBACK=1 every error keeps it.
+  is a bug and keeps its traceback. With ASVIT_TRACEBACK=1 every error keeps it. The fields
+  the line names are shown as the flags `flag_of` gives (`errors.with_flags`).
   """
   @functools.wraps(main)
   def wrapped(argv):
@@ -85,9 +118,9 @@ def user_errors(main: Callable[[List[str]], Optional[int]]):
       sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
       return code
     except UserFacingError as e:
-      fail(str(e) or type(e).__name__)
+      fail(errors.with_flags(str(e) or type(e).__name__, flag_of))
     except FILE_ERRORS as e:
-      fail(_file_error_message(e))
+      fail(errors.with_flags(_file_error_message(e), flag_of))
     except BrokenPipeError:
       _quiet_broken_pipe()
     except KeyboardInterrupt:
@@ -103,7 +136,6 @@ def command_help(command: str, module) -> str:
   text = [f'usage: asvit {command}{positional} [--flags]', '', (module.__doc__ or '').strip(),
           '']
   if arch_arg:
-    from asvit_tf import arch as arch_lib  # pylint: disable=g-import-not-at-top
     text += [f'{arch_arg}: {arch_lib.arch_help()}.', '']
   # module_help starts with a line naming the module: the flags follow it.
   flag_help = flags.FLAGS.module_help(module.__name__).strip('\n').split('\n', 1)
@@ -137,7 +169,6 @@ def _run(argv: List[str]):
     print(usage())
     sys.exit(0 if len(argv) >= 2 else 2)
   if argv[1] in ('--version', 'version'):
-    import asvit_tf  # pylint: disable=g-import-not-at-top
     print(f'asvit {asvit_tf.__version__}')
     sys.exit(0)
   command = argv[1]
@@ -150,8 +181,8 @@ def _run(argv: List[str]):
   if any(a in ('-h', '--help', '-help', '--helpshort', '-?') for a in argv[2:]):
     print(command_help(command, module))
     sys.exit(0)
-  app.run(user_errors(module.main), argv=[f'asvit {command}'] + argv[2:],
-          flags_parser=_parse_flags)
+  app.run(user_errors(module.main, flag_namer(command, command_flags(module))),
+          argv=[f'asvit {command}'] + argv[2:], flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

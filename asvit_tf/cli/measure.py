@@ -18,6 +18,8 @@ from absl import flags
 from asvit_tf import arch as arch_lib
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
+from asvit_tf.search import data as data_lib
 
 ARCH_ARGUMENT = 'ARCH'
 
@@ -72,10 +74,9 @@ def measure(arch, metrics: Sequence[str], image_size: int = 224, repeats: int = 
   for name, value in (('repeats', repeats), ('num_points', num_points),
                       ('batch_size', batch_size)):
     validation.integer(f'--{name}', value)
-  validation.check_buildable(topology, image_size, None, name='--image_size')
+  memory.check_buildable(topology, image_size, None, name='--image_size')
   images = None
   if data and 'ntk' in metrics:
-    from asvit_tf.search import data as data_lib  # pylint: disable=g-import-not-at-top
     images = data_lib.load_batch(data, '', image_size, batch_size, seed)
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
   out = {}

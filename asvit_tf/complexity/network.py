@@ -23,6 +23,7 @@ import tf_keras
 from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import size
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
 # returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
@@ -189,7 +190,6 @@ def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
   within EAGER_BATCH_MACS."""
   if callable(arch_or_factory) or is_model(arch_or_factory) or repeats > EAGER_REPEATS:
     return False
-  from asvit_tf.models import size  # pylint: disable=g-import-not-at-top
   topology = arch_lib.as_topology(arch_or_factory)
   if width is not None:
     topology = topology.replace(width=int(width))

@@ -61,13 +61,13 @@ class Settings:
     table_lib.check_space(self.space)
     bad = [m for m in self.metrics if m not in METRICS]
     if bad or not self.metrics:
-      raise UserInputError(f'--metrics must be a list of {", ".join(METRICS)}; got '
+      raise UserInputError(f'`metrics` must be a list of {", ".join(METRICS)}; got '
                        f'{list(self.metrics)}')
     for name in ('image_size', 'repeats', 'num_points', 'batch_size'):
       if getattr(self, name) < 1:
-        raise UserInputError(f'--{name} must be >= 1, got {getattr(self, name)}')
+        raise UserInputError(f'`{name}` must be >= 1, got {getattr(self, name)}')
     if self.space == 'pit' and self.image_size < pit_size.PATCH_SIZE:
-      raise UserInputError(f'--image_size {self.image_size}: a PiT needs at least '
+      raise UserInputError(f'`image_size` {self.image_size}: a PiT needs at least '
                        f'{pit_size.PATCH_SIZE} pixels (its patch)')
 
   def to_dict(self) -> Dict[str, object]:
@@ -204,7 +204,7 @@ def check_settings(out_dir: str, settings, name: str = SETTINGS_FILE,
             for k in sorted(set(mine) | set(theirs)) if theirs.get(k) != mine.get(k)]
     if diff:
       raise UserInputError(f'{out_dir} holds {holds} made with other settings ('
-                       f'{"; ".join(diff)}): use the same flags or another --out_dir')
+                           f'{"; ".join(diff)}): use the same settings or another `out_dir`')
     return
   os.makedirs(out_dir, exist_ok=True)
   _write_atomic(path, json.dumps(mine, indent=2, sort_keys=True) + '\n')

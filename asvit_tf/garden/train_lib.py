@@ -34,10 +34,10 @@ MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval', 'continuous_train
 
 
 def check_config_files(config_files: Sequence[str]):
-  """FileNotFoundError (one line) for a --config_file that does not exist."""
+  """FileNotFoundError (one line) for a file of `config_files` that does not exist."""
   for path in config_files or ():
     if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f'--config_file {path} does not exist')
+      raise FileNotFoundError(f'`config_files`: {path} does not exist')
 
 
 def parse_configuration(experiment: str, config_files: Sequence[str] = (),
@@ -58,10 +58,10 @@ def parse_configuration(experiment: str, config_files: Sequence[str] = (),
     # Model Garden raises KeyError for an unknown config key, LookupError for an unknown
     # experiment.
     raise UserInputError(f'config error: {e.args[0] if e.args else e}') from None
-  except tf.errors.NotFoundError as e:  # a --config_file (or override) that is not a file
+  except tf.errors.NotFoundError as e:  # a config file (or override) that is not a file
     raise UserInputError(f'config error: {e.message}') from None
-  except yaml.YAMLError as e:  # a --config_file that is not YAML
-    raise UserInputError(f'config error: a --config_file does not parse as YAML: '
+  except yaml.YAMLError as e:  # a config file that is not YAML
+    raise UserInputError(f'config error: a file of `config_files` does not parse as YAML: '
                          f'{" ".join(str(e).split())}') from None
   except (AttributeError, TypeError, ValueError) as e:
     raise UserInputError(f'config error: {e}') from None
@@ -102,7 +102,7 @@ def run_experiment(params: cfg.ExperimentConfig, model_dir: str, mode: str,
   the schedule gives for its step.
   """
   if mode not in MODES:
-    raise UserInputError(f'unknown --mode {mode!r}; one of {", ".join(MODES)}')
+    raise UserInputError(f'unknown `mode` {mode!r}; one of {", ".join(MODES)}')
   validate_experiment(params)
   if 'train' in mode:
     # Pure eval jobs do not write it: they may run beside the train job.

@@ -17,6 +17,7 @@ from asvit_tf import layers as asvit_layers
 from asvit_tf import validation
 from asvit_tf.layers import build_in_scope
 from asvit_tf.layers import serialize_regularizer
+from asvit_tf.models import memory
 from asvit_tf.models import size
 
 _PACKAGE = 'asvit_tf'
@@ -216,7 +217,7 @@ class AsViT(BuildsWithoutCall, tf_keras.Model):
                merge: str = 'plain', remat: bool = False, **kwargs):
     super().__init__(name=name, **kwargs)
     # Refused before any layer is made: bad numbers, or a network no accelerator could hold.
-    self.topology = validation.check_buildable(topology, None, num_classes, stride)
+    self.topology = memory.check_buildable(topology, None, num_classes, stride)
     self.num_classes = validation.integer('num_classes', num_classes)
     self.encoder = AsViTEncoder(self.topology, drop_path_rate, use_layer_norm, stride,
                                 dilation, kernel_regularizer, window_policy,

@@ -51,7 +51,7 @@ def _folder_batch(folder: str, image_size: int, batch_size: int, seed: int) -> n
   from PIL import Image  # pylint: disable=g-import-not-at-top
   files = list_images(folder)
   if not files:
-    raise UserInputError(f'--data {folder} holds no image files ({", ".join(IMAGE_EXTENSIONS)})')
+    raise UserInputError(f'`data` {folder} holds no image files ({", ".join(IMAGE_EXTENSIONS)})')
   rng = seeding.rng(seed, seeding.FOLDER_PICKS)
   picks = rng.choice(len(files), size=batch_size, replace=len(files) < batch_size)
   batch = []
@@ -75,7 +75,7 @@ def photo_batch(image_size: int = 224, batch_size: int = 16, seed: int = 0) -> n
   try:
     from skimage import data as skimage_data  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserInputError("--data photos needs scikit-image (pip install 'asvit-tf[data]')"
+    raise UserInputError("`data` 'photos' needs scikit-image (pip install 'asvit-tf[data]')"
                          ) from None
   photos = [getattr(skimage_data, name)() for name in PHOTOS]
   rng = seeding.rng(seed, seeding.PHOTO_CROPS)
@@ -95,12 +95,12 @@ def _tfds_batch(name: str, data_dir: Optional[str], image_size: int,
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except
-    raise UserInputError(f'--data {name!r} is neither an image folder nor a known TFDS data set '
+    raise UserInputError(f'`data` {name!r} is neither an image folder nor a known TFDS data set '
                          f'({type(e).__name__})') from None
   if not builder.is_prepared():
     where = data_dir or builder.data_dir
     raise FileNotFoundError(f'TFDS data set {name!r} is not prepared under {where} '
-                            '(nothing is downloaded: prepare it or pass --data_dir)')
+                            '(nothing is downloaded: prepare it or pass `data_dir`)')
   split = 'train' if 'train' in builder.info.splits else next(iter(builder.info.splits))
   ds = builder.as_dataset(split=split, shuffle_files=False).take(batch_size)
   key = 'image'
@@ -121,20 +121,20 @@ def load_batch(data: str, data_dir: str = '', image_size: int = 224, batch_size:
   """[batch_size, image_size, image_size, 3] float32 images, or None for Gaussian noise."""
   data = (data or '').strip()
   if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
-    raise FileNotFoundError(f'--data_dir {data_dir} does not exist')
+    raise FileNotFoundError(f'`data_dir` {data_dir} does not exist')
   if not data:
     return None
   if data == 'photos':
     if os.path.isdir(data):
-      raise UserInputError("--data photos names scikit-image's photos, and ./photos is a folder "
-                       'too: give --data=./photos for the folder')
+      raise UserInputError("`data` 'photos' names scikit-image's photos, and ./photos is a folder "
+                         "too: give `data`='./photos' for the folder")
     return photo_batch(image_size, batch_size, seed)
   path = os.path.expanduser(data)
   if os.path.isdir(path):
     return _folder_batch(path, image_size, batch_size, seed)
   if os.path.exists(path):
-    raise UserInputError(f'--data {data} is a file; give a folder of images or a TFDS name')
+    raise UserInputError(f'`data` {data} is a file; give a folder of images or a TFDS name')
   if _looks_like_path(data):
-    raise FileNotFoundError(f'--data {data}: no such folder')
+    raise FileNotFoundError(f'`data` {data}: no such folder')
   return _tfds_batch(data, os.path.expanduser(data_dir) if data_dir else None, image_size,
                      batch_size)

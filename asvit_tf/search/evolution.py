@@ -21,7 +21,7 @@ Determinism: every draw of generation g comes from an RNG made from (seed, g), a
 only on the state saved at the end of generation g-1, so a run resumed mid-generation
 proposes the same children and measures only those it lacks. A topology is measured with
 the seed REINFORCE gives it, derived from (seed, its decisions): common random numbers, so
-the two strategies at one --seed measure a topology they both visit identically.
+the two strategies at one `seed` measure a topology they both visit identically.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import grow as grow_lib
 from asvit_tf.search import measure as measure_lib
@@ -86,30 +87,30 @@ class EvolutionConfig:
   def validate(self):
     if self.strategy != STRATEGY:
       raise UserInputError(f'strategy must be {STRATEGY!r}, got {self.strategy!r}')
-    reward_lib.reward_metrics(self.fitness)
+    reward_lib.reward_metrics(self.fitness, 'fitness')
     for name in ('image_size', 'repeats', 'width', 'batch_size', 'measurements'):
-      validation.integer(f'--{name}', getattr(self, name))
-    validation.integer('--population', self.population, 2)
-    validation.integer('--tournament', self.tournament, 1)
+      validation.integer(f'`{name}`', getattr(self, name))
+    validation.integer('`population`', self.population, 2)
+    validation.integer('`tournament`', self.tournament, 1)
     if self.tournament > self.population:
-      raise UserInputError(f'--tournament ({self.tournament}) must not exceed --population '
+      raise UserInputError(f'`tournament` ({self.tournament}) must not exceed `population` '
                            f'({self.population})')
     if self.measurements < self.population:
-      raise UserInputError(f'--measurements ({self.measurements}) must be at least '
-                           f'--population ({self.population}): generation 0 measures them')
+      raise UserInputError(f'`measurements` ({self.measurements}) must be at least '
+                           f'`population` ({self.population}): generation 0 measures them')
     for name in ('mutation_rate', 'crossover_rate'):
       value = getattr(self, name)
       if not 0 <= value <= 1:
-        raise UserInputError(f'--{name} must be in [0, 1], got {value}')
+        raise UserInputError(f'`{name}` must be in [0, 1], got {value}')
     for name in ('max_params', 'max_macs'):
-      validation.integer(f'--{name}', getattr(self, name), 0)
-    validation.check_buildable(reinforce.largest_in_search_space(self.width), self.image_size,
-                               name='--image_size')
+      validation.integer(f'`{name}`', getattr(self, name), 0)
+    memory.check_buildable(reinforce.largest_in_search_space(self.width), self.image_size,
+                               name='`image_size`')
     small = smallest_in_search_space(self.width)
     for name, value in zip(('max_params', 'max_macs'), self.sizes(small)):
       ceiling = getattr(self, name)
       if ceiling and value > ceiling:
-        raise UserInputError(f'--{name} {ceiling} admits no topology of the search space at '
+        raise UserInputError(f'`{name}` {ceiling} admits no topology of the search space at '
                              f'C={self.width}: the smallest, {small.seed_string}, has {value}')
     return self
 
@@ -335,7 +336,7 @@ class EvolutionStrategy(run_lib.OpenEndedStrategy):
     self.state.update(step=step + 1, population=population, pending={})
     if len(measured) >= config.measurements:
       self.state.update(done=True, stop_reason=f'measured {len(measured)} topologies '
-                        f'(--measurements {config.measurements})')
+                        f'(measurements {config.measurements})')
     elif not new_keys:
       self.state.update(done=True, stop_reason=f'generation {step} found nothing new to '
                         'measure under the ceilings')
@@ -391,7 +392,7 @@ def _refuse_other_strategy(output_dir: str):
     return  # no state, or a damaged one: `run.drive` says so
   if isinstance(saved, dict) and saved.get('strategy', 'reinforce') != STRATEGY:
     raise UserInputError(f'{output_dir} holds a {saved.get("strategy", "reinforce")} search; '
-                         f'an {STRATEGY} search needs another --output_dir')
+                         f'an {STRATEGY} search needs another `output_dir`')
 
 
 def run_evolution(config: EvolutionConfig, output_dir: str,

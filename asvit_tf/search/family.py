@@ -37,6 +37,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
   return '\n'.join(lines + ['| ' + ' | '.join(map(cell, r)) + ' |' for r in rows])
 
 
+def choice_text(choice: Optional[Dict]) -> str:
+  """'start', '+1 stage 3, +15 %' (a block), or 'E3 4→5, +15 %' (an MLP expansion)."""
+  if not choice:
+    return 'start'
+  if choice.get('kind') == 'mlp':
+    before, after = choice['expansion']
+    return f'E{choice["stage"]} {before}→{after}, +{choice["percent"]} %'
+  return f'+1 stage {choice["stage"]}, +{choice["percent"]} %'
+
+
 def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None) -> str:
   """Markdown table: one row per accepted model of the series."""
   marks = marks or {}
@@ -45,7 +55,7 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
   rows = []
   for r in records:
     c = r.get('choice')
-    choice = 'start' if not c else f'+1 stage {c["stage"]}, +{c["percent"]} %'
+    choice = choice_text(c)
     if c and c.get('tie_break'):
       choice += f' (tie → {c["tie_break"]})'
     step = str(r['step']) + (f' **{marks[r["step"]]}**' if r['step'] in marks else '')
@@ -119,7 +129,7 @@ def _intro(run_dir: str, records: Sequence[Dict], state: Dict, out: str) -> List
       f'repeats {config.get("repeats", "?")}, seed {config.get("seed", "?")}, target '
       f'{config.get("target_params", 0) / 1e6:g} M, '
       f'ceiling {config.get("max_params", 0) / 1e6:g} M '
-      f'parameters. Run: `{run_dir}` ({status}).',
+      f'parameters{_kinds_clause(config)}. Run: `{run_dir}` ({status}).',
       'Parameters at 1000 classes and MACs at 224×224 are counted from the topology '
       '(`asvit_tf.models.size`); L^E and κ_Θ are measured on the proxy width C/4.',
       f'{measurements} measurements (L^E and κ_Θ each) took {minutes:.0f} min in all: the sum '
@@ -128,6 +138,16 @@ def _intro(run_dir: str, records: Sequence[Dict], state: Dict, out: str) -> List
       f'Regenerate with `python -m asvit_tf.search.family {run_dir} --out {out}`.',
       '',
   ]
+
+
+def _kinds_clause(config: Dict) -> str:
+  """', candidates depth, mlp (...)' for a run with other than the default candidate kinds."""
+  kinds = config.get('candidate_kinds') or ['depth']
+  if list(kinds) == ['depth']:
+    return ''
+  cap = max(dict(arch_lib.SEARCH_SPACE)['E1'])  # grow.MAX_EXPANSION (grow imports this module)
+  return (f', candidate kinds {", ".join(kinds)} (`--candidate_kinds`; an MLP candidate raises '
+          f'one stage\'s expansion E by 1, up to the search space\'s {cap})')
 
 
 def _budget_section(records: Sequence[Dict], config: Dict) -> List[str]:

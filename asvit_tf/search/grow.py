@@ -9,6 +9,14 @@ ranks. It stops at the first accepted model with at least `target_params` parame
 `budgets`: at the first one at or above the last budget instead), or when no candidate is
 left (or, if set, after `max_steps` steps: the quick preset's bound on its run time).
 
+Candidate kinds (`candidate_kinds`, default ('depth',): the authors' rule): with 'mlp', every
+width also gets the candidates "MLP expansion E_i + 1 in stage i" (depths unchanged) for each
+stage whose E_i is below `MAX_EXPANSION`, ranked with the others by the same rule. The cap is
+the search space's largest expansion (6): a grown model stays a topology whose every choice the
+seed search could have made, so the metrics rank networks of the kind they were validated on;
+compute-optimal ViTs grow the MLP fastest (SoViT, NeurIPS 2023) yet their MLP ratio stays
+below 4 up to SoViT-400m (4304 / 1152 = 3.74), so 6 does not bind that rule early.
+
 Budgets (`budget_metric` 'params' or 'macs', ascending `budgets`) name the members of the
 family a user wants: each budget is marked on the accepted model nearest to it (smallest
 absolute difference, the earlier one on a tie) in the record's 'budget' list, family.md and
@@ -18,7 +26,9 @@ series has reached it; a budget the run ends below is marked on the last model.
 Choices the design leaves to us (documented here, kept deterministic):
 - Rounding is half-up in exact arithmetic: h' = floor(h·(100+p)/100 + 1/2).
 - Candidates are enumerated width-major (ratios 5→20 %), stages 1→4 inside: the order of
-  Algorithm 2's C × D and the last resort of the tie-break.
+  Algorithm 2's C × D and the last resort of the tie-break. MLP candidates (an option) follow
+  a width's depth candidates, stages 1→4; in the authors' order (`tie_break='authors'`),
+  they follow all depth candidates.
 - All candidates of a step are measured with the same seed (derived from (seed, step)),
   i.e. the same input curves and noise batches: common random numbers for a fair comparison.
 - A bad candidate (non-finite κ_Θ) ranks last in κ_Θ; a non-finite L^E ranks last in L^E.
@@ -45,6 +55,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import amounts
 from asvit_tf.search import family
@@ -60,9 +71,12 @@ PLOT_FILE = 'scaling.png'
 RESULT_FILE = 'family.txt'
 RATIOS_PERCENT = (5, 10, 15, 20)
 WIDTH_FACTOR = 4  # real width C = 4 · proxy width h
-COST_IMAGE_SIZE = 224  # MACs (records, --max_macs, MAC budgets) are counted at this size
+COST_IMAGE_SIZE = 224  # MACs (records, max_macs, MAC budgets) are counted at this size
 BUDGET_METRICS = ('params', 'macs')
 TIE_BREAKS = ('ours', 'authors')
+CANDIDATE_KINDS = ('depth', 'mlp')  # +1 block in a stage; MLP expansion + 1 in a stage
+# The cap of the 'mlp' kind: the search space's largest expansion (module docstring).
+MAX_EXPANSION = max(dict(arch_lib.SEARCH_SPACE)['E1'])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,44 +100,47 @@ class GrowConfig:
   budgets: Tuple[int, ...] = ()  # ascending; the run ends at the first model >= the last
   tie_break: str = 'ours'  # or 'authors' (see the module docstring)
   share_embedding: bool = False  # the measures draw the patch-embedding conv once per topology
+  candidate_kinds: Tuple[str, ...] = ('depth',)  # CANDIDATE_KINDS to propose; ('depth', 'mlp')
 
   def validate(self):
     for name in ('target_params', 'max_params', 'image_size', 'repeats', 'start_width',
                  'num_classes', 'batch_size'):
-      validation.integer(f'--{name}', getattr(self, name))
-    validation.integer('--max_steps', self.max_steps, minimum=0)
-    validation.integer('--max_macs', self.max_macs, minimum=0)
+      validation.integer(f'`{name}`', getattr(self, name))
+    validation.integer('`max_steps`', self.max_steps, minimum=0)
+    validation.integer('`max_macs`', self.max_macs, minimum=0)
     if self.tie_break not in TIE_BREAKS:
-      raise UserInputError(f'--tie_break must be one of {", ".join(TIE_BREAKS)}, got '
+      raise UserInputError(f'`tie_break` must be one of {", ".join(TIE_BREAKS)}, got '
                            f'{self.tie_break!r}')
     self._validate_budgets()
-    validation.check_buildable(self.arch, self.image_size, self.num_classes,
-                               name='--image_size')
-    if self.max_params * validation.FLOAT_BYTES > validation.MEMORY_CEILING:
-      raise UserInputError(f'--max_params {self.max_params:g} is beyond what any single '
-                           'accelerator holds (asvit_tf.validation.MEMORY_CEILING)')
+    check_candidate_kinds(self.candidate_kinds)
+    memory.check_buildable(self.arch, self.image_size, self.num_classes,
+                           name='`image_size`')
+    if self.max_params * memory.FLOAT_BYTES > memory.MEMORY_CEILING:
+      raise UserInputError(f'`max_params` {self.max_params:g} is beyond what any single '
+                           'accelerator holds (asvit_tf.models.memory.MEMORY_CEILING)')
     if not self.budgets and self.target_params > self.max_params:
-      raise UserInputError(f'--target_params ({self.target_params}) must not exceed '
-                           f'--max_params ({self.max_params})')
+      raise UserInputError(f'`target_params` ({self.target_params}) must not exceed '
+                           f'`max_params` ({self.max_params})')
     return self
 
   def _validate_budgets(self):
     if not self.budgets and not self.budget_metric:
       return
     if self.budget_metric not in BUDGET_METRICS:
-      raise UserInputError(f'--budgets kind must be one of {", ".join(BUDGET_METRICS)}, got '
-                           f'{self.budget_metric!r}')
+      raise UserInputError(f'`budget_metric` (the kind of the budgets) must be one of '
+                           f'{", ".join(BUDGET_METRICS)}, got {self.budget_metric!r}')
     if not self.budgets:
-      raise UserInputError(f'--budgets {self.budget_metric}: needs at least one budget')
+      raise UserInputError(f'`budgets` is empty with `budget_metric` {self.budget_metric!r}: '
+                           'give at least one budget')
     for b in self.budgets:
-      validation.integer('--budgets', b)
+      validation.integer('`budgets`', b)
     if list(self.budgets) != sorted(set(self.budgets)):
-      raise UserInputError(f'--budgets must be strictly ascending, got {list(self.budgets)}')
+      raise UserInputError(f'`budgets` must be strictly ascending, got {list(self.budgets)}')
     ceiling = self.max_params if self.budget_metric == 'params' else self.max_macs
     if ceiling and self.budgets[-1] > ceiling:
-      flag = '--max_params' if self.budget_metric == 'params' else '--max_macs'
+      field = '`max_params`' if self.budget_metric == 'params' else '`max_macs`'
       last = amounts.format_budget(self.budget_metric, self.budgets[-1])
-      raise UserInputError(f'the last budget {last} exceeds {flag} ({ceiling}): no model of '
+      raise UserInputError(f'the last budget {last} exceeds {field} ({ceiling}): no model of '
                            'the run could reach it')
 
   @property
@@ -131,7 +148,7 @@ class GrowConfig:
     """What ends the run when it reaches it (for the stop reason and the documents)."""
     if self.budgets:
       return f'the last budget, {amounts.format_budget(self.budget_metric, self.budgets[-1])}'
-    return f'--target_params {self.target_params}'
+    return f'target_params {self.target_params}'
 
 
 def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
@@ -146,17 +163,35 @@ def parse_budgets(text: str) -> Tuple[str, Tuple[int, ...]]:
   metric, colon, values = text.partition(':')
   metric = metric.strip().lower()
   if not colon or metric not in BUDGET_METRICS:
-    raise UserInputError(f'--budgets {text.strip()!r}: must be KIND:B1,B2,... with KIND one of '
+    raise UserInputError(f'`budgets` {text.strip()!r}: must be KIND:B1,B2,... with KIND one of '
                          f'{", ".join(BUDGET_METRICS)} (e.g. params:29M,52M,88M)')
   items = [v for v in values.split(',')]
   if not any(v.strip() for v in items):
-    raise UserInputError(f'--budgets {text.strip()!r}: needs at least one budget')
-  budgets = [amounts.parse_amount(v, '--budgets') for v in items]
+    raise UserInputError(f'`budgets` {text.strip()!r}: needs at least one budget')
+  budgets = [amounts.parse_amount(v, '`budgets`') for v in items]
   twice = sorted({b for b in budgets if budgets.count(b) > 1})
   if twice:
-    raise UserInputError(f'--budgets {text.strip()!r}: gives '
+    raise UserInputError(f'`budgets` {text.strip()!r}: gives '
                          f'{amounts.format_amount(twice[0])} twice')
   return metric, tuple(sorted(budgets))
+
+
+def check_candidate_kinds(kinds: Sequence[str], name: str = '`candidate_kinds`'):
+  """Raises a one-line UserInputError unless `kinds` are distinct `CANDIDATE_KINDS`, at least
+  one."""
+  kinds = list(kinds)
+  unknown = [k for k in kinds if k not in CANDIDATE_KINDS]
+  if not kinds or unknown or len(set(kinds)) != len(kinds):
+    raise UserInputError(f'{name} must be distinct kinds from {", ".join(CANDIDATE_KINDS)} (at '
+                         f'least one), got {",".join(kinds)!r}')
+
+
+def parse_candidate_kinds(text: str, name: str = '`candidate_kinds`') -> Tuple[str, ...]:
+  """'depth,mlp' → ('depth', 'mlp'), in `CANDIDATE_KINDS` order whatever the order given;
+  an unknown or repeated kind, or none, raises a one-line UserInputError naming `name`."""
+  kinds = [k.strip().lower() for k in text.split(',') if k.strip()]
+  check_candidate_kinds(kinds, name)
+  return tuple(k for k in CANDIDATE_KINDS if k in kinds)
 
 
 def budget_marks(values: Sequence[float], budgets: Sequence[float],
@@ -196,37 +231,68 @@ def scale_width(h: int, percent: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-  """One scaling choice: +1 block in `stage` (0-based) and proxy width `width`."""
+  """One scaling choice at proxy width `width`: +1 block in `stage` (0-based; kind 'depth'),
+  or the MLP expansion of `stage` + 1 (kind 'mlp'; `depths` unchanged)."""
   stage: int
   percent: int
   width: int  # proxy width h'
   depths: Tuple[int, int, int, int]
+  kind: str = 'depth'
+  expansions: Optional[Tuple[int, int, int, int]] = None  # the grown ones; None: the base's
 
-  def proxy(self, seed: arch_lib.Topology) -> arch_lib.Topology:
-    return seed.replace(depths=self.depths, width=self.width)
+  def _changes(self) -> Dict:
+    if self.expansions is None:
+      return {'depths': self.depths}
+    return {'depths': self.depths, 'expansions': self.expansions}
 
-  def real(self, seed: arch_lib.Topology) -> arch_lib.Topology:
-    return seed.replace(depths=self.depths, width=WIDTH_FACTOR * self.width)
+  def proxy(self, base: arch_lib.Topology) -> arch_lib.Topology:
+    """The candidate at proxy width; `base` is the seed with the current model's expansions."""
+    return base.replace(width=self.width, **self._changes())
+
+  def real(self, base: arch_lib.Topology) -> arch_lib.Topology:
+    return base.replace(width=WIDTH_FACTOR * self.width, **self._changes())
 
   @property
   def key(self) -> str:
-    return f'{self.width}:{",".join(map(str, self.depths))}'
+    key = f'{self.width}:{",".join(map(str, self.depths))}'
+    if self.kind == 'mlp':
+      key += ':E' + ','.join(map(str, self.expansions))
+    return key
 
 
-def candidates(h: int, depths: Sequence[int],
-               ratios: Sequence[int] = RATIOS_PERCENT) -> List[Candidate]:
+def candidates(h: int, depths: Sequence[int], ratios: Sequence[int] = RATIOS_PERCENT,
+               kinds: Sequence[str] = ('depth',),
+               expansions: Optional[Sequence[int]] = None) -> List[Candidate]:
   """The scaling choices of one step, width-major; a width equal to the previous ratio's
-  is skipped."""
+  is skipped. Per width: with 'depth' in `kinds`, +1 block in stage 1..4; then, with 'mlp',
+  E_i + 1 in stage i (of the current `expansions`) for each stage whose E_i is below
+  `MAX_EXPANSION`."""
+  if 'mlp' in kinds and expansions is None:
+    raise ValueError('candidates of the mlp kind need the current expansions')
   out, previous = [], None
   for percent in ratios:
     width = scale_width(h, percent)
     if width == previous:
       continue
     previous = width
-    for stage in range(arch_lib.NUM_STAGES):
-      new_depths = list(depths)
-      new_depths[stage] += 1
-      out.append(Candidate(stage, percent, width, tuple(new_depths)))
+    if 'depth' in kinds:
+      for stage in range(arch_lib.NUM_STAGES):
+        new_depths = list(depths)
+        new_depths[stage] += 1
+        out.append(Candidate(stage, percent, width, tuple(new_depths)))
+    if 'mlp' in kinds:
+      out.extend(_mlp_candidates(percent, width, depths, expansions))
+  return out
+
+
+def _mlp_candidates(percent, width, depths, expansions) -> List[Candidate]:
+  out = []
+  for stage in range(arch_lib.NUM_STAGES):
+    if expansions[stage] >= MAX_EXPANSION:
+      continue
+    grown = list(expansions)
+    grown[stage] += 1
+    out.append(Candidate(stage, percent, width, tuple(depths), 'mlp', tuple(grown)))
   return out
 
 
@@ -345,6 +411,12 @@ def _authors_tie_break(lengths, ntks, rl, rk, sums, tied, order) -> Selection:
   return Selection(a if value(a) < value(b) else b, rl, rk, sums, tied, metric)
 
 
+def authors_order(cands: Sequence[Candidate]) -> List[Tuple[int, int, int]]:
+  """Per candidate, its sort key in the authors' enumeration order (`select`'s `order`):
+  stage-major over their (depth) candidates, then the MLP candidates, stage-major too."""
+  return [(CANDIDATE_KINDS.index(c.kind), c.stage, c.width) for c in cands]
+
+
 @dataclasses.dataclass
 class GrowResult:
   records: List[Dict]
@@ -356,21 +428,41 @@ class GrowResult:
     return [r['arch'] for r in self.records]
 
 
-def _model_record(step, seed_topo, h, depths, metrics: Dict, config) -> Dict:
-  real = seed_topo.replace(depths=tuple(depths), width=WIDTH_FACTOR * h)
-  return {'step': step, 'arch': str(real), 'proxy_arch': str(real.replace(width=h)),
-          'proxy_width': h, 'width': real.width, 'depths': list(depths),
-          'params': size.estimate_params(real, num_classes=config.num_classes),
-          'macs': size.count_macs(real, COST_IMAGE_SIZE, config.num_classes),
-          'length': metrics['length'], 'ntk': metrics['ntk'], 'bad': metrics['bad']}
+def _model_record(step, proxy: arch_lib.Topology, metrics: Dict, config) -> Dict:
+  """The record of an accepted model (`proxy`: at proxy width)."""
+  h, real = proxy.width, proxy.replace(width=WIDTH_FACTOR * proxy.width)
+  record = {'step': step, 'arch': str(real), 'proxy_arch': str(proxy),
+            'proxy_width': h, 'width': real.width, 'depths': list(real.depths),
+            'params': size.estimate_params(real, num_classes=config.num_classes),
+            'macs': size.count_macs(real, COST_IMAGE_SIZE, config.num_classes),
+            'length': metrics['length'], 'ntk': metrics['ntk'], 'bad': metrics['bad']}
+  if _records_kinds(config):
+    record['expansions'] = list(real.expansions)
+  return record
 
 
-def _candidate_records(seed_topo, kept, results, sel: Selection) -> List[Dict]:
-  return [{'arch': str(c.real(seed_topo)), 'stage': c.stage + 1, 'percent': c.percent,
-           'length': r['length'], 'ntk': r['ntk'], 'bad': r['bad'],
-           'rank_length': sel.rank_length[i], 'rank_ntk': sel.rank_ntk[i],
-           'rank_sum': sel.rank_sum[i]}
-          for i, (c, r) in enumerate(zip(kept, results))]
+def _records_kinds(config) -> bool:
+  """Whether the records name each choice's kind: only with other than the default kinds, so
+  that a default run writes the records it always wrote."""
+  return tuple(config.candidate_kinds) != GrowConfig.candidate_kinds
+
+
+def _kind_fields(c: Candidate, base: arch_lib.Topology) -> Dict:
+  """'kind', and for an MLP candidate 'expansion': [E_i before, after]."""
+  if c.kind != 'mlp':
+    return {'kind': c.kind}
+  return {'kind': c.kind, 'expansion': [base.expansions[c.stage], c.expansions[c.stage]]}
+
+
+def _candidate_records(base, kept, results, sel: Selection, kinds: bool) -> List[Dict]:
+  out = []
+  for i, (c, r) in enumerate(zip(kept, results)):
+    record = {'arch': str(c.real(base)), 'stage': c.stage + 1, 'percent': c.percent,
+              'length': r['length'], 'ntk': r['ntk'], 'bad': r['bad'],
+              'rank_length': sel.rank_length[i], 'rank_ntk': sel.rank_ntk[i],
+              'rank_sum': sel.rank_sum[i]}
+    out.append({**record, **_kind_fields(c, base)} if kinds else record)
+  return out
 
 
 def family_table(records: Sequence[Dict]) -> str:
@@ -380,7 +472,7 @@ def family_table(records: Sequence[Dict]) -> str:
 
 class GrowStrategy(run_lib.OpenEndedStrategy):
   """The scaling (a `run.Strategy`): step 0 measures the start, each further step proposes
-  the candidates under --max_params and accepts the one `select` picks.
+  the candidates under `max_params` and accepts the one `select` picks.
 
   The state keeps the measurements of the current step under 'pending' (by `Candidate.key`;
   'start' at step 0) until the step is concluded, so a resumed step measures only the rest.
@@ -404,6 +496,18 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     r = self.state['records'][-1]
     return f'step {r["step"]}: {r["arch"]}  {r["params"] / 1e6:.2f} M params'
 
+  def _base(self) -> arch_lib.Topology:
+    """The seed with the current model's MLP expansions (which 'mlp' steps grow)."""
+    records = self.state['records']
+    if not records:
+      return self.seed
+    return self.seed.replace(expansions=arch_lib.Topology.parse(records[-1]['arch']).expansions)
+
+  def _candidates(self) -> List[Candidate]:
+    h, depths = self.state['width'], self.state['depths']
+    return candidates(h, depths, kinds=self.config.candidate_kinds,
+                      expansions=self._base().expansions)
+
   def propose(self) -> Optional[run_lib.Proposal]:
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']
     seed, pending = seeding.seed(self.config.seed, step), self.state['pending']
@@ -413,22 +517,24 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
       keys = [] if 'start' in pending else ['start']
       return run_lib.Proposal(keys, [(start, seed)] * len(keys), 1 - len(keys),
                               f'start {self.seed.replace(width=WIDTH_FACTOR * h)}')
-    config = self.config
-    kept, dropped = filter_by_params(candidates(h, depths), self.seed, config.max_params,
+    config, base = self.config, self._base()
+    kept, dropped = filter_by_params(self._candidates(), base, config.max_params,
                                      config.num_classes)
-    kept, over_macs = filter_by_macs(kept, self.seed, config.max_macs, config.num_classes)
+    kept, over_macs = filter_by_macs(kept, base, config.max_macs, config.num_classes)
     dropped = dropped + over_macs
     if not kept:
-      ceilings = f'--max_params {config.max_params}'
+      ceilings = f'max_params {config.max_params}'
       if config.max_macs:
-        ceilings += f' and --max_macs {config.max_macs}'
-      self.state.update(done=True, stop_reason=f'no candidate under {ceilings} '
-                        f'({len(dropped)} dropped)')
+        ceilings += f' and max_macs {config.max_macs}'
+      reason = f'no candidate under {ceilings} ({len(dropped)} dropped)'
+      if not dropped:
+        reason = f'no candidate left (every MLP expansion at {MAX_EXPANSION})'
+      self.state.update(done=True, stop_reason=reason)
       self._mark_budgets()
       return None
     self._step.update(kept=kept, dropped=dropped)
     todo = [c for c in kept if c.key not in pending]
-    return run_lib.Proposal([c.key for c in todo], [(c.proxy(self.seed), seed) for c in todo],
+    return run_lib.Proposal([c.key for c in todo], [(c.proxy(base), seed) for c in todo],
                             len(kept) - len(todo),
                             f'step {step}: {len(todo)} of {len(kept)} candidates')
 
@@ -439,22 +545,23 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
   def _accept(self) -> Dict:
     """The record of the current step's accepted model."""
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']
-    pending = self.state['pending']
+    pending, config, base = self.state['pending'], self.config, self._base()
     if step == 0:
-      record = _model_record(0, self.seed, h, depths, pending['start'], self.config)
+      start = base.replace(depths=tuple(depths), width=h)
+      record = _model_record(0, start, pending['start'], config)
       record.update(choice=None, candidates=[])
       return record
-    kept = self._step['kept']
+    kept, kinds = self._step['kept'], _records_kinds(config)
     results = [pending[c.key] for c in kept]
     sel = select([r['length'] for r in results], [r['ntk'] for r in results],
-                 self.config.tie_break, order=[(c.stage, c.width) for c in kept])
+                 config.tie_break, order=authors_order(kept))
     chosen = kept[sel.index]
-    record = _model_record(step, self.seed, chosen.width, chosen.depths, results[sel.index],
-                           self.config)
-    record.update(choice={'stage': chosen.stage + 1, 'percent': chosen.percent,
-                          'rank_sum': sel.rank_sum[sel.index], 'tied': len(sel.tied),
-                          'tie_break': sel.tie_break},
-                  candidates=_candidate_records(self.seed, kept, results, sel),
+    record = _model_record(step, chosen.proxy(base), results[sel.index], config)
+    choice = {'stage': chosen.stage + 1, 'percent': chosen.percent,
+              'rank_sum': sel.rank_sum[sel.index], 'tied': len(sel.tied),
+              'tie_break': sel.tie_break}
+    record.update(choice={**choice, **_kind_fields(chosen, base)} if kinds else choice,
+                  candidates=_candidate_records(base, kept, results, sel, kinds),
                   dropped=len(self._step['dropped']))
     return record
 
@@ -472,7 +579,7 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     if reached:
       self.state.update(done=True, stop_reason=f'reached {config.end_rule}')
     elif config.max_steps and step >= config.max_steps:
-      self.state.update(done=True, stop_reason=f'reached --max_steps {config.max_steps}')
+      self.state.update(done=True, stop_reason=f'reached max_steps {config.max_steps}')
     self._mark_budgets()
     logging.info('grow step %d: %s (%.2f M params)', step, record['arch'],
                  record['params'] / 1e6)
@@ -495,6 +602,9 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     title = (f'Proxy-width metrics at {config.image_size}x{config.image_size}, '
              f'{config.repeats} repeats, seed {config.seed}; params and MACs of the real '
              f'width at {COST_IMAGE_SIZE}x{COST_IMAGE_SIZE}, {config.num_classes} classes.')
+    if _records_kinds(config):
+      title += (f' Candidate kinds: {", ".join(config.candidate_kinds)} (an MLP candidate '
+                f'raises one stage\'s expansion E by 1, up to {MAX_EXPANSION}).')
     if final:
       title += f'\n\nStopped: {self.state["stop_reason"]}.'
     text = f'# Scaling series of {config.arch}\n\n{title}\n\n'

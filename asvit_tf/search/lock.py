@@ -46,7 +46,7 @@ class RunLock:
       f.close()
       raise DirectoryInUse(f'{os.path.dirname(self.path)} is in use by another run '
                            f'({holder}); wait for it to end or use another '
-                           '--output_dir') from None
+                           '`output_dir`') from None
     # Rewritten in place: a new file (atomic replace) would not be the locked one.
     f.seek(0)
     f.truncate()

@@ -156,7 +156,7 @@ class PoolMeasure:
         except concurrent.futures.process.BrokenProcessPool:
           self.close()
           raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
-                           'saved: run the same command again, with fewer --workers if '
+                           'saved: run the same command again, with fewer `workers` if '
                            'memory is short') from None
         yield futures[future], part
     finally:

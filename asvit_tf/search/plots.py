@@ -64,6 +64,27 @@ def plot_search(records: Sequence[Mapping], path: str, title: str = ''):
   _save(fig, path)
 
 
+def _is_mlp(record: Mapping) -> bool:
+  return (record.get('choice') or {}).get('kind') == 'mlp'
+
+
+def _step_label(record: Mapping) -> str:
+  """The step number; for an MLP step also which expansion grew ('5 E3↑')."""
+  if _is_mlp(record):
+    return f'{record["step"]} E{record["choice"]["stage"]}↑'
+  return str(record['step'])
+
+
+def _mark_mlp_steps(ax, records, widths, depths):
+  """Squares on the steps that grew an MLP expansion (they keep the depth, so the path runs
+  flat there); nothing in a run without such steps."""
+  points = [(w, d) for r, w, d in zip(records, widths, depths) if _is_mlp(r)]
+  if points:
+    ax.plot(*zip(*points), 's', ms=8, mfc='none', mec='tab:green', mew=1.5,
+            label='MLP expansion + 1')
+    ax.legend(fontsize=8)
+
+
 def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0.0,
                  title: str = '', budget_metric: str = '', budgets: Sequence[float] = ()):
   """Scaling path: total depth vs. width C, and parameters per step (MACs per step with MAC
@@ -75,8 +96,9 @@ def plot_scaling(records: Sequence[Mapping], path: str, target_params: float = 0
   depths = [sum(r['depths']) for r in records]
   ax0.plot(widths, depths, 'o-', ms=4)
   for r, w, d in zip(records, widths, depths):
-    ax0.annotate(str(r['step']), (w, d), textcoords='offset points', xytext=(3, 3),
+    ax0.annotate(_step_label(r), (w, d), textcoords='offset points', xytext=(3, 3),
                  fontsize=7)
+  _mark_mlp_steps(ax0, records, widths, depths)
   ax0.set_xlabel('width C (stage 1)')
   ax0.set_ylabel('total depth (blocks)')
   ax0.set_title('scaling path')

@@ -57,13 +57,13 @@ class RayOptions:
 
   def validate(self) -> 'RayOptions':
     if not self.cpus_per_measurement > 0:
-      raise UserInputError('--ray_cpus_per_measurement must be > 0, got '
+      raise UserInputError('`cpus_per_measurement` must be > 0, got '
                        f'{self.cpus_per_measurement}')
     if self.gpus_per_measurement < 0:
-      raise UserInputError('--ray_gpus_per_measurement must be >= 0, got '
+      raise UserInputError('`gpus_per_measurement` must be >= 0, got '
                        f'{self.gpus_per_measurement}')
     if self.max_retries < 0:
-      raise UserInputError(f'max_retries must be >= 0, got {self.max_retries}')
+      raise UserInputError(f'`max_retries` must be >= 0, got {self.max_retries}')
     return self
 
 
@@ -72,7 +72,7 @@ def import_ray():
   try:
     import ray  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise RayUnavailable('--backend=ray needs Ray, which is not installed: pip install -e '
+    raise RayUnavailable('measuring on Ray needs Ray, which is not installed: pip install -e '
                          '".[ray]" (or pip install "ray[default]")') from None
   return ray
 
@@ -170,10 +170,9 @@ class RayCalls:
         try:
           ray.init(address=self.options.address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
-          raise UserFacingError(f'--ray_address {self.options.address}: cannot connect to '
+          raise UserFacingError(f'`address` {self.options.address}: cannot connect to '
                                 f'a Ray cluster there ({e})') from None
       else:
-        from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
         with _one_machine_settings(ray):
           ray.init(address='local', num_cpus=self._num_cpus or parallel.default_workers(),
                    include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,

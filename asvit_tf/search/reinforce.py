@@ -32,8 +32,10 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.models import size
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
 from asvit_tf.search import plots
 from asvit_tf.search import policy as policy_lib
 from asvit_tf.search import reward as reward_lib
@@ -71,10 +73,10 @@ class SearchConfig:
     reward_lib.reward_metrics(self.reward)
     for name in ('steps', 'image_size', 'repeats', 'window', 'width', 'batch_size',
                  'samples_per_step'):
-      validation.integer(f'--{name}', getattr(self, name))
+      validation.integer(f'`{name}`', getattr(self, name))
     # The costliest topology the policy can sample: every sample must fit.
-    validation.check_buildable(largest_in_search_space(self.width), self.image_size,
-                               name='--image_size')
+    memory.check_buildable(largest_in_search_space(self.width), self.image_size,
+                               name='`image_size`')
     if not self.lr > 0 or not 0 <= self.momentum < 1:
       raise UserInputError(f'need lr > 0 and 0 <= momentum < 1, got {self.lr}, {self.momentum}')
     return self
@@ -276,7 +278,6 @@ def run_search(config: SearchConfig, output_dir: str,
     # A step's L^E and κ_Θ run side by side and rarely take the same time: with every
     # core's thread in each worker, the one still running then uses the whole CPU (measured
     # faster per step than one thread each: docs/benchmarks.md).
-    from asvit_tf.search import parallel  # pylint: disable=g-import-not-at-top
     return run_lib.default_evaluator(metrics, config, workers,
                                      threads=parallel.default_workers())
 

@@ -29,10 +29,10 @@ REWARDS: Dict[str, Tuple[Tuple[str, int], ...]] = {
 }
 
 
-def reward_metrics(reward: str) -> Tuple[str, ...]:
-  """The metrics a reward needs."""
+def reward_metrics(reward: str, name: str = 'reward') -> Tuple[str, ...]:
+  """The metrics a reward needs; an unknown one is refused naming the field `name`."""
   if reward not in REWARDS:
-    raise UserInputError(f'--reward must be one of {", ".join(REWARDS)}, got {reward!r}')
+    raise UserInputError(f'`{name}` must be one of {", ".join(REWARDS)}, got {reward!r}')
   return tuple(m for m, _ in REWARDS[reward])
 
 

@@ -127,7 +127,7 @@ class TensorBoard:
 def default_evaluator(metrics: Sequence[str], config, workers: int = 1,
                       threads: Optional[int] = None, ray=None) -> measure_lib.Evaluator:
   """The evaluator of a run config (image_size, repeats, batch_size, data, data_dir, seed,
-  share_embedding if it has it): its --data batch is loaded (and so checked) whenever given,
+  share_embedding if it has it): its `data` batch is loaded (and so checked) whenever given,
   though only κ_Θ reads it.
 
   With `ray` (a `ray_evaluator.RayOptions`) the complexity metrics are Ray tasks on that
@@ -175,7 +175,7 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
   except (KeyError, TypeError, AttributeError, IndexError) as e:
     path = os.path.join(output_dir, state_lib.state_file(strategy.kind))
     raise UserInputError(f'the saved state {path} is damaged ({type(e).__name__}: {e}); move it '
-                     'away to start the run afresh, or use another --output_dir') from None
+                     'away to start the run afresh, or use another `output_dir`') from None
   return state
 
 

@@ -82,16 +82,16 @@ def write_jsonl(path: str, records):
 def prepare_output_dir(path: str) -> str:
   """Creates `path` if needed; ValueError (one line) if it cannot be written."""
   if not path:
-    raise UserInputError('--output_dir is required')
+    raise UserInputError('`output_dir` is required')
   path = os.path.abspath(path)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise UserInputError(f'--output_dir {path} exists and is not a directory')
+    raise UserInputError(f'`output_dir` {path} exists and is not a directory')
   try:
     os.makedirs(path, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe', delete=True)
     probe.close()
   except OSError as e:
-    raise UserInputError(f'--output_dir {path} is not writable ({e.strerror or e})') from None
+    raise UserInputError(f'`output_dir` {path} is not writable ({e.strerror or e})') from None
   return path
 
 
@@ -119,7 +119,7 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
       raise ValueError(f'not the state of a {kind} run')
   except (OSError, ValueError) as e:
     raise UserInputError(f'cannot read the saved state {path} ({e}): move it away to start the '
-                     'run afresh, or use another --output_dir') from None
+                     'run afresh, or use another `output_dir`') from None
   saved = dict(state.get('config', {}))
   config = json.loads(dumps(config))
   for k, v in json.loads(dumps(defaults or {})).items():
@@ -128,8 +128,8 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
            for k in sorted(set(saved) | set(config)) if not _same(saved.get(k), config.get(k))]
   if diffs:
     raise UserInputError(f'{output_dir} holds a {kind} run with a different configuration '
-                         f'({"; ".join(diffs)}); rerun with the same flags to resume it, or '
-                         'use another --output_dir')
+                         f'({"; ".join(diffs)}); rerun with the same settings to resume it, '
+                         'or use another `output_dir`')
   return state
 
 

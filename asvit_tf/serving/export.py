@@ -100,10 +100,10 @@ def export(params: cfg.ExperimentConfig, checkpoint_path: str, export_dir: str,
   `batch_size=None` exports a signature that takes any batch size.
   """
   if input_type not in INPUT_TYPES:
-    raise UserInputError(f'--input_type must be one of {", ".join(INPUT_TYPES)}, '
+    raise UserInputError(f'`input_type` must be one of {", ".join(INPUT_TYPES)}, '
                          f'got {input_type!r}')
   if batch_size is not None and batch_size < 1:
-    raise UserInputError(f'--batch_size must be >= 1 (or 0 for any), got {batch_size}')
+    raise UserInputError(f'`batch_size` must be >= 1 (or None for any), got {batch_size}')
   checkpoint = checkpoints.resolve_checkpoint(checkpoint_path)
   try:
     tf.io.gfile.makedirs(export_dir)

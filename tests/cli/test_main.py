@@ -1,5 +1,6 @@
 """The `asvit` dispatcher: user errors are one line, bugs keep their traceback, help and
 version, Ctrl-C and a closed pipe. Subprocess tests run the real console entry point."""
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,21 @@ def test_the_environment_variable_shows_every_traceback(monkeypatch):
     _wrapped(UserInputError('bad'))(['asvit x'])
 
 
+def test_marked_fields_are_shown_as_the_flags_of_the_command(monkeypatch, capsys):
+  """A library message names fields; the command line names the flags that set them."""
+  monkeypatch.delenv('ASVIT_TRACEBACK', raising=False)
+  def main(argv):
+    raise UserInputError('`data` /x: no such folder; `table` and `num_classes` too '
+                         '(see `grow.budget_marks`)')
+  wrapped = cli_main.user_errors(main, cli_main.flag_namer('correlate', {'ntk_data', 'table'}))
+  with pytest.raises(SystemExit):
+    wrapped(['asvit correlate'])
+  # data is correlate's --ntk_data (an exception); num_classes is no flag of it: kept as is
+  assert capsys.readouterr().err.splitlines() == [
+      'error: --ntk_data /x: no such folder; --table and `num_classes` too '
+      '(see `grow.budget_marks`)']
+
+
 # ---- the real command line --------------------------------------------------------------
 def test_version():
   r = _asvit('--version')
@@ -87,7 +103,7 @@ def test_version():
 def test_traceback_on_request():
   r = _asvit('describe', 'asvit_seed', '--stride=0', ASVIT_TRACEBACK='1')
   assert r.returncode != 0
-  assert 'Traceback' in r.stderr and 'stride must be an integer >= 1, got 0' in r.stderr
+  assert 'Traceback' in r.stderr and '`stride` must be an integer >= 1, got 0' in r.stderr
 
 
 def test_a_closed_pipe_is_a_quiet_exit():
@@ -216,3 +232,64 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
   assert r.returncode != 0
   assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
   assert message in lines[0] and 'Traceback' not in r.stderr
+
+
+# ---- library errors name fields, the command line names flags ---------------------------
+FIELD_ERRORS = [
+    (('grow', '--arch=asvit_seed', '--output_dir=OUT', '--budgets=params:200M'),
+     'error: the last budget params 200M exceeds --max_params (110000000): no model of the '
+     'run could reach it'),
+    (('grow', '--arch=asvit_seed', '--output_dir=OUT', '--max_params=1e12',
+      '--target_params=1e9'),
+     'error: --max_params 1e+12 is beyond what any single accelerator holds '
+     '(asvit_tf.models.memory.MEMORY_CEILING)'),
+    (('search', '--data=/nonexistent/images', '--output_dir=OUT'),
+     'error: --data /nonexistent/images: no such folder'),
+    (('search', '--strategy=evolution', '--population=4', '--tournament=5', '--output_dir=OUT'),
+     'error: --tournament (5) must not exceed --population (4)'),
+    (('search', '--backend=ray', '--ray_cpus_per_measurement=0', '--output_dir=OUT'),
+     'error: --ray_cpus_per_measurement must be > 0, got 0.0'),  # field cpus_per_measurement
+    (('correlate', '--table=/nonexistent/table.jsonl', '--out_dir=OUT'),
+     'error: --table /nonexistent/table.jsonl: no such file'),
+    (('correlate', '--ntk_data=/nonexistent/images', '--limit=2', '--image_size=32',
+      '--noprogress', '--out_dir=OUT'),
+     'error: --ntk_data /nonexistent/images: no such folder'),  # load_batch's field data
+]
+
+
+@pytest.mark.parametrize('args, line', FIELD_ERRORS,
+                         ids=[' '.join(a)[:60] for a, _ in FIELD_ERRORS])
+def test_library_errors_name_the_flags_on_the_command_line(tmp_path, args, line):
+  """The library raises these naming its fields (`max_params`, `data`, `table`, ...)."""
+  r = _asvit(*[a.replace('OUT', str(tmp_path / 'out')) for a in args], timeout=300)
+  assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+  assert [l for l in r.stderr.splitlines() if l.startswith('error:')] == [line], r.stderr
+
+
+# Each command's flags, in a process of its own: commands define flags of the same name.
+_COMMAND_FLAGS = """
+import importlib, json
+from absl import flags
+from asvit_tf.cli import main
+defined = {}
+for command in main.FIELD_FLAGS:
+  module = importlib.import_module(main.COMMANDS[command][0])
+  module.define_flags()
+  defined[command] = sorted(main.command_flags(module))
+  for name in defined[command]:
+    delattr(flags.FLAGS, name)  # the next command defines its own
+print(json.dumps(defined))
+"""
+
+
+@pytest.mark.slow
+def test_every_field_to_flag_exception_names_a_flag_of_its_command():
+  r = subprocess.run([sys.executable, '-c', _COMMAND_FLAGS], cwd=REPO, env=_env(),
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr
+  defined = json.loads(r.stdout.splitlines()[-1])
+  assert set(defined) == set(cli_main.FIELD_FLAGS) and set(defined) <= set(cli_main.COMMANDS)
+  for command, exceptions in cli_main.FIELD_FLAGS.items():
+    for field, flag in exceptions.items():
+      assert field != flag, f'{command}: {field} is its own flag, not an exception'
+      assert flag in defined[command], f'{command} has no --{flag} (the flag of {field})'

@@ -15,8 +15,8 @@ from asvit_tf.correlate import train
 from asvit_tf.garden.data import make_mnist_tfrecords as mnist
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = train.TrainSettings(seed=0, width=8, image_size=16, steps=3, batch_size=16,
-                           warmup_steps=1)
+TINY = train.TrainSettings(seed=0, train_width=8, train_image_size=16, train_steps=3,
+                           train_batch_size=16, train_warmup_steps=1)
 
 
 def test_sample_is_seeded_distinct_in_the_space_and_grows_by_appending():
@@ -87,13 +87,13 @@ def test_rerun_trains_only_what_is_missing_and_refuses_other_settings(tmp_path):
   assert calls == [t.seed_string for t in tops]  # the first two were not trained again
   key = tops[0].seed_string
   assert again[key] == first[key] and again[key]['settings_hash'] == TINY.digest()
-  assert again[key]['trained'] == str(tops[0].replace(width=8))
+  assert again[key]['trained'] == str(tops[0].replace(width=8))  # at `train_width`
   assert again[key]['train_params'] > 0 and again[key]['train_macs'] > 0
   with open(os.path.join(out, train.TRAINED_FILE)) as f:
     assert [json.loads(line)['topology'] for line in f] == [t.seed_string for t in tops]
-  other = train.TrainSettings(**{**TINY.to_dict(), 'steps': 4})
+  other = train.TrainSettings(**{**TINY.to_dict(), 'train_steps': 4})
   with pytest.raises(ValueError, match='trained networks made with other settings '
-                     r'\(steps: 3 there, 4 now\)'):
+                     r'\(train_steps: 3 there, 4 now\)'):
     train.train_all(tops, other, out, progress=False, train=_fake_train(calls))
 
 
@@ -139,18 +139,18 @@ def test_references_hold_commas_and_bad_ones_are_one_line():
       ('paper', '8,2,3|4,1,2|4,1,4|4,1,6|32'), ('mine', '8,2,3|4,4,6|4,1,3|4,1,3|64')]
   assert refs[1][1].width == 32 and refs[1][1].depths == (1, 1, 1, 1)
   assert train.parse_references('') == []
-  with pytest.raises(ValueError, match="a reference must be NAME=TOPOLOGY, got '8,2,3"):
+  with pytest.raises(ValueError, match="a `reference` must be NAME=TOPOLOGY, got '8,2,3"):
     train.parse_references('8,2,3|4,1,2|4,1,4|4,1,6|32')
-  with pytest.raises(ValueError, match="reference name 'a' is given twice"):
+  with pytest.raises(ValueError, match="`reference` name 'a' is given twice"):
     train.parse_references('a=8,2,3|4,1,2|4,1,4|4,1,6|32,a=8,2,3|4,1,2|4,1,4|4,1,6|16')
 
 
 def test_budget_below_what_the_space_builds_is_refused():
-  with pytest.raises(ValueError, match='width must be an integer >= 8, got 4'):
-    train.TrainSettings(width=4)
-  with pytest.raises(ValueError, match='warmup_steps must be below steps'):
-    train.TrainSettings(steps=10, warmup_steps=10)
-  with pytest.raises(ValueError, match="merge must be one of plain, residual, got 'x'"):
+  with pytest.raises(ValueError, match='`train_width` must be an integer >= 8, got 4'):
+    train.TrainSettings(train_width=4)
+  with pytest.raises(ValueError, match='`train_warmup_steps` must be below `train_steps`'):
+    train.TrainSettings(train_steps=10, train_warmup_steps=10)
+  with pytest.raises(ValueError, match="`merge` must be one of plain, residual, got 'x'"):
     train.TrainSettings(merge='x')
 
 
@@ -166,6 +166,9 @@ def _asvit(*args):
     (['--train', '--n=1'], '--n must be >= 2 with --train'),
     (['--n=3', '--residual_merge', '--table=t.jsonl'], '--n, --residual_merge only apply with '
      '--train'),
+    (['--train', '--n=3', '--train_width=4'], '--train_width must be an integer >= 8, got 4'),
+    (['--train', '--n=3', '--reference=8,2,3|4,1,2|4,1,4|4,1,6|32'],
+     "a --reference must be NAME=TOPOLOGY, got '8,2,3|4,1,2|4,1,4|4,1,6|32'"),
 ])
 def test_bad_flag_combination_is_one_line(tmp_path, args, message):
   r = _asvit(*args, f'--out_dir={tmp_path}/o')

@@ -76,7 +76,7 @@ def test_killed_and_resumed_training_gives_the_uninterrupted_outputs(tmp_path):
     with open(os.path.join(whole, name)) as a, open(os.path.join(resumed, name)) as b:
       assert a.read() == b.read(), name
   result = json.load(open(os.path.join(whole, 'correlation.json')))
-  assert result['n'] == 3 and result['training']['width'] == 8
+  assert result['n'] == 3 and result['training']['train_width'] == 8
   assert [ref['name'] for ref in result['references']] == ['paper']
   assert {p['by'] for p in result['picks']} == {'length', 'ntk', 'combined', 'params', 'macs'}
   trained = _without_seconds(os.path.join(whole, 'trained.jsonl'))

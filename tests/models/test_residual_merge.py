@@ -105,8 +105,8 @@ def test_merge_errors():
     models.AsViT(TINY, merge='swin')
   with pytest.raises(ValueError, match="merge must be one of plain, residual, got 'res'"):
     models.count_macs(TINY, 32, merge='res')
-  with pytest.raises(ValueError, match="--merge must be one of plain, residual, got 'x'"):
-    describe.format_table(TINY, 32, 10, flag_prefix='--', merge='x')
+  with pytest.raises(ValueError, match="`merge` must be one of plain, residual, got 'x'"):
+    describe.format_table(TINY, 32, 10, merge='x')
 
 
 def test_describe_shows_each_shortcut():

@@ -39,7 +39,7 @@ def test_tiny_search_then_grow_with_the_real_metrics(tmp_path):
   rows = [json.loads(l) for l in open(os.path.join(out, 'grow.jsonl'))]
   assert [row['step'] for row in rows] == [0, 1]
   assert len(rows[1]['candidates']) == 1
-  assert 'reached --target_params' in r.stdout
+  assert 'reached target_params' in r.stdout
   assert os.path.exists(os.path.join(out, 'scaling.png'))
   # the same command again: reported, not recomputed; another config: refused in one line
   r = _asvit('grow', f'--arch={out}', '--image_size=16', '--repeats=1', '--noprogress',

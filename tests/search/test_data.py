@@ -22,7 +22,7 @@ def test_noise_default_and_bad_paths(tmp_path):
   assert data.load_batch('') is None
   with pytest.raises(FileNotFoundError, match='no such folder'):
     data.load_batch('/nonexistent/images')
-  with pytest.raises(FileNotFoundError, match='--data_dir'):
+  with pytest.raises(FileNotFoundError, match='`data_dir` .* does not exist'):
     data.load_batch('imagenet2012', data_dir=str(tmp_path / 'missing'))
   (tmp_path / 'x.png').write_text('')
   with pytest.raises(ValueError, match='is a file'):
@@ -50,5 +50,5 @@ def test_photo_crops_are_deterministic_by_seed(tmp_path, monkeypatch):
   assert -1.5 < a.mean() < 1.5 and 0.3 < a.std() < 2.0   # natural images, ImageNet-normalised
   monkeypatch.chdir(tmp_path)
   (tmp_path / 'photos').mkdir()
-  with pytest.raises(ValueError, match='--data=./photos'):
+  with pytest.raises(ValueError, match="give `data`='./photos' for the folder"):
     data.load_batch('photos', image_size=48, batch_size=2)

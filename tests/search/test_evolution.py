@@ -107,16 +107,16 @@ def test_ceilings_hold_for_every_measured_topology(tmp_path):
   free = _run(CONFIG, tmp_path / 'free')
   assert any(c['params'] > 2_000_000 or c['macs'] > 400_000_000
              for r in free.records for c in r['children'])
-  with pytest.raises(ValueError, match=r'--max_params 1000 admits no topology of the search '
+  with pytest.raises(ValueError, match=r'`max_params` 1000 admits no topology of the search '
                      r'space at C=32: the smallest, 4,8,2\|2,4,2\|2,2,2\|2,1,2\|16, has'):
     ev.EvolutionConfig(max_params=1000).validate()
 
 
 @pytest.mark.parametrize('changes, message', [
-    (dict(tournament=7), r'--tournament \(7\) must not exceed --population \(6\)'),
-    (dict(measurements=5), r'--measurements \(5\) must be at least --population \(6\)'),
-    (dict(mutation_rate=1.5), r'--mutation_rate must be in \[0, 1\], got 1.5'),
-    (dict(fitness='accuracy'), '--reward must be one of'),
+    (dict(tournament=7), r'`tournament` \(7\) must not exceed `population` \(6\)'),
+    (dict(measurements=5), r'`measurements` \(5\) must be at least `population` \(6\)'),
+    (dict(mutation_rate=1.5), r'`mutation_rate` must be in \[0, 1\], got 1.5'),
+    (dict(fitness='accuracy'), '`fitness` must be one of'),
 ])
 def test_bad_settings_are_refused_in_one_line(changes, message):
   config = ev.EvolutionConfig(population=6, measurements=30, image_size=32)
@@ -141,7 +141,7 @@ def test_the_strategies_do_not_share_a_directory(tmp_path):
   reinforce.run_search(reinforce.SearchConfig(steps=2, image_size=32, repeats=1),
                        str(tmp_path), measure=fake_measure, progress=False, tensorboard=False)
   with pytest.raises(ValueError, match='holds a reinforce search; an evolution search needs '
-                     'another --output_dir'):
+                     'another `output_dir`'):
     _run(CONFIG, tmp_path)
 
 

@@ -129,7 +129,7 @@ def test_tie_break_authors_prefers_ntk_on_equal_ranges():
 
 
 def test_unknown_tie_break_is_refused():
-  with pytest.raises(UserInputError, match="--tie_break must be one of ours, authors"):
+  with pytest.raises(UserInputError, match="`tie_break` must be one of ours, authors"):
     grow.GrowConfig(tie_break='mine').validate()
 
 
@@ -141,15 +141,16 @@ def test_budget_config_rules():
   # with budgets, --target_params is not the end: it may exceed a smaller ceiling
   grow.GrowConfig(max_params=60_000_000, budget_metric='params',
                   budgets=(20_000_000,)).validate()
-  with pytest.raises(UserInputError, match=r'last budget params 120M exceeds --max_params'):
+  with pytest.raises(UserInputError, match=r'last budget params 120M exceeds `max_params`'):
     grow.GrowConfig(budget_metric='params', budgets=(120_000_000,)).validate()
-  with pytest.raises(UserInputError, match=r'last budget MACs 30G exceeds --max_macs'):
+  with pytest.raises(UserInputError, match=r'last budget MACs 30G exceeds `max_macs`'):
     grow.GrowConfig(max_macs=25 * 10**9, budget_metric='macs', budgets=(30 * 10**9,)).validate()
   with pytest.raises(UserInputError, match='strictly ascending'):
     grow.GrowConfig(budget_metric='params', budgets=(52_000_000, 29_000_000)).validate()
-  with pytest.raises(UserInputError, match='kind must be one of'):
+  with pytest.raises(UserInputError,
+                     match=r'`budget_metric` \(the kind of the budgets\) must be one of'):
     grow.GrowConfig(budget_metric='flops', budgets=(1,)).validate()
-  with pytest.raises(UserInputError, match='--max_macs must be an integer >= 0'):
+  with pytest.raises(UserInputError, match='`max_macs` must be an integer >= 0'):
     grow.GrowConfig(max_macs=-1).validate()
 
 
@@ -161,7 +162,7 @@ def _records(out):
 
 def test_defaults_keep_the_records_without_budget_columns(tmp_path):
   result = grow.run_grow(GROW, str(tmp_path / 'g'), measure=fake_measure, progress=False)
-  assert result.stop_reason == 'reached --target_params 30000000'
+  assert result.stop_reason == 'reached target_params 30000000'
   assert all('budget' not in r for r in _records(str(tmp_path / 'g')))
   assert '## Budgets' not in (tmp_path / 'g' / grow.TABLE_FILE).read_text()
 
@@ -195,7 +196,7 @@ def test_budgets_the_run_ends_below_are_marked_on_the_last_model(tmp_path):
                            max_steps=2, budget_metric='macs', budgets=(20 * 10**9, 30 * 10**9))
   out = str(tmp_path / 'm')
   result = grow.run_grow(config, out, measure=fake_measure, progress=False)
-  assert result.stop_reason == 'reached --max_steps 2'
+  assert result.stop_reason == 'reached max_steps 2'
   rows = _records(out)
   assert rows[-1]['budget'] == [20 * 10**9, 30 * 10**9] and rows[-1]['macs'] < 20 * 10**9
   assert [r['budget'] for r in rows[:-1]] == [[], []]
@@ -208,8 +209,8 @@ def test_the_mac_ceiling_drops_candidates_and_ends_the_run(tmp_path):
   config = grow.GrowConfig(target_params=30_000_000, max_params=40_000_000, image_size=32,
                            repeats=1, seed=3, max_macs=ceiling)
   result = grow.run_grow(config, str(tmp_path / 'c'), measure=fake_measure, progress=False)
-  assert result.stop_reason.startswith(f'no candidate under --max_params 40000000 and '
-                                       f'--max_macs {ceiling}')
+  assert result.stop_reason.startswith(f'no candidate under max_params 40000000 and '
+                                       f'max_macs {ceiling}')
   assert all(r['macs'] <= ceiling for r in result.records)
   last = result.records[-1]
   # every candidate of the next step was over the ceiling (none over --max_params)

@@ -38,9 +38,9 @@ def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
 
 
 def test_ray_options_name_the_bad_value():
-  with pytest.raises(ValueError, match='--ray_cpus_per_measurement must be > 0, got 0'):
+  with pytest.raises(ValueError, match='`cpus_per_measurement` must be > 0, got 0'):
     ray_evaluator.RayOptions(cpus_per_measurement=0).validate()
-  with pytest.raises(ValueError, match='--ray_gpus_per_measurement must be >= 0, got -1'):
+  with pytest.raises(ValueError, match='`gpus_per_measurement` must be >= 0, got -1'):
     ray_evaluator.RayOptions(gpus_per_measurement=-1).validate()
 
 

@@ -175,8 +175,8 @@ def test_one_sample_batch_step_is_the_single_step_and_a_batch_is_the_mean():
 
 
 @pytest.mark.parametrize('value, message', [
-    (0, '--samples_per_step must be an integer >= 1, got 0'),
-    (2.5, '--samples_per_step must be an integer >= 1, got 2.5'),
+    (0, '`samples_per_step` must be an integer >= 1, got 0'),
+    (2.5, '`samples_per_step` must be an integer >= 1, got 2.5'),
 ])
 def test_samples_per_step_must_be_a_positive_integer(value, message):
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):

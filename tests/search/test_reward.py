@@ -61,7 +61,7 @@ def test_proxy_rewards_and_unknown_reward():
   r, _ = tracker.add({'params': 300})
   assert r == pytest.approx(200 / (200 + 1e-6))
   assert reward_lib.reward_metrics('macs') == ('macs',)
-  with pytest.raises(ValueError, match='--reward'):
+  with pytest.raises(ValueError, match='`reward` must be one of'):
     reward_lib.reward_metrics('accuracy')
 
 

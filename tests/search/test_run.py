@@ -104,7 +104,7 @@ def test_a_damaged_state_is_one_line_saying_what_to_do(tmp_path):
   del state['logits']
   path.write_text(json.dumps(state))
   with pytest.raises(ValueError, match=r'search_state.json is damaged \(KeyError.*move it '
-                     'away to start the run afresh, or use another --output_dir'):
+                     'away to start the run afresh, or use another `output_dir`'):
     reinforce.run_search(SEARCH, str(tmp_path), measure=fake_measure, progress=False)
   path.write_text(path.read_text()[:100])
   with pytest.raises(ValueError, match='cannot read the saved state .*move it away'):
@@ -150,7 +150,7 @@ def test_grow_stops_at_the_target_and_writes_its_outputs(tmp_path):
   doc = family.render_doc(str(out))
   small = family.closest(result.records, 29.0e6)
   assert '`{}`'.format(small['arch'].replace('|', '\\|')) in doc and '**Small' in doc
-  assert 'As-ViT Large (authors)' in doc and 'finished: reached --target_params' in doc
+  assert 'As-ViT Large (authors)' in doc and 'finished: reached target_params' in doc
   # the command: the document and, beside it, the scaling plot it shows
   family.main([str(out), '--out', str(tmp_path / 'docs' / 'family.md')])
   written = (tmp_path / 'docs' / 'family.md').read_text()

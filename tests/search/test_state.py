@@ -37,7 +37,7 @@ def test_load_state_checks_the_configuration(tmp_path):
 def test_a_damaged_state_says_what_to_do(tmp_path, text):
   (tmp_path / 'grow_state.json').write_text(text)
   with pytest.raises(ValueError, match='grow_state.json .*: move it away to start the run '
-                     'afresh, or use another --output_dir$'):
+                     'afresh, or use another `output_dir`$'):
     state_lib.load_state(str(tmp_path), 'grow', {'a': 1})
 
 

@@ -112,7 +112,7 @@ def test_export_errors(trained, tmp_path):
     with pytest.raises(UserInputError, match=f"no checkpoint at '{missing}'"):
       export_lib.export(params, str(missing), str(tmp_path / 'x'))
   assert not (tmp_path / 'x').exists()   # refused before anything is written
-  with pytest.raises(ValueError, match='--input_type'):
+  with pytest.raises(ValueError, match='`input_type` must be one of'):
     export_lib.export(params, str(root / 'model'), str(tmp_path / 'x'), input_type='jpeg')
   with pytest.raises(ValueError, match="unknown experiment 'asvit_nonexistent'"):
     export_lib.load_params('asvit_nonexistent', [])
@@ -135,4 +135,4 @@ def test_cli_bad_input_is_one_line(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert lines == [f'error: --config_file {tmp_path}/missing.yaml does not exist']
+  assert lines == [f'error: --config_file: {tmp_path}/missing.yaml does not exist']
