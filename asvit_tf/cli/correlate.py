@@ -43,7 +43,8 @@ def define_flags():
   flags.DEFINE_integer('repeats', 5, 'Independent initialisations per measure.')
   flags.DEFINE_integer('image_size', 224, 'Input side in pixels (the PiT benchmark trained '
                        'at 224; a PiT is built for this size).')
-  flags.DEFINE_integer('seed', 0, 'Seed of weights, input curves and NTK images.')
+  flags.DEFINE_integer('seed', 0, 'Seed of weights, input curves and NTK images; with --train '
+                       'also of the sample, the trained weights and the batch order.')
   flags.DEFINE_integer('num_points', 10, 'Points on the input curve.')
   flags.DEFINE_integer('batch_size', 16, 'Images in the NTK batch.')
   flags.DEFINE_string('ntk_data', '', 'NTK batch: empty for Gaussian noise, "mnist5k" for '

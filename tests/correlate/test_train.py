@@ -175,3 +175,15 @@ def test_bad_flag_combination_is_one_line(tmp_path, args, message):
   assert r.returncode != 0
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], r.stderr
+
+
+def test_the_command_line_defaults_are_the_libraries():
+  from asvit_tf.cli import correlate as cli  # pylint: disable=g-import-not-at-top
+  assert cli.REFERENCES == tuple(f'{n}={t}' for n, t in train.REFERENCES)
+  text = subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', 'correlate', '--help'],
+                        cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+  defaults = train.TrainSettings()
+  for name in cli.TRAIN_FLAGS:
+    block = text[text.index(f'--{name}:'):]
+    shown = block[block.index("(default: '") + 11:].split("'")[0]
+    assert float(shown) == getattr(defaults, name), name
