@@ -154,7 +154,8 @@ def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
   with lock.RunLock(out_dir):
     sample = train.sample_topologies(n, train_settings.seed)
     keys = [t.seed_string for t in sample]
-    extra = [t for _, t in references if t.seed_string not in keys]
+    extra = list({t.seed_string: t for _, t in references if t.seed_string not in keys}
+                 .values())  # a reference in the sample, or given twice, trains once
     trained = train.train_all(sample + extra, train_settings, out_dir, progress,
                               train=train_network or train.train_network)
     rows = [table_lib.Row(str(t), t, {'accuracy': trained[k]['accuracy']}, {})

@@ -63,6 +63,7 @@ def test_killed_and_resumed_training_gives_the_uninterrupted_outputs(tmp_path):
     second = subprocess.run(_cmd(resumed), cwd=REPO, env=_env(), capture_output=True,
                             text=True, timeout=300)
   assert second.returncode != 0 and 'is in use by another run' in second.stderr, second.stderr
+  assert 'or use another --out_dir' in second.stderr, second.stderr
   assert len(second.stderr.strip().splitlines()) == 1, second.stderr
   assert _lines(path) == killed_at
 
