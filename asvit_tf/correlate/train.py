@@ -106,23 +106,26 @@ class TrainSettings:
     return topology.replace(depths=(1, 1, 1, 1), width=self.train_width)
 
 
-def sample_topology(seed: int, index: int) -> arch_lib.Topology:
-  """Topology `index` of the sample of `seed`: each decision uniform over its choices."""
-  rng = seeding.rng(seed, seeding.CORRELATE_SAMPLE, index)
+def sample_topology(seed: int, index: int, attempt: int = 0) -> arch_lib.Topology:
+  """Topology `index` of the sample of `seed`: each decision uniform over its choices, drawn
+  from (seed, CORRELATE_SAMPLE, index), or (..., index, attempt) for a redraw."""
+  keys = (seed, seeding.CORRELATE_SAMPLE, index) + ((attempt,) if attempt else ())
+  rng = seeding.rng(*keys)
   return arch_lib.Topology.from_decisions(
       [rng.integers(len(choices)) for _, choices in arch_lib.SEARCH_SPACE])
 
 
 def sample_topologies(n: int, seed: int) -> List[arch_lib.Topology]:
-  """`n` distinct seed topologies (C=32, depths 1): the i-th from (seed, CORRELATE_SAMPLE, i),
-  or from (…, i + n·k) for the k-th retry when it repeats an earlier one."""
+  """`n` distinct seed topologies (C=32, depths 1): the i-th from `sample_topology(seed, i)`,
+  redrawn (attempt 1, 2, ...) while it repeats an earlier one; so the first n of a larger
+  sample are the n of a smaller one."""
   out, seen = [], set()
   for i in range(n):
-    index = i
-    topology = sample_topology(seed, index)
+    attempt = 0
+    topology = sample_topology(seed, i)
     while topology.seed_string in seen:
-      index += n
-      topology = sample_topology(seed, index)
+      attempt += 1
+      topology = sample_topology(seed, i, attempt)
     seen.add(topology.seed_string)
     out.append(topology)
   return out
@@ -145,12 +148,12 @@ def parse_references(text: str) -> List[Tuple[str, arch_lib.Topology]]:
   only its seed part."""
   out = []
   for item in split_references(text):
-    name, sep, text = item.partition('=')
-    if not sep or not name.strip() or not text.strip():
+    name, sep, topology_text = item.partition('=')
+    if not sep or not name.strip() or not topology_text.strip():
       raise UserInputError(f'a `reference` must be NAME=TOPOLOGY, got {item!r}')
     if name.strip() in [n for n, _ in out]:
       raise UserInputError(f'`reference` name {name.strip()!r} is given twice')
-    topology = arch_lib.as_topology(text.strip())
+    topology = arch_lib.as_topology(topology_text.strip())
     out.append((name.strip(), arch_lib.Topology.parse(topology.seed_string)))
   return out
 

@@ -30,6 +30,17 @@ def test_sample_is_seeded_distinct_in_the_space_and_grows_by_appending():
     assert t.depths == (1, 1, 1, 1) and t.width == arch.DEFAULT_WIDTH
 
 
+def test_a_repeat_is_drawn_again_from_its_own_stream(monkeypatch):
+  real = train.sample_topology
+
+  def repeating(seed, index, attempt=0):  # topology 1's first draw repeats topology 0
+    return real(seed, 0) if (index, attempt) == (1, 0) else real(seed, index, attempt)
+  monkeypatch.setattr(train, 'sample_topology', repeating)
+  three = train.sample_topologies(3, seed=0)
+  assert three == [real(0, 0), real(0, 1, 1), real(0, 2)]
+  assert train.sample_topologies(6, seed=0)[:3] == three
+
+
 def test_every_choice_of_a_decision_is_drawn_about_equally():
   sample = train.sample_topologies(600, seed=0)
   counts = np.bincount([t.decisions()[0] for t in sample], minlength=5)  # K1: 5 choices
