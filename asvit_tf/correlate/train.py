@@ -199,7 +199,8 @@ def build_model(topology: arch_lib.Topology, settings: TrainSettings):
   with tf.variable_creator_scope(remember):
     model = asvit.AsViT(settings.trained(topology), num_classes=mnist.NUM_CLASSES,
                         merge=settings.merge, name='trained')
-    model.build(tf.TensorShape([None, settings.train_image_size, settings.train_image_size, 3]))
+    side = settings.train_image_size
+    model.build(tf.TensorShape([None, side, side, 3]))
   for i, variable in enumerate(model.trainable_variables):
     seed = seeding.measure_seed(settings.seed, seeding.TRAIN_WEIGHTS, i)
     value = network_lib._reseeded(created[id(variable)], seed)  # pylint: disable=protected-access
@@ -210,12 +211,14 @@ def build_model(topology: arch_lib.Topology, settings: TrainSettings):
 def _optimizer(model, settings: TrainSettings):
   """AdamW: linear warm-up to the peak rate, cosine decay to 0 at the last step."""
   import tf_keras  # pylint: disable=g-import-not-at-top
-  schedule = tf_keras.optimizers.schedules.CosineDecay(
-      0.0, settings.train_steps - settings.train_warmup_steps, alpha=0.0,
-      warmup_target=settings.train_learning_rate, warmup_steps=settings.train_warmup_steps)
-  if not settings.train_warmup_steps:
-    schedule = tf_keras.optimizers.schedules.CosineDecay(settings.train_learning_rate,
-                                                         settings.train_steps, alpha=0.0)
+  steps, warmup = settings.train_steps, settings.train_warmup_steps
+  if warmup:
+    schedule = tf_keras.optimizers.schedules.CosineDecay(
+        0.0, steps - warmup, alpha=0.0, warmup_target=settings.train_learning_rate,
+        warmup_steps=warmup)
+  else:
+    schedule = tf_keras.optimizers.schedules.CosineDecay(settings.train_learning_rate, steps,
+                                                         alpha=0.0)
   optimizer = tf_keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay,
                                         global_clipnorm=settings.clip_norm, jit_compile=False)
   optimizer.exclude_from_weight_decay(
@@ -225,7 +228,10 @@ def _optimizer(model, settings: TrainSettings):
 
 def train_network(topology: arch_lib.Topology, settings: TrainSettings) -> Dict[str, object]:
   """Trains the network of a seed topology under `settings`; returns {'accuracy' (held-out
-  top-1), 'train_loss' (mean over the last 10 % of the steps), 'seconds': {'wall', 'cpu'}}."""
+  top-1), 'train_loss' (mean over the last 10 % of the steps), 'seconds': {'wall', 'cpu'}}.
+
+  Turns TensorFlow's op determinism on for the process (it stays on: what runs after, e.g.
+  the measures of `asvit correlate --train`, runs deterministically too)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.experimental.enable_op_determinism()
   start, cpu = time.perf_counter(), time.process_time()
@@ -243,7 +249,8 @@ def train_network(topology: arch_lib.Topology, settings: TrainSettings) -> Dict[
     return loss
 
   losses = []
-  for batch in batch_indices(len(x_train), settings.train_steps, settings.train_batch_size, settings.seed):
+  for batch in batch_indices(len(x_train), settings.train_steps, settings.train_batch_size,
+                             settings.seed):
     losses.append(float(step(tf.constant(x_train[batch]), tf.constant(y_train[batch]))))
   predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
   correct = sum(int(np.sum(predict(tf.constant(x_valid[i:i + EVAL_BATCH])).numpy()
@@ -364,11 +371,12 @@ def budget_lines(settings: TrainSettings, n: int) -> List[str]:
       f'{n} seed topologies sampled uniformly from the search space (12 decisions, seed '
       f'{s.seed}), each trained at C={s.train_width}, depths 1,1,1,1, merge {s.merge}, on the '
       f'MNIST-5k digits at {s.train_image_size} px (stride {STRIDE}: {grid}×{grid} tokens), 10 '
-      f'classes: {s.train_steps} steps of {s.train_batch_size} ({epochs:.1f} epochs of the 4,000 training '
-      f'digits), AdamW peak rate {s.train_learning_rate:g} after {s.train_warmup_steps} linear warm-up '
-      f'steps, cosine to 0, weight decay {s.weight_decay:g} on kernels, global gradient clip '
-      f'{s.clip_norm:g}; accuracy = top-1 on the 1,000 held-out digits (one training seed; '
-      f'settings hash {s.digest()}). Each topology\'s training time: `trained.jsonl`.', '',
+      f'classes: {s.train_steps} steps of {s.train_batch_size} ({epochs:.1f} epochs of the '
+      f'4,000 training digits), AdamW peak rate {s.train_learning_rate:g} after '
+      f'{s.train_warmup_steps} linear warm-up steps, cosine to 0, weight decay '
+      f'{s.weight_decay:g} on kernels, global gradient clip {s.clip_norm:g}; accuracy = '
+      f'top-1 on the 1,000 held-out digits (one training seed; settings hash {s.digest()}). '
+      'Each topology\'s training time: `trained.jsonl`.', '',
       'The measures above are taken at the search\'s settings, not on the trained networks: '
       'each seed topology at C=32, depths 1,1,1,1, at the image size, repeats and NTK batch '
       'stated at the top; #params and MACs there are that backbone\'s at 224 px (the trained '
