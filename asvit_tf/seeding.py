@@ -26,6 +26,11 @@ POLICY_INIT = 0x5EED  # the policy's initial logits.
 FOLDER_PICKS = 0xDA7A  # which files of an image folder make the κ_Θ batch.
 PHOTO_CROPS = 0xF070  # which photos and crops make the `photos` batch.
 
+# Ground truth by training (`asvit correlate --train`), keyed (seed, tag, ...).
+CORRELATE_SAMPLE = 0xC0A5  # (seed, tag, i): the i-th sampled topology's draws.
+TRAIN_WEIGHTS = 0x7A1A  # (seed, tag, variable index), `measure_seed`: a trained net's init.
+TRAIN_BATCHES = 0x7A1B  # (seed, tag, epoch): the order of the training digits in an epoch.
+
 # Complexity streams, keyed (seed, tag, ...) and reduced with `measure_seed`.
 WEIGHTS = 0  # (seed, WEIGHTS, repeat, variable index): one variable's initial draw.
 CURVE = 1  # (seed, CURVE, repeat): the input curve of the expressivity metrics.

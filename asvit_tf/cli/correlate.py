@@ -10,6 +10,12 @@ OUT/correlation.json, OUT/correlation.md and one scatter figure per accuracy col
 rank and the sizes against every accuracy column, with bootstrap 95 % intervals.
 `--backend=ray` (with the --ray_* flags of `asvit search`) measures each network as a Ray
 task on a cluster, the same numbers to float rounding.
+
+`asvit correlate --train --n=N [--seed=S] --out_dir=DIR` makes the table itself: it samples N
+seed topologies uniformly from the search space, trains each under one budget on the MNIST-5k
+digits (--train_* flags; resumable in OUT/trained.jsonl, `asvit_tf.correlate.train`), trains
+the --reference topologies under the same budget, then measures and reports as above, adding
+where the references and the top topology by each measure fall among the N.
 """
 from __future__ import annotations
 
@@ -37,7 +43,8 @@ def define_flags():
   flags.DEFINE_integer('repeats', 5, 'Independent initialisations per measure.')
   flags.DEFINE_integer('image_size', 224, 'Input side in pixels (the PiT benchmark trained '
                        'at 224; a PiT is built for this size).')
-  flags.DEFINE_integer('seed', 0, 'Seed of weights, input curves and NTK images.')
+  flags.DEFINE_integer('seed', 0, 'Seed of weights, input curves and NTK images; with --train '
+                       'also of the sample, the trained weights and the batch order.')
   flags.DEFINE_integer('num_points', 10, 'Points on the input curve.')
   flags.DEFINE_integer('batch_size', 16, 'Images in the NTK batch.')
   flags.DEFINE_string('ntk_data', '', 'NTK batch: empty for Gaussian noise, "mnist5k" for '
@@ -51,10 +58,43 @@ def define_flags():
   flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph', 'xla'],
                     'Execution of the measures (see asvit measure).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+  _define_train_flags()
   from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
   run_flags.define_backend_flags()  # --backend=ray: a Ray task per network
 
 
+def _define_train_flags():
+  """--train and its budget (defaults: asvit_tf.correlate.train.TrainSettings, repeated here
+  so that --help needs no TensorFlow)."""
+  flags.DEFINE_bool('train', False, 'Make the ground truth here: sample --n seed topologies '
+                    'from the search space (--seed), train each on the MNIST-5k digits under '
+                    'one budget (--train_*), measure them at the search\'s settings and '
+                    'report; resumable in --out_dir. Not with --table or --space=pit.')
+  flags.DEFINE_integer('n', None, 'With --train: topologies to sample (the benchmark: 40).')
+  flags.DEFINE_string('reference', ','.join(REFERENCES), 'With --train: NAME=TOPOLOGY,... '
+                      'seeds trained under the same budget and placed among the --n random '
+                      'ones (default: the paper\'s seed and our paper-preset search\'s; '
+                      'empty: none).')
+  flags.DEFINE_bool('residual_merge', False, 'With --train: train every network with the '
+                    'residual patch merging (ViT-ResNAS\'s shortcut, docs/residual_merge.md).')
+  flags.DEFINE_integer('train_width', 32, 'With --train: C of the trained networks (depths '
+                       '1,1,1,1; at least 8, the stage-1 heads of H=64).')
+  flags.DEFINE_integer('train_image_size', 32, 'With --train: digit side in pixels (32: as '
+                       'padded; others are resized).')
+  flags.DEFINE_integer('train_steps', 300, 'With --train: training steps per topology.')
+  flags.DEFINE_integer('train_batch_size', 64, 'With --train: digits per step.')
+  flags.DEFINE_float('train_learning_rate', 2e-3, 'With --train: AdamW peak rate (cosine to '
+                     '0 after the warm-up; weight decay 0.05 on kernels, gradient clip 1.0).')
+  flags.DEFINE_integer('train_warmup_steps', 20, 'With --train: steps of linear warm-up '
+                       '(below --train_steps).')
+
+
+# asvit_tf.correlate.train.REFERENCES, repeated so that --help needs no TensorFlow.
+REFERENCES = ('paper_seed=8,2,3|4,1,2|4,1,4|4,1,6|32', 'our_search=8,2,3|4,4,6|4,1,3|4,1,3|64')
+# The flags of the fields of asvit_tf.correlate.train.TrainSettings of the same names.
+TRAIN_FLAGS = ('train_width', 'train_image_size', 'train_steps', 'train_batch_size',
+               'train_learning_rate', 'train_warmup_steps')
+TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
 FLAGS = flags.FLAGS
 
 
@@ -92,15 +132,92 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
   return result
 
 
+def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
+              data_dir='', n_boot: int = 1000, bootstrap_seed: int = 0, num_groups: int = 4,
+              mode='auto', progress: bool = True, ray=None, train_network=None):
+  """`--train`: samples `n` seed topologies, trains them and the `references` ([(name,
+  topology)]) under `train_settings` (a `train.TrainSettings`), measures the sample at
+  `settings_kwargs` and reports; returns the result dict of report.write. One run at a time
+  holds `out_dir`. `train_network` replaces `train.train_network` (tests)."""
+  from asvit_tf.correlate import measure  # pylint: disable=g-import-not-at-top
+  from asvit_tf.correlate import report  # pylint: disable=g-import-not-at-top
+  from asvit_tf.correlate import table as table_lib  # pylint: disable=g-import-not-at-top
+  from asvit_tf.correlate import train  # pylint: disable=g-import-not-at-top
+  from asvit_tf.search import lock  # pylint: disable=g-import-not-at-top
+  if not out_dir:
+    raise UserInputError('--out_dir is required (the run directory)')
+  if n is None or n < 2:
+    raise UserInputError(f'--n must be >= 2 with --train (a correlation needs two networks), '
+                         f'got {n}')
+  settings = measure.Settings(space='asvit', **settings_kwargs)
+  os.makedirs(out_dir, exist_ok=True)
+  with lock.RunLock(out_dir):
+    sample = train.sample_topologies(n, train_settings.seed)
+    keys = [t.seed_string for t in sample]
+    extra = list({t.seed_string: t for _, t in references if t.seed_string not in keys}
+                 .values())  # a reference in the sample, or given twice, trains once
+    trained = train.train_all(sample + extra, train_settings, out_dir, progress,
+                              train=train_network or train.train_network)
+    rows = [table_lib.Row(str(t), t, {'accuracy': trained[k]['accuracy']}, {})
+            for t, k in zip(sample, keys)]
+    records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
+    ordered = [records[r.key] for r in rows]
+    accuracy = [r.accuracy['accuracy'] for r in rows]
+    compared = train.compare(report.measure_columns(ordered, settings.metrics), keys, accuracy,
+                             [(name, t.seed_string, trained[t.seed_string]['accuracy'])
+                              for name, t in references])
+    notes = train.budget_lines(train_settings, n) + train.comparison_lines(compared)
+    result = report.write(out_dir, 'asvit', train.TRAINED_FILE,
+                          settings.to_dict(), ordered, {'accuracy': accuracy}, n_boot,
+                          bootstrap_seed, num_groups,
+                          extra={'training': train_settings.to_dict(), **compared},
+                          notes=notes)
+  logging.info('wrote %s/correlation.{json,md} and scatter plots', out_dir)
+  return result
+
+
+def _check_train_flags():
+  """One line for a flag combination --train does not take (or a --train flag without it)."""
+  if FLAGS.train:
+    if FLAGS.table:
+      raise UserInputError(f'--train makes its own table (OUT/trained.jsonl); it does not read '
+                           f'--table, got --table={FLAGS.table}')
+    if FLAGS['space'].present and FLAGS.space != 'asvit':
+      raise UserInputError(f'--train trains As-ViT topologies: --space must be asvit, got '
+                           f'--space={FLAGS.space}')
+    if FLAGS.limit is not None:
+      raise UserInputError('--train takes --n (topologies to sample), not --limit')
+    return
+  given = [f'--{name}' for name in TRAIN_ONLY if FLAGS[name].present]
+  if given:
+    raise UserInputError(f'{", ".join(given)} only apply with --train')
+
+
+def _main_train(settings):
+  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
+  from asvit_tf.correlate import train  # pylint: disable=g-import-not-at-top
+  train_settings = train.TrainSettings(
+      seed=FLAGS.seed, merge='residual' if FLAGS.residual_merge else 'plain',
+      **{name: getattr(FLAGS, name) for name in TRAIN_FLAGS})
+  references = train.parse_references(FLAGS.reference)
+  run_train(FLAGS.n, FLAGS.out_dir, train_settings, references, settings, FLAGS.data_dir,
+            FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
+            ray=run_flags.ray_options())
+
+
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f'correlate takes flags only, got {" ".join(argv[1:])}')
+  _check_train_flags()
   settings = dict(metrics=FLAGS.metrics, image_size=FLAGS.image_size, repeats=FLAGS.repeats,
                   seed=FLAGS.seed, num_points=FLAGS.num_points, batch_size=FLAGS.batch_size,
                   ntk_data=FLAGS.ntk_data)
-  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
-  run(FLAGS.table, FLAGS.space, FLAGS.out_dir, settings, FLAGS.limit, FLAGS.data_dir,
-      FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
-      ray=run_flags.ray_options())
+  if FLAGS.train:
+    _main_train(settings)
+  else:
+    from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
+    run(FLAGS.table, FLAGS.space, FLAGS.out_dir, settings, FLAGS.limit, FLAGS.data_dir,
+        FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
+        ray=run_flags.ray_options())
   with open(os.path.join(FLAGS.out_dir, 'correlation.md'), encoding='utf-8') as f:
     print(f.read())

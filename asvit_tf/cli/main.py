@@ -41,7 +41,8 @@ _RAY_FIELDS = {'address': 'ray_address', 'cpus_per_measurement': 'ray_cpus_per_m
 FIELD_FLAGS = {
     'search': {**_RAY_FIELDS, 'fitness': 'reward'},  # EvolutionConfig.fitness
     'grow': {**_RAY_FIELDS, 'budget_metric': 'budgets'},  # --budgets=KIND:B1,B2,...
-    'correlate': {**_RAY_FIELDS, 'data': 'ntk_data'},  # data.load_batch reads --ntk_data
+    # data.load_batch reads --ntk_data; search/lock.py names the run directory `output_dir`
+    'correlate': {**_RAY_FIELDS, 'data': 'ntk_data', 'output_dir': 'out_dir'},
     'train': {'config_files': 'config_file'},  # train_lib.parse_configuration
     'export': {'config_files': 'config_file'},  # export.load_params
 }

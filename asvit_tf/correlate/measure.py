@@ -191,9 +191,11 @@ def load_measures(path: str) -> Dict[str, Dict[str, object]]:
   return out
 
 
-def check_settings(out_dir: str, settings: Settings):
-  """Writes OUT/settings.json, or refuses a run whose settings differ from it."""
-  path = os.path.join(out_dir, SETTINGS_FILE)
+def check_settings(out_dir: str, settings, name: str = SETTINGS_FILE,
+                   holds: str = 'measurements'):
+  """Writes OUT/`name` (settings.json), or refuses a run whose settings (anything with a
+  `to_dict()`: `Settings`, `train.TrainSettings`) differ from it."""
+  path = os.path.join(out_dir, name)
   mine = settings.to_dict()
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
@@ -201,8 +203,8 @@ def check_settings(out_dir: str, settings: Settings):
     diff = [f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now'
             for k in sorted(set(mine) | set(theirs)) if theirs.get(k) != mine.get(k)]
     if diff:
-      raise UserInputError(f'{out_dir} holds measurements made with other settings ('
-                       f'{"; ".join(diff)}): use the same settings or another `out_dir`')
+      raise UserInputError(f'{out_dir} holds {holds} made with other settings ('
+                           f'{"; ".join(diff)}): use the same settings or another `out_dir`')
     return
   os.makedirs(out_dir, exist_ok=True)
   _write_atomic(path, json.dumps(mine, indent=2, sort_keys=True) + '\n')

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -124,8 +124,11 @@ def plot(columns: Dict[str, List[float]], accuracy: List[float], acc_name: str, 
 
 def write(out_dir: str, space: str, table: str, settings: Dict[str, object],
           records: List[Dict[str, object]], accuracy: Dict[str, List[float]],
-          n_boot: int = 1000, seed: int = 0, num_groups: int = 4) -> Dict[str, object]:
-  """Writes OUT/correlation.json, OUT/correlation.md and OUT/scatter_<column>.png."""
+          n_boot: int = 1000, seed: int = 0, num_groups: int = 4,
+          extra: Optional[Dict[str, object]] = None, notes: Sequence[str] = ()
+          ) -> Dict[str, object]:
+  """Writes OUT/correlation.json, OUT/correlation.md and OUT/scatter_<column>.png; `extra`
+  joins the JSON's top level, `notes` (markdown lines) end the markdown."""
   columns = measure_columns(records, settings['metrics'])
   networks = [{k: v for k, v in r.items() if k != 'seconds'} for r in records]
   for i, net in enumerate(networks):
@@ -133,12 +136,12 @@ def write(out_dir: str, space: str, table: str, settings: Dict[str, object],
   result = {'space': space, 'table': table, 'n': len(records), 'settings': settings,
             'n_boot': n_boot, 'bootstrap_seed': seed, 'num_groups': num_groups,
             'correlations': correlations(columns, accuracy, n_boot, seed, num_groups),
-            'networks': networks}
+            'networks': networks, **(extra or {})}
   with open(os.path.join(out_dir, 'correlation.json'), 'w', encoding='utf-8') as f:
     json.dump(_strict(result), f, indent=1)
     f.write('\n')
   with open(os.path.join(out_dir, 'correlation.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown(result) + '\n')
+    f.write('\n'.join([markdown(result), *notes]) + '\n')
   for acc_name, acc in accuracy.items():
     plot(columns, acc, acc_name, os.path.join(out_dir, f'scatter_{acc_name}.png'),
          f'{space}: {len(records)} networks, {settings["repeats"]} repeat(s)')

@@ -181,3 +181,14 @@ def tau_within_groups(x: Sequence[float], y: Sequence[float], size: Sequence[flo
       pairs = n * (n - 1) / 2
       total, weight = total + pairs * tau, weight + pairs
   return GroupTau(tuple(groups), total / weight if weight else float('nan'))
+
+
+def percentile(value: float, population: Sequence[float]) -> float:
+  """Where `value` falls among `population`, in percent: 100·(#below + ½·#equal) / size, so
+  a value above all scores 100, below all 0, the median 50 (NaN for an empty population)."""
+  population = np.asarray(population, np.float64)
+  if not len(population):
+    return float('nan')
+  below = np.sum(population < value)
+  equal = np.sum(population == value)
+  return float(100.0 * (below + 0.5 * equal) / len(population))
