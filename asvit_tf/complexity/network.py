@@ -58,7 +58,7 @@ def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -
   return build
 
 
-def _reseeded(initial_value, seed: int):
+def reseeded(initial_value, seed: int):
   """A new value from the Keras initializer behind `initial_value`, with `seed`."""
   if isinstance(initial_value, functools.partial):
     init = initial_value.func
@@ -138,7 +138,7 @@ class Network:
       if initial is None:
         continue  # created outside our scope (e.g. shared): keep it
       draw = repeat if self._dense_or_norm[i] or not share_embedding else 0
-      value = _reseeded(initial, seeding.measure_seed(seed, seeding.WEIGHTS, draw, i))
+      value = reseeded(initial, seeding.measure_seed(seed, seeding.WEIGHTS, draw, i))
       variable.assign(tf.cast(value, variable.dtype))
 
   def kernels(self, include_scales: bool = False) -> List[tf.Variable]:

@@ -203,7 +203,7 @@ def build_model(topology: arch_lib.Topology, settings: TrainSettings):
     model.build(tf.TensorShape([None, side, side, 3]))
   for i, variable in enumerate(model.trainable_variables):
     seed = seeding.measure_seed(settings.seed, seeding.TRAIN_WEIGHTS, i)
-    value = network_lib._reseeded(created[id(variable)], seed)  # pylint: disable=protected-access
+    value = network_lib.reseeded(created[id(variable)], seed)
     variable.assign(tf.cast(value, variable.dtype))
   return model
 
