@@ -80,6 +80,7 @@ class Network:
     model: the built model.
     dtype: the dtype its inputs and features use.
     variables: its trainable variables, in creation order.
+    layers: its `submodules`, walked once (the measures read them from here).
     given: True for a given model (`of_model`): its weights are kept, never drawn.
   """
 
