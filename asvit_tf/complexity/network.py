@@ -23,6 +23,7 @@ import tf_keras
 from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf.errors import UserInputError
+from asvit_tf.layers import blocks
 from asvit_tf.models import size
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
@@ -79,6 +80,7 @@ class Network:
     model: the built model.
     dtype: the dtype its inputs and features use.
     variables: its trainable variables, in creation order.
+    layers: its `submodules`, walked once (the measures read them from here).
     given: True for a given model (`of_model`): its weights are kept, never drawn.
   """
 
@@ -111,14 +113,22 @@ class Network:
   def _build(self, model, image_shape: Sequence[int]):
     self.model = model
     self.dtype = tf.as_dtype(getattr(self.model, 'compute_dtype', None) or tf.float32)
-    try:
-      self.model.features(tf.zeros([1, *image_shape], self.dtype), training=True)
-    except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f'the network does not run on {list(image_shape)} images: '
-                       f'{e.message.splitlines()[0]}') from None
+    if _builds_from_shape(model):
+      # An As-ViT runs on any image size and no weight depends on it: its encoder (all
+      # that `features` reads) is built from the shape, without a forward pass on zeros.
+      blocks.build_in_scope(model.encoder, tf.TensorShape([None, *image_shape]))
+    else:
+      try:
+        self.model.features(tf.zeros([1, *image_shape], self.dtype), training=True)
+      except tf.errors.InvalidArgumentError as e:
+        raise ValueError(f'the network does not run on {list(image_shape)} images: '
+                         f'{e.message.splitlines()[0]}') from None
     self.variables: List[tf.Variable] = list(self.model.trainable_variables)
+    # The layer tree, walked once: `tf.Module.submodules` walks every attribute of every
+    # layer again at each call (tens of ms on the seed), and the measures ask for it again.
+    self.layers = list(self.model.submodules)
     redrawn = set()
-    for layer in self.model.submodules:
+    for layer in self.layers:
       if isinstance(layer, (tf_keras.layers.Dense, tf_keras.layers.LayerNormalization)):
         redrawn.update(v.ref() for v in layer.trainable_weights)
     # The variables the authors' repeats draw again: their code re-initialises only
@@ -152,6 +162,13 @@ class Network:
       if v.shape.rank >= 2 or (include_scales and name == 'gamma'):
         out.append(v)
     return out
+
+
+def _builds_from_shape(model) -> bool:
+  """True for an As-ViT whose encoder is not built yet (it is then built from the image
+  shape alone: `AsViTEncoder.build` creates every weight without a forward pass)."""
+  from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
+  return isinstance(model, asvit.AsViT) and not model.encoder.built
 
 
 def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,

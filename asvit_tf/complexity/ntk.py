@@ -129,7 +129,8 @@ class TappedGradients:
   kernel or scale: if not, use `per_image_gradients`.
   """
 
-  def __init__(self, model):
+  def __init__(self, model, layers=None):
+    """Taps `model`; `layers`, when given, is its `submodules` walked already."""
     from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
     import tf_keras  # pylint: disable=g-import-not-at-top
     if not self.applies_to(model):
@@ -137,18 +138,19 @@ class TappedGradients:
     self._records = None
     self._tapped = set()
     self._untaps = []
-    for layer in model.submodules:
+    layers = list(model.submodules) if layers is None else layers
+    for layer in layers:
       if isinstance(layer, tf_keras.layers.Dense) and layer.built:
         self._tap(layer, layer.kernel, 'dense')
       elif isinstance(layer, blocks.PatchEmbedding) and layer.built:
         # The norm's input is the conv's output (plus its bias): its δ is the conv's.
         self._tap(layer.norm, layer.conv_kernel, 'conv', embedding=layer)
-    for layer in model.submodules:   # after the embedding's: a norm may be tapped twice
+    for layer in layers:   # after the embedding's: a norm may be tapped twice
       if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
           and layer.scale):
         self._tap(layer, layer.gamma, 'scale')
     self._features = model.features
-    self._attention = [layer for layer in model.submodules
+    self._attention = [layer for layer in layers
                        if isinstance(layer, blocks.SplitAttention)]
 
   def _tap(self, layer, weight, kind, embedding=None):
@@ -308,12 +310,14 @@ def _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
   return shape
 
 
-def _tapped_or_none(model, weights, method: str) -> Optional['TappedGradients']:
-  """`TappedGradients` on `model` when `method` asks for taps ('taps', or 'auto' on an
-  As-ViT whose taps cover `weights`), else None (per-image gradients by vmap)."""
+def _tapped_or_none(model, weights, method: str,
+                    layers=None) -> Optional['TappedGradients']:
+  """`TappedGradients` on `model` (its `submodules` walked already: `layers`) when `method`
+  asks for taps ('taps', or 'auto' on an As-ViT whose taps cover `weights`), else None
+  (per-image gradients by vmap)."""
   if not (method == 'taps' or (method == 'auto' and TappedGradients.applies_to(model))):
     return None
-  taps = TappedGradients(model)
+  taps = TappedGradients(model, layers)
   if not taps.covers(weights):
     taps.untap()
     if method == 'taps':
@@ -379,7 +383,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
-  taps = _tapped_or_none(net.model, weights, method)
+  taps = _tapped_or_none(net.model, weights, method, net.layers)
 
   def kernel(batch):
     if taps is not None:
