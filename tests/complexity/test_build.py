@@ -62,6 +62,7 @@ def test_built_from_shape_has_the_forward_built_variables_and_draws(arch, size, 
                                 forward.model.features(images, training=True).numpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,size,kwargs', CASES[:3])
 def test_measures_equal_on_both_builds(arch, size, kwargs):
   new, old = _factories(arch, kwargs)

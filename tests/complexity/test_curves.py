@@ -26,6 +26,7 @@ def _rel(a, b):
   return abs(a - b) / max(abs(b), 1e-300)
 
 
+@pytest.mark.slow
 def test_tiny_asvit_matches_per_coordinate_reference(float64):
   """(a) One forward-mode pass (and forward-over-forward) equals one reverse pass per
   output coordinate (and nested tapes), in float64, to 1e-4 relative."""
@@ -150,6 +151,7 @@ def test_metrics_from_products_formulas():
   assert out == {'length': 8.0, 'curvature': 2.0, 'curvature_length': 4.0}
 
 
+@pytest.mark.slow
 def test_the_point_at_2pi_is_the_point_at_0(float64):
   """The network sees n - 1 points; the sums still count θ = 2π (the point θ = 0 again), as
   they would with all n points through the network."""
@@ -177,6 +179,7 @@ PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 wind
 
 @pytest.mark.parametrize('arch, size, traced', [(TINY, 32, False), (PADDED, 40, False),
                                                 (PADDED, 40, True)])
+@pytest.mark.slow
 def test_velocity_by_hand_equals_the_accumulator(float64, monkeypatch, arch, size, traced):
   """`dual` pushes the tangent through the layers by hand: the same h and v = dh/dθ as
   ForwardAccumulator, with padded windows and odd patch mergings too; traced with the
@@ -198,6 +201,7 @@ def test_velocity_by_hand_equals_the_accumulator(float64, monkeypatch, arch, siz
   np.testing.assert_allclose(v2.numpy(), v.numpy(), rtol=1e-9, atol=1e-12 * np.abs(v).max())
 
 
+@pytest.mark.slow
 def test_length_by_hand_equals_length_with_curvature():
   """L^E alone (by hand) is the L^E of the accumulator pass that curvature takes."""
   alone = complexity.length_distortion(PADDED, image_size=40, num_points=10, repeats=2, seed=5)

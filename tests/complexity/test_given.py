@@ -32,6 +32,7 @@ def _assert_same_weights(model, before):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_curve_metrics_of_a_given_model_and_curve(float64):
   """A given model and curve: the weights are untouched, and the values are those the
   measure's own build gives with the same weights and curve (repeat 0 of the same seed)."""
@@ -62,6 +63,7 @@ def test_given_model_without_curve_changes_only_the_curve():
   assert again.values == pytest.approx([r.values[1]], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_ntk_of_a_given_model_and_batch(float64):
   """κ_Θ of a given model and batch: the weights untouched, no tap left on its layers, and
   the value of the measure's own build with the same weights and noise."""

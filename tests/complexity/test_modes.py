@@ -15,6 +15,7 @@ SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
 CASES = [(TINY, 32), (SEED, 32), ('5,4,2|3,2,5|3,1,3|3,1,2|16,8', 40)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,size', CASES)
 def test_curve_metrics_eager_equal_traced(arch, size):
   kwargs = dict(image_size=size, num_points=6, repeats=1, seed=3)
@@ -30,6 +31,7 @@ def test_curve_metrics_eager_equal_traced(arch, size):
     np.testing.assert_allclose(alone.values, graph['length'].values, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,size', CASES)
 def test_ntk_eager_equals_traced_in_chunks_or_not(arch, size):
   kwargs = dict(image_size=size, repeats=1, seed=5, batch_size=5)
@@ -40,6 +42,7 @@ def test_ntk_eager_equals_traced_in_chunks_or_not(arch, size):
     np.testing.assert_allclose(eager.values, graph.values, rtol=1e-4, err_msg=str(chunk))
 
 
+@pytest.mark.slow
 def test_auto_is_eager_for_few_repeats_of_a_small_network_else_traced():
   """The choice, and that 'auto' gives what the path it chose gives."""
   small = dict(image_size=32, seed=2)

@@ -47,6 +47,7 @@ def test_linear_in_weights_closed_form(float64):
   assert got.mean == pytest.approx(eig[-1] / eig[0], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_vectorised_gradients_match_per_image_loop(float64):
   """The vectorised Θ of a tiny As-ViT (LayerNorms on) equals a loop over the images."""
   shape = (32, 32, 3)
@@ -61,6 +62,7 @@ def test_vectorised_gradients_match_per_image_loop(float64):
   np.testing.assert_allclose(fast, slow, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_chunked_gradients_equal_one_pass(float64):
   """Chunks of images (3 of 7: an uneven last chunk), traced: the same per-image gradients,
   in the same order, as one vectorised pass; and the same κ_Θ from the public function."""
@@ -85,6 +87,7 @@ PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 wind
 
 @pytest.mark.parametrize('arch, size, budget', [(TINY, 32, None), (PADDED, 40, None),
                                                 (PADDED, 40, 1)])
+@pytest.mark.slow
 def test_tapped_gradients_match_per_image_loop(float64, monkeypatch, arch, size, budget):
   """One batched pass with tapped layers (g_i = a_iᵀ δ_i per kernel, the conv's from image
   patches) gives each image's gradient, as a loop over the images does; in uneven chunks
@@ -121,6 +124,7 @@ def _scrambled_rank1(net, seed):
       v.assign(rng.normal(size=v.shape.as_list()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch, size', [(TINY, 32), (PADDED, 40)])
 def test_tapped_scale_gradients_match_autodiff(float64, arch, size):
   """The LayerNorm γ of every block (over d), patch merging (over k²·d) and the patch
@@ -161,6 +165,7 @@ def test_tapped_scale_gradients_match_autodiff(float64, arch, size):
   assert np.trace(theta) > np.trace(kernels_only.numpy())
 
 
+@pytest.mark.slow
 def test_kappa_with_scales_is_the_authors_on_identical_weights(float64):
   """κ_Θ by default (γ included) of a given model equals κ of the authors' Θ (their loop:
   one reverse pass per image, over the parameters they call 'weight': kernels and γ) on the
@@ -185,6 +190,7 @@ def test_kappa_with_scales_is_the_authors_on_identical_weights(float64):
   assert abs(authors - kernels) > 1e-5 * kernels
 
 
+@pytest.mark.slow
 def test_methods_agree_and_auto_picks_taps_for_asvit():
   kwargs = dict(image_size=32, repeats=2, seed=4, batch_size=5, chunk_size=2)
   taps = complexity.ntk_condition_number(PADDED, method='taps', **kwargs)

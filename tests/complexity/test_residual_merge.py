@@ -1,6 +1,7 @@
 """The complexity measures on a residual-merge As-ViT (issue 21): the by-hand velocity (L^E)
 and the tapped NTK gradients cover the merges' shortcuts and equal the generic paths."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from asvit_tf import complexity
@@ -18,6 +19,7 @@ def _factory(arch):
                                  name='measured')
 
 
+@pytest.mark.slow
 def test_velocity_by_hand_equals_the_accumulator_with_shortcuts(float64):
   """`dual` pushes the tangent through the residual merges (linear, no bias) too."""
   shape = (40, 40, 3)
@@ -38,6 +40,7 @@ def test_velocity_by_hand_equals_the_accumulator_with_shortcuts(float64):
   np.testing.assert_allclose(alone.values, both['length'].values, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_tapped_ntk_equals_vmap_with_shortcuts(float64):
   """The shortcut's Dense is tapped like any other: its per-image gradients, and κ_Θ, equal
   the generic per-image (vmap) path's."""

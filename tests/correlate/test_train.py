@@ -62,6 +62,7 @@ def test_the_split_is_the_tiny_recipes_and_batches_visit_every_digit_once_an_epo
   assert not (train.batch_indices(4000, 125, 64, 2) == order).all()
 
 
+@pytest.mark.slow
 def test_same_topology_and_seed_give_the_same_accuracy_whatever_ran_before():
   a, b = train.sample_topologies(2, seed=0)
   first = train.train_network(a, TINY)

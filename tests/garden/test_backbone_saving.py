@@ -34,6 +34,7 @@ def _backbone(pre_logits=True, tokenization=(8, 2)):
   return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('pre_logits', [True, False])
 @pytest.mark.parametrize('fmt', sorted(_saving.FAST))
 def test_every_format_keeps_every_weight(fmt, pre_logits, tmp_path):

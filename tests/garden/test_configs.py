@@ -47,6 +47,7 @@ def test_the_large_tpu_yaml_ships():
   assert 'large' in TPU_VARIANTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', TPU_VARIANTS)
 def test_tpu_yaml_loads_validates_and_builds(variant):
   path = REPO / 'official_configs' / f'asvit_{variant}_imagenet_tpu.yaml'

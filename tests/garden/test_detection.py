@@ -46,6 +46,7 @@ def test_large_backbone_specs_at_1024():
   assert windows == [(28, 28), (28, 28), (14, 14), (7, 7)]
 
 
+@pytest.mark.slow
 def test_backbone_remat_is_a_config_field_with_the_same_loss_and_gradients():
   """`backbone.asvit.remat` (off by default) reaches every block through Model Garden's
   builder, survives the backbone's get_config/from_config, and gives the loss and gradients

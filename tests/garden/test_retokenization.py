@@ -52,6 +52,7 @@ def test_tokenization_logs():
   assert (logs['retokenization/grid_rows'], logs['retokenization/grid_cols']) == (4, 4)
 
 
+@pytest.mark.slow
 def test_callback_switches_during_fit():
   tf_keras.utils.set_random_seed(0)
   model = AsViT(TINY_ARCH, num_classes=10)

@@ -104,6 +104,7 @@ def test_saved_model_round_trip(tmp_path):
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_xla_forward_matches_eager():
   model = models.AsViT(TINY_WIDE_SPLIT, num_classes=4)
   x = _images(2, 64)
@@ -118,6 +119,7 @@ def test_xla_forward_matches_eager():
 @pytest.mark.parametrize('name, params, macs', [
     ('asvit_seed', 2.32e6, 0.49e9), ('asvit_small', 29.87e6, 5.90e9),
     ('asvit_base', 57.70e6, 12.52e9), ('asvit_large', 87.58e6, 22.36e9)])
+@pytest.mark.slow
 def test_reference_sizes(name, params, macs):
   model = models.create_model(name, image_size=32)
   assert models.count_params(model) == pytest.approx(params, rel=0.005)
@@ -152,6 +154,7 @@ def test_count_macs_by_hand_for_a_tiny_network():
   assert models.count_macs(t, 32, 10, stride=8) < models.count_macs(t, 32, 10)
 
 
+@pytest.mark.slow
 def test_create_model_errors_and_names():
   assert {'asvit_seed', 'asvit_small', 'asvit_base', 'asvit_large'} <= set(models.model_names())
   # one table: every variant of arch.VARIANTS is a model of that topology, and no other

@@ -172,6 +172,7 @@ def test_model_garden_backbone_config():
     factory.build_backbone(specs, bad, None)
 
 
+@pytest.mark.slow
 def test_experiment_override_builds_the_residual_merge():
   """`task.model.backbone.asvit.merge` reaches the classifier `asvit train` builds; a bad
   value is one line naming the field."""

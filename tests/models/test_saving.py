@@ -47,6 +47,7 @@ def _fast_cases():
                          id=f'{fmt}-{variant}-stride{tokenization[0]}')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fmt, variant, tokenization', _fast_cases())
 def test_every_format_keeps_every_weight(fmt, variant, tokenization, tmp_path):
   model = _model(variant, tokenization)

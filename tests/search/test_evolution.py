@@ -65,6 +65,7 @@ def test_fitness_is_the_rank_sum_among_the_measured():
   assert [f['place'] for f in ev.rank(entries, 'length')] == [1, 3, 2, 0]
 
 
+@pytest.mark.slow
 def test_a_tiny_search_is_deterministic_by_seed_and_writes_the_outputs(tmp_path):
   a = _run(CONFIG, tmp_path / 'a', tensorboard=True, plot_every=1)
   b = _run(CONFIG, tmp_path / 'b')
@@ -126,6 +127,7 @@ def test_bad_settings_are_refused_in_one_line(changes, message):
   config.validate()
 
 
+@pytest.mark.slow
 def test_resumed_mid_generation_gives_the_uninterrupted_result(tmp_path):
   full = _run(CONFIG, tmp_path / 'full')
   for stop in (3, 16):  # inside generations 0 and 2

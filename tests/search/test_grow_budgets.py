@@ -160,6 +160,7 @@ def _records(out):
   return [json.loads(l) for l in open(os.path.join(out, grow.LOG_FILE))]
 
 
+@pytest.mark.slow
 def test_defaults_keep_the_records_without_budget_columns(tmp_path):
   result = grow.run_grow(GROW, str(tmp_path / 'g'), measure=fake_measure, progress=False)
   assert result.stop_reason == 'reached target_params 30000000'
@@ -167,6 +168,7 @@ def test_defaults_keep_the_records_without_budget_columns(tmp_path):
   assert '## Budgets' not in (tmp_path / 'g' / grow.TABLE_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_a_run_ends_at_the_last_budget_and_marks_the_nearest(tmp_path):
   series = grow.run_grow(GROW, str(tmp_path / 'ref'), measure=fake_measure, progress=False)
   params = [r['params'] for r in series.records]

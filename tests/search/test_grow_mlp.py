@@ -114,6 +114,7 @@ def _records(out):
   return [json.loads(l) for l in open(os.path.join(out, grow.LOG_FILE))]
 
 
+@pytest.mark.slow
 def test_a_default_run_writes_no_kind_fields(tmp_path):
   grow.run_grow(GROW, str(tmp_path / 'd'), measure=fake_measure, progress=False)
   rows = _records(str(tmp_path / 'd'))
@@ -123,6 +124,7 @@ def test_a_default_run_writes_no_kind_fields(tmp_path):
   assert 'Candidate kinds' not in (tmp_path / 'd' / grow.TABLE_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_a_run_with_mlp_candidates_grows_expansions_and_says_so(tmp_path):
   out = str(tmp_path / 'm')
   result = grow.run_grow(GROW_MLP, out, measure=fake_measure, progress=False)
@@ -160,6 +162,7 @@ def test_a_run_with_mlp_candidates_grows_expansions_and_says_so(tmp_path):
   assert float(total[2]) == pytest.approx(result.records[-1]['params'] / 1e6, abs=5e-4)
 
 
+@pytest.mark.slow
 def test_an_mlp_run_resumes_mid_step_and_refuses_a_changed_kind_list(tmp_path):
   full = grow.run_grow(GROW_MLP, str(tmp_path / 'a'), measure=fake_measure, progress=False)
   out = str(tmp_path / 'b')
@@ -184,6 +187,7 @@ def test_an_mlp_run_resumes_mid_step_and_refuses_a_changed_kind_list(tmp_path):
     grow.run_grow(GROW, out, measure=fake_measure, progress=False)
 
 
+@pytest.mark.slow
 def test_a_run_saved_before_the_option_resumes_as_depth_only(tmp_path):
   out = str(tmp_path / 'old')
   config = dataclasses.replace(GROW, max_steps=2)

@@ -93,6 +93,7 @@ class _ReversedEvaluator:
     self.closed = True
 
 
+@pytest.mark.slow
 def test_grow_with_a_pool_gives_the_serial_series(tmp_path):
   config = grow.GrowConfig(target_params=30_000_000, max_params=40_000_000, image_size=32,
                            repeats=1, seed=3)

@@ -40,6 +40,7 @@ def _stop_after(n):
   return hook
 
 
+@pytest.mark.slow
 def test_search_writes_its_outputs(tmp_path):
   out = tmp_path / 'search'
   result = reinforce.run_search(SEARCH, str(out), measure=fake_measure, progress=False)
@@ -59,6 +60,7 @@ def test_search_writes_its_outputs(tmp_path):
   assert again.seed_string == result.seed_string
 
 
+@pytest.mark.slow
 def test_search_resumes_to_the_uninterrupted_result(tmp_path):
   full = reinforce.run_search(SEARCH, str(tmp_path / 'a'), measure=fake_measure,
                               progress=False, tensorboard=False)
@@ -74,6 +76,7 @@ def test_search_resumes_to_the_uninterrupted_result(tmp_path):
     assert _strip(resumed.records) == _strip(full.records)
 
 
+@pytest.mark.slow
 def test_a_finished_run_regenerates_its_deleted_outputs(tmp_path):
   search_out, grow_out = tmp_path / 'search', tmp_path / 'grow'
   reinforce.run_search(SEARCH, str(search_out), measure=fake_measure, progress=False,
@@ -111,6 +114,7 @@ def test_a_damaged_state_is_one_line_saying_what_to_do(tmp_path):
     reinforce.run_search(SEARCH, str(tmp_path), measure=fake_measure, progress=False)
 
 
+@pytest.mark.slow
 def test_a_directory_in_use_is_refused_at_once(tmp_path):
   with lock_lib.RunLock(str(tmp_path)):
     with pytest.raises(lock_lib.DirectoryInUse, match=f'is in use by another run \\(pid '
@@ -130,6 +134,7 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
     reinforce.run_search(other, out, measure=fake_measure, progress=False)
 
 
+@pytest.mark.slow
 def test_grow_stops_at_the_target_and_writes_its_outputs(tmp_path):
   out = tmp_path / 'grow'
   result = grow.run_grow(GROW, str(out), measure=fake_measure, progress=False)
@@ -168,6 +173,7 @@ def test_grow_stops_at_the_target_and_writes_its_outputs(tmp_path):
   assert plot == (out / 'scaling.png').read_bytes()
 
 
+@pytest.mark.slow
 def test_grow_stops_after_max_steps(tmp_path):
   config = grow.GrowConfig(max_steps=2, image_size=32, repeats=1)
   result = grow.run_grow(config, str(tmp_path), measure=fake_measure, progress=False)
@@ -182,6 +188,7 @@ def test_grow_stops_when_no_candidate_is_left(tmp_path):
   assert all(r['params'] <= 3_000_000 for r in result.records)
 
 
+@pytest.mark.slow
 def test_grow_resumes_mid_step_to_the_uninterrupted_result(tmp_path):
   full = grow.run_grow(GROW, str(tmp_path / 'a'), measure=fake_measure, progress=False)
   out = str(tmp_path / 'b')
