@@ -59,6 +59,21 @@ def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -
   return build
 
 
+@contextlib.contextmanager
+def recorded_initial_values():
+  """Within it, the initial value each new variable was created from is recorded: yields
+  {id(variable): initial_value} (the Keras initializer behind it, for `reseeded`)."""
+  created = {}
+
+  def remember(next_creator, **kwargs):
+    variable = next_creator(**kwargs)
+    created[id(variable)] = kwargs.get('initial_value')
+    return variable
+
+  with tf.variable_creator_scope(remember):
+    yield created
+
+
 def reseeded(initial_value, seed: int):
   """A new value from the Keras initializer behind `initial_value`, with `seed`."""
   if isinstance(initial_value, functools.partial):
@@ -85,14 +100,7 @@ class Network:
   """
 
   def __init__(self, factory: Factory, use_layer_norm: bool, image_shape: Sequence[int]):
-    created = {}
-
-    def remember(next_creator, **kwargs):
-      variable = next_creator(**kwargs)
-      created[id(variable)] = kwargs.get('initial_value')
-      return variable
-
-    with tf.variable_creator_scope(remember):
+    with recorded_initial_values() as created:
       self._build(factory(use_layer_norm), image_shape)
     self._initial_values = [created.get(id(v)) for v in self.variables]
     self.given = False

@@ -189,14 +189,7 @@ def build_model(topology: arch_lib.Topology, settings: TrainSettings):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import network as network_lib  # pylint: disable=g-import-not-at-top
   from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
-  created = {}
-
-  def remember(next_creator, **kwargs):
-    variable = next_creator(**kwargs)
-    created[id(variable)] = kwargs.get('initial_value')
-    return variable
-
-  with tf.variable_creator_scope(remember):
+  with network_lib.recorded_initial_values() as created:
     model = asvit.AsViT(settings.trained(topology), num_classes=mnist.NUM_CLASSES,
                         merge=settings.merge, name='trained')
     side = settings.train_image_size

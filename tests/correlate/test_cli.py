@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.correlate import _subprocess as child
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARCHS = [{'base_dim': 8, 'mlp_ratio': 2, 'depth': [1, 1, 1], 'num_heads': [1, 2, 2]},
          {'base_dim': 8, 'mlp_ratio': 4, 'depth': [1, 2, 1], 'num_heads': [1, 1, 2]},
@@ -22,15 +24,6 @@ def _cmd(table, out):
           f'--out_dir={out}', *FLAGS]
 
 
-def _env():
-  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-
-
-def _lines(path):
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    return f.read().count('\n')
 
 
 def _measured(out):
@@ -46,25 +39,25 @@ def test_killed_and_resumed_run_gives_the_uninterrupted_outputs(tmp_path):
     for i, a in enumerate(ARCHS):
       f.write(json.dumps({'arch': a, 'c100_base_acc': 50.0 + i, 'c100_kd_acc': 60.0 - i}) + '\n')
   whole, resumed = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
-  r = subprocess.run(_cmd(table, whole), cwd=REPO, env=_env(), capture_output=True, text=True,
+  r = subprocess.run(_cmd(table, whole), cwd=REPO, env=child.env(), capture_output=True, text=True,
                      timeout=1200)
   assert r.returncode == 0, r.stderr
   assert '| κ_Θ | − |' in r.stdout  # the markdown table is printed
 
-  proc = subprocess.Popen(_cmd(table, resumed), cwd=REPO, env=_env(),
+  proc = subprocess.Popen(_cmd(table, resumed), cwd=REPO, env=child.env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   path = os.path.join(resumed, 'measures.jsonl')
   deadline = time.time() + 900
-  while _lines(path) < 1 and proc.poll() is None and time.time() < deadline:
+  while child.lines(path) < 1 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  killed_at = _lines(path)
+  killed_at = child.lines(path)
   assert 1 <= killed_at < 3, 'the run was not killed in the middle'
-  r = subprocess.run(_cmd(table, resumed), cwd=REPO, env=_env(), capture_output=True,
+  r = subprocess.run(_cmd(table, resumed), cwd=REPO, env=child.env(), capture_output=True,
                      text=True, timeout=1200)
   assert r.returncode == 0, r.stderr
-  assert _lines(path) == 3
+  assert child.lines(path) == 3
   assert _measured(resumed) == _measured(whole)
   for name in ('correlation.json', 'correlation.md'):
     with open(os.path.join(whole, name)) as a, open(os.path.join(resumed, name)) as b:

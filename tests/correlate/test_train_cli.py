@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.correlate import _subprocess as child
+
 from asvit_tf.search import lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,15 +26,6 @@ def _cmd(out):
   return [sys.executable, '-m', 'asvit_tf.cli.main', 'correlate', f'--out_dir={out}', *FLAGS]
 
 
-def _env():
-  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-
-
-def _lines(path):
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    return f.read().count('\n')
 
 
 def _without_seconds(path):
@@ -44,30 +37,30 @@ def _without_seconds(path):
 @pytest.mark.slow
 def test_killed_and_resumed_training_gives_the_uninterrupted_outputs(tmp_path):
   whole, resumed = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
-  r = subprocess.run(_cmd(whole), cwd=REPO, env=_env(), capture_output=True, text=True,
+  r = subprocess.run(_cmd(whole), cwd=REPO, env=child.env(), capture_output=True, text=True,
                      timeout=1500)
   assert r.returncode == 0, r.stderr
   assert '## Search and size against random sampling' in r.stdout  # the markdown is printed
 
-  proc = subprocess.Popen(_cmd(resumed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_cmd(resumed), cwd=REPO, env=child.env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   path = os.path.join(resumed, 'trained.jsonl')
   deadline = time.time() + 900
-  while _lines(path) < 1 and proc.poll() is None and time.time() < deadline:
+  while child.lines(path) < 1 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  killed_at = _lines(path)
+  killed_at = child.lines(path)
   assert 1 <= killed_at < 4, 'the run was not killed in the middle of its training'
   with lock.RunLock(resumed):  # as a live run holds it
-    second = subprocess.run(_cmd(resumed), cwd=REPO, env=_env(), capture_output=True,
+    second = subprocess.run(_cmd(resumed), cwd=REPO, env=child.env(), capture_output=True,
                             text=True, timeout=300)
   assert second.returncode != 0 and 'is in use by another run' in second.stderr, second.stderr
   assert 'or use another --out_dir' in second.stderr, second.stderr
   assert len(second.stderr.strip().splitlines()) == 1, second.stderr
-  assert _lines(path) == killed_at
+  assert child.lines(path) == killed_at
 
-  r = subprocess.run(_cmd(resumed), cwd=REPO, env=_env(), capture_output=True, text=True,
+  r = subprocess.run(_cmd(resumed), cwd=REPO, env=child.env(), capture_output=True, text=True,
                      timeout=1500)
   assert r.returncode == 0, r.stderr
   for name in ('trained.jsonl', 'measures.jsonl'):
@@ -85,5 +78,5 @@ def test_killed_and_resumed_training_gives_the_uninterrupted_outputs(tmp_path):
   assert all(0 <= t['accuracy'] <= 1 for t in trained)
 
   other = subprocess.run(_cmd(resumed)[:-1] + ['--train_steps=5', '--noprogress'], cwd=REPO,
-                         env=_env(), capture_output=True, text=True, timeout=300)
+                         env=child.env(), capture_output=True, text=True, timeout=300)
   assert other.returncode != 0 and 'steps: 4 there, 5 now' in other.stderr, other.stderr
