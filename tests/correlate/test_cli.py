@@ -2,10 +2,8 @@
 resumed: the same outputs as one uninterrupted run."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -44,15 +42,8 @@ def test_killed_and_resumed_run_gives_the_uninterrupted_outputs(tmp_path):
   assert r.returncode == 0, r.stderr
   assert '| κ_Θ | − |' in r.stdout  # the markdown table is printed
 
-  proc = subprocess.Popen(_cmd(table, resumed), cwd=REPO, env=child.env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   path = os.path.join(resumed, 'measures.jsonl')
-  deadline = time.time() + 900
-  while child.lines(path) < 1 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = child.lines(path)
+  killed_at = child.kill_after_first_line(_cmd(table, resumed), path, REPO)
   assert 1 <= killed_at < 3, 'the run was not killed in the middle'
   r = subprocess.run(_cmd(table, resumed), cwd=REPO, env=child.env(), capture_output=True,
                      text=True, timeout=1200)

@@ -3,10 +3,8 @@ steps at width 8 and 16 px): killed with SIGKILL mid-run and rerun, it writes wh
 uninterrupted run writes; a second run into the same directory is refused."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -42,15 +40,8 @@ def test_killed_and_resumed_training_gives_the_uninterrupted_outputs(tmp_path):
   assert r.returncode == 0, r.stderr
   assert '## Search and size against random sampling' in r.stdout  # the markdown is printed
 
-  proc = subprocess.Popen(_cmd(resumed), cwd=REPO, env=child.env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
   path = os.path.join(resumed, 'trained.jsonl')
-  deadline = time.time() + 900
-  while child.lines(path) < 1 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = child.lines(path)
+  killed_at = child.kill_after_first_line(_cmd(resumed), path, REPO)
   assert 1 <= killed_at < 4, 'the run was not killed in the middle of its training'
   with lock.RunLock(resumed):  # as a live run holds it
     second = subprocess.run(_cmd(resumed), cwd=REPO, env=child.env(), capture_output=True,
