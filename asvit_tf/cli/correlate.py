@@ -24,7 +24,14 @@ import os
 from absl import flags
 from absl import logging
 
+from asvit_tf import correlate
+from asvit_tf.cli import run_flags
+from asvit_tf.correlate import measure
+from asvit_tf.correlate import report
+from asvit_tf.correlate import table as table_lib
+from asvit_tf.correlate import train
 from asvit_tf.errors import UserInputError
+from asvit_tf.search import lock
 
 # asvit_tf.correlate.measure.METRICS, repeated so that --help needs no TensorFlow.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -59,7 +66,6 @@ def define_flags():
                     'Execution of the measures (see asvit measure).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
   _define_train_flags()
-  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
   run_flags.define_backend_flags()  # --backend=ray: a Ray task per network
 
 
@@ -103,10 +109,6 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
         progress: bool = True, ray=None):
   """Reads, measures (resumably; with `ray`, a `ray_evaluator.RayOptions`, on Ray) and
   reports; returns the result dict of report.write."""
-  from asvit_tf import correlate  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import measure  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import report  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import table as table_lib  # pylint: disable=g-import-not-at-top
   table_lib.check_space(space)
   if not out_dir:
     raise UserInputError('--out_dir is required (the run directory)')
@@ -139,11 +141,6 @@ def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
   topology)]) under `train_settings` (a `train.TrainSettings`), measures the sample at
   `settings_kwargs` and reports; returns the result dict of report.write. One run at a time
   holds `out_dir`. `train_network` replaces `train.train_network` (tests)."""
-  from asvit_tf.correlate import measure  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import report  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import table as table_lib  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import train  # pylint: disable=g-import-not-at-top
-  from asvit_tf.search import lock  # pylint: disable=g-import-not-at-top
   if not out_dir:
     raise UserInputError('--out_dir is required (the run directory)')
   if n is None or n < 2:
@@ -194,8 +191,6 @@ def _check_train_flags():
 
 
 def _main_train(settings):
-  from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
-  from asvit_tf.correlate import train  # pylint: disable=g-import-not-at-top
   train_settings = train.TrainSettings(
       seed=FLAGS.seed, merge='residual' if FLAGS.residual_merge else 'plain',
       **{name: getattr(FLAGS, name) for name in TRAIN_FLAGS})
@@ -215,7 +210,6 @@ def main(argv):
   if FLAGS.train:
     _main_train(settings)
   else:
-    from asvit_tf.cli import run_flags  # pylint: disable=g-import-not-at-top
     run(FLAGS.table, FLAGS.space, FLAGS.out_dir, settings, FLAGS.limit, FLAGS.data_dir,
         FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
         ray=run_flags.ray_options())

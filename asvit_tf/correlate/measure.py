@@ -36,6 +36,7 @@ from asvit_tf.models import pit_size
 from asvit_tf.models import size as size_lib
 from asvit_tf.search import data as data_lib
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import ray_evaluator
 
 # The four measures of design.md §3 (the names `asvit measure` uses), and the sizes.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -245,7 +246,6 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
              unit='net', file=sys.stderr, desc='measuring')
   evaluator = measure_lib.SerialEvaluator(_timed)
   if ray is not None and todo:
-    from asvit_tf.search import ray_evaluator  # pylint: disable=g-import-not-at-top
     evaluator = ray_evaluator.RayCalls(_timed, ray, describe=lambda item: str(item[2]))
     images = evaluator.put(images)  # sent to the nodes once
   try:

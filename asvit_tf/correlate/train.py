@@ -42,6 +42,8 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.correlate import measure
+from asvit_tf.correlate import report
+from asvit_tf.correlate import stats
 from asvit_tf.errors import UserInputError
 from asvit_tf.garden.data import make_mnist_tfrecords as mnist
 from asvit_tf.models import size as size_lib
@@ -327,7 +329,6 @@ def compare(columns: Dict[str, Sequence[float]], keys: Sequence[str],
   `percentile` is `stats.percentile` of its accuracy among the N random ones, leaving out
   the entry itself when it is one of them.
   """
-  from asvit_tf.correlate import stats  # pylint: disable=g-import-not-at-top
   acc = np.asarray(accuracy, np.float64)
   summary = {'n': len(acc), 'median': float(np.median(acc)), 'mean': float(acc.mean()),
              'min': float(acc.min()), 'max': float(acc.max())}
@@ -378,7 +379,6 @@ def budget_lines(settings: TrainSettings, n: int) -> List[str]:
 
 def comparison_lines(result: Dict[str, object]) -> List[str]:
   """Markdown: the picks and the references against the N random topologies."""
-  from asvit_tf.correlate import report  # pylint: disable=g-import-not-at-top
   r = result['random']
   lines = ['## Search and size against random sampling', '',
            f'Held-out accuracy of the {r["n"]} random topologies: median {r["median"]:.4f}, '
