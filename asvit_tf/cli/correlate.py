@@ -33,8 +33,7 @@ from asvit_tf.correlate import train
 from asvit_tf.errors import UserInputError
 from asvit_tf.search import lock
 
-# asvit_tf.correlate.measure.METRICS, repeated so that --help needs no TensorFlow.
-METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
+METRICS = measure.METRICS
 
 
 def define_flags():
@@ -70,8 +69,8 @@ def define_flags():
 
 
 def _define_train_flags():
-  """--train and its budget (defaults: asvit_tf.correlate.train.TrainSettings, repeated here
-  so that --help needs no TensorFlow)."""
+  """--train and its budget (defaults: asvit_tf.correlate.train.TrainSettings)."""
+  budget = train.TrainSettings()
   flags.DEFINE_bool('train', False, 'Make the ground truth here: sample --n seed topologies '
                     'from the search space (--seed), train each on the MNIST-5k digits under '
                     'one budget (--train_*), measure them at the search\'s settings and '
@@ -83,25 +82,33 @@ def _define_train_flags():
                       'empty: none).')
   flags.DEFINE_bool('residual_merge', False, 'With --train: train every network with the '
                     'residual patch merging (ViT-ResNAS\'s shortcut, docs/residual_merge.md).')
-  flags.DEFINE_integer('train_width', 32, 'With --train: C of the trained networks (depths '
-                       '1,1,1,1; at least 8, the stage-1 heads of H=64).')
-  flags.DEFINE_integer('train_image_size', 32, 'With --train: digit side in pixels (32: as '
-                       'padded; others are resized).')
-  flags.DEFINE_integer('train_steps', 300, 'With --train: training steps per topology.')
-  flags.DEFINE_integer('train_batch_size', 64, 'With --train: digits per step.')
-  flags.DEFINE_float('train_learning_rate', 2e-3, 'With --train: AdamW peak rate (cosine to '
-                     '0 after the warm-up; weight decay 0.05 on kernels, gradient clip 1.0).')
-  flags.DEFINE_integer('train_warmup_steps', 20, 'With --train: steps of linear warm-up '
-                       '(below --train_steps).')
+  flags.DEFINE_integer('train_width', budget.train_width, 'With --train: C of the trained '
+                       'networks (depths 1,1,1,1; at least 8, the stage-1 heads of H=64).')
+  flags.DEFINE_integer('train_image_size', budget.train_image_size, 'With --train: digit '
+                       'side in pixels (32: as padded; others are resized).')
+  flags.DEFINE_integer('train_steps', budget.train_steps,
+                       'With --train: training steps per topology.')
+  flags.DEFINE_integer('train_batch_size', budget.train_batch_size,
+                       'With --train: digits per step.')
+  flags.DEFINE_float('train_learning_rate', budget.train_learning_rate, 'With --train: AdamW '
+                     'peak rate (cosine to 0 after the warm-up; weight decay 0.05 on kernels, '
+                     'gradient clip 1.0).')
+  flags.DEFINE_integer('train_warmup_steps', budget.train_warmup_steps, 'With --train: steps '
+                       'of linear warm-up (below --train_steps).')
 
 
-# asvit_tf.correlate.train.REFERENCES, repeated so that --help needs no TensorFlow.
-REFERENCES = ('paper_seed=8,2,3|4,1,2|4,1,4|4,1,6|32', 'our_search=8,2,3|4,4,6|4,1,3|4,1,3|64')
+REFERENCES = tuple(f'{name}={topology}' for name, topology in train.REFERENCES)
 # The flags of the fields of asvit_tf.correlate.train.TrainSettings of the same names.
 TRAIN_FLAGS = ('train_width', 'train_image_size', 'train_steps', 'train_batch_size',
                'train_learning_rate', 'train_warmup_steps')
 TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
 FLAGS = flags.FLAGS
+
+
+def _measured(rows, settings, out_dir, data_dir, mode, progress, ray):
+  """The measure records of `rows`, in their order (measured where OUT lacks them)."""
+  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
+  return [records[r.key] for r in rows]
 
 
 def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_dir='',
@@ -125,8 +132,7 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
   rows = table_lib.read_table(table, space)
   if limit is not None:
     rows = rows[:limit]
-  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
-  ordered = [records[r.key] for r in rows]
+  ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray)
   accuracy = {c: [r.accuracy[c] for r in rows] for c in rows[0].accuracy}
   result = report.write(out_dir, space, table, settings.to_dict(), ordered, accuracy, n_boot,
                         bootstrap_seed, num_groups)
@@ -157,8 +163,7 @@ def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
                               train=train_network or train.train_network)
     rows = [table_lib.Row(str(t), t, {'accuracy': trained[k]['accuracy']}, {})
             for t, k in zip(sample, keys)]
-    records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
-    ordered = [records[r.key] for r in rows]
+    ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray)
     accuracy = [r.accuracy['accuracy'] for r in rows]
     compared = train.compare(report.measure_columns(ordered, settings.metrics), keys, accuracy,
                              [(name, t.seed_string, trained[t.seed_string]['accuracy'])
