@@ -503,10 +503,10 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
       return self.seed
     return self.seed.replace(expansions=arch_lib.Topology.parse(records[-1]['arch']).expansions)
 
-  def _candidates(self) -> List[Candidate]:
+  def _candidates(self, base: arch_lib.Topology) -> List[Candidate]:
     h, depths = self.state['width'], self.state['depths']
     return candidates(h, depths, kinds=self.config.candidate_kinds,
-                      expansions=self._base().expansions)
+                      expansions=base.expansions)
 
   def propose(self) -> Optional[run_lib.Proposal]:
     step, h, depths = self.state['step'], self.state['width'], self.state['depths']
@@ -518,7 +518,7 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
       return run_lib.Proposal(keys, [(start, seed)] * len(keys), 1 - len(keys),
                               f'start {self.seed.replace(width=WIDTH_FACTOR * h)}')
     config, base = self.config, self._base()
-    kept, dropped = filter_by_params(self._candidates(), base, config.max_params,
+    kept, dropped = filter_by_params(self._candidates(base), base, config.max_params,
                                      config.num_classes)
     kept, over_macs = filter_by_macs(kept, base, config.max_macs, config.num_classes)
     dropped = dropped + over_macs
