@@ -183,8 +183,8 @@ def plot_rank_agreement(steps: Sequence[int], taus: Mapping[str, Sequence[Option
   fig, ax = plt.subplots(figsize=(7, 3.5))
   for label, values in taus.items():
     ax.plot(steps, [math.nan if v is None else v for v in values], 'o-', label=label)
-  ax.plot(list(changed), [-1.05] * len(changed), 'rx', ms=9, label='choice changed')
-  ax.set(xlabel='grow step', ylabel='Kendall-τ (recorded vs re-ranked)', ylim=(-1.1, 1.05))
+  ax.plot(list(changed), [-1.1] * len(changed), 'rx', ms=9, label='choice changed')
+  ax.set(xlabel='grow step', ylabel='Kendall-τ (recorded vs re-ranked)', ylim=(-1.2, 1.05))
   if title:
     ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8, loc='lower right')
