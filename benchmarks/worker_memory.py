@@ -74,7 +74,8 @@ def main(argv=None):
       tf_keras.backend.clear_session()
       gc.collect()
     rss.append(rss_mb())
-    print(f'| `{topology}` | {2 * (i + 1)} | {rss[-1]:.1f} | {len(gc.get_objects())} | '
+    cell = str(topology).replace('|', '\\|')  # a Markdown table cell
+    print(f'| `{cell}` | {2 * (i + 1)} | {rss[-1]:.1f} | {len(gc.get_objects())} | '
           f'{len(eager.context().list_function_names())} | '
           f'{len(ops._gradient_registry._registry)} | '  # pylint: disable=protected-access
           f'{time.process_time() - start:.1f} |', flush=True)
