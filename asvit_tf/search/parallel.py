@@ -29,13 +29,14 @@ from asvit_tf.errors import UserFacingError
 from asvit_tf.search import measure as measure_lib
 
 # The workers are replaced (between two calls, never during one) once they have made so many
-# measurements each, so that the allocator's high-water mark of a large network is returned to
-# the system. A worker no longer grows per measurement (it did by ~35 MB, a custom gradient
-# registered per traced κ_Θ, until `network.releasing_custom_gradients`; 60 measurements
-# in one process, tests/search/test_worker_memory.py), so this is rare: a paper-preset
-# search replaces its two workers once instead of every 24 measurements. (Not
-# `max_tasks_per_child`: its replacement of a worker can hang the pool in Python 3.11.)
-TASKS_PER_WORKER = 200
+# measurements each, a safety net only: a worker no longer grows per measurement (it did by
+# ~35-65 MB, a custom gradient registered per traced κ_Θ, until
+# `network.releasing_custom_gradients`; 30 different search-space topologies in one process
+# plateau within ~10 measurements: docs/benchmarks.md, tests/search/test_worker_memory.py).
+# 1000 is more than a paper-preset run gives a worker (a 500-step search: at most 1000 jobs in
+# all), so no search or grow of that size replaces its workers. (Not `max_tasks_per_child`:
+# its replacement of a worker can hang the pool in Python 3.11.)
+TASKS_PER_WORKER = 1000
 _worker_measures: Dict[str, measure_lib.MeasureFn] = {}
 
 
