@@ -30,20 +30,19 @@ def _search_space_topologies(n: int):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('path', ['traced', 'auto'])
-def test_worker_memory_stays_bounded_over_32_measurements(path, monkeypatch):
+def test_worker_memory_stays_bounded_over_32_measurements(monkeypatch):
   """As `parallel._measure_in_worker` does: each measurement, then clear_session + gc, over
   16 different search-space topologies. Before the custom-gradient registrations were
   released, each traced κ_Θ kept its graph: +50-66 MB of RSS and thousands of Python objects
   per topology (~600 MB over the 12 after the warm-up). Since: RSS +40 MB at most over 25
   topologies after the warm-up, the objects and the registries constant (docs/benchmarks.md,
-  'Per new network'). 'traced': the path of the paper preset (224 px), forced here at 32 px;
-  'auto': what 32 px takes by default (eager, `network.eager_pays`)."""
+  'Per new network'). Traced: the path of the paper preset (224 px), forced here at 32 px (the
+  eager path that 32 px takes by default traces nothing per network, so it cannot keep a
+  graph; benchmarks/worker_memory.py measures both)."""
   # pylint: disable-next=g-direct-tensorflow-import,g-import-not-at-top
   from tensorflow.python.framework import ops
   from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top
-  if path == 'traced':
-    monkeypatch.setattr(network, 'EAGER_REPEATS', 0)
+  monkeypatch.setattr(network, 'EAGER_REPEATS', 0)
   measures = [measure_lib.make_measure((m,), image_size=32, repeats=1)
               for m in ('length', 'ntk')]
   registry = ops._gradient_registry._registry  # pylint: disable=protected-access
