@@ -258,7 +258,8 @@ def resolve(text: str, name: str = 'ARCH') -> Topology:
 
 # Named variants (the models registry builds them by these names). The paper gives As-ViT
 # Small and Base by size only (29.0 M and 52.6 M params); ours are the steps of our own
-# paper-preset scaling run of the official seed closest to those sizes (docs/family.md).
+# paper-preset scaling run of the official seed closest to those sizes, made under the old
+# initialisation (docs/family_old_init.md).
 SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
 VARIANTS = {
     'asvit_seed': '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|32,32',
