@@ -26,6 +26,8 @@ COMMANDS = {
     'search': ('asvit_tf.cli.search', 'training-free search of a seed '
                'topology (REINFORCE or evolution)'),
     'grow': ('asvit_tf.cli.grow', 'training-free scaling of a seed into a family of models'),
+    'rescore': ('asvit_tf.cli.rescore', 're-rank chosen grow steps under another setting: '
+                'same choice? Kendall-tau of the rankings'),
     'train': ('asvit_tf.cli.train', 'Model Garden training with progressive re-tokenization'),
     'export': ('asvit_tf.cli.export', 'SavedModel export of a trained classifier or detector'),
     'demo': ('asvit_tf.cli.demo', 'run an exported detector on an image and draw the result'),
@@ -41,6 +43,7 @@ _RAY_FIELDS = {'address': 'ray_address', 'cpus_per_measurement': 'ray_cpus_per_m
 FIELD_FLAGS = {
     'search': {**_RAY_FIELDS, 'fitness': 'reward'},  # EvolutionConfig.fitness
     'grow': {**_RAY_FIELDS, 'budget_metric': 'budgets'},  # --budgets=KIND:B1,B2,...
+    'rescore': {**_RAY_FIELDS, 'data': 'ntk_data'},  # rescore.Changes.data
     # data.load_batch reads --ntk_data; search/lock.py names the run directory `output_dir`
     'correlate': {**_RAY_FIELDS, 'data': 'ntk_data', 'output_dir': 'out_dir'},
     'train': {'config_files': 'config_file'},  # train_lib.parse_configuration

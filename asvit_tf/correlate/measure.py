@@ -42,6 +42,7 @@ from asvit_tf.search import data as data_lib
 from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import parallel
 from asvit_tf.search import ray_evaluator
+from asvit_tf.search import state as state_lib
 
 # The four measures of design.md §3 (the names `asvit measure` uses), and the sizes.
 METRICS = ('length', 'curvature', 'curvature_length', 'ntk')
@@ -162,39 +163,14 @@ def _write_atomic(path: str, text: str):
 
 
 def append_line(path: str, record: Dict[str, object]):
-  """Appends one JSON line with a single write, then fsyncs."""
-  data = (json.dumps(record, sort_keys=True) + '\n').encode('utf-8')
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    view = memoryview(data)
-    while view:
-      view = view[os.write(fd, view):]
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+  """Appends one JSON line with a single write, then fsyncs (`state.append_jsonl`)."""
+  state_lib.append_jsonl(path, record)
 
 
 def load_measures(path: str) -> Dict[str, Dict[str, object]]:
   """{key: record} of a measures file. Bytes after the last newline are a line torn by a
   kill mid-write: they are cut off. Any other line that is not JSON is an error."""
-  if not os.path.exists(path):
-    return {}
-  with open(path, 'rb') as f:
-    data = f.read()
-  end = data.rfind(b'\n') + 1
-  if end < len(data):
-    with open(path, 'r+b') as f:
-      f.truncate(end)
-  out = {}
-  for n, line in enumerate(data[:end].split(b'\n')[:-1], 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      raise UserInputError(f'{path} line {n} is not JSON; remove that line to resume') from None
-    out[record['key']] = record
-  return out
+  return {record['key']: record for record in state_lib.read_jsonl(path)}
 
 
 def check_settings(out_dir: str, settings, name: str = SETTINGS_FILE,

@@ -5,7 +5,7 @@ matplotlib with the Agg backend (no display); every PNG is written atomically.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from asvit_tf.search import state as state_lib
 
@@ -171,5 +171,23 @@ def plot_evolution(records: Sequence[Mapping], path: str, title: str = ''):
     ax.set_xlabel('generation')
   if title:
     fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_rank_agreement(steps: Sequence[int], taus: Mapping[str, Sequence[Optional[float]]],
+                        changed: Sequence[int], path: str, title: str = ''):
+  """Kendall-τ per grow step of each ranking in `taus` (label: one τ per step, None where
+  undefined), a red cross at each step in `changed` (its choice changed)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 3.5))
+  for label, values in taus.items():
+    ax.plot(steps, [math.nan if v is None else v for v in values], 'o-', label=label)
+  ax.plot(list(changed), [-1.1] * len(changed), 'rx', ms=9, label='choice changed')
+  ax.set(xlabel='grow step', ylabel='Kendall-τ (recorded vs re-ranked)', ylim=(-1.2, 1.05),
+         xticks=list(steps), xlim=(min(steps) - 0.5, max(steps) + 0.5))
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
   fig.tight_layout()
   _save(fig, path)

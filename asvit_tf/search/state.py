@@ -14,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -77,6 +77,43 @@ def dumps(x) -> str:
 
 def write_jsonl(path: str, records):
   atomic_write(path, ''.join(dumps(r) + '\n' for r in records))
+
+
+def append_jsonl(path: str, record: Mapping[str, Any]):
+  """Appends `record` as one JSON line (keys sorted) with a single write, then fsyncs: a kill
+  tears at most this line, which `read_jsonl` cuts off."""
+  data = (json.dumps(_jsonable(record), sort_keys=True, allow_nan=True) + '\n').encode('utf-8')
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+  try:
+    view = memoryview(data)
+    while view:
+      view = view[os.write(fd, view):]
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def read_jsonl(path: str) -> List[Dict]:
+  """The records of a file `append_jsonl` writes ([] if there is none). Bytes after the last
+  newline are a line torn by a kill mid-write: they are cut off (from the file too, so the
+  next append starts a line). Any other line that is not JSON raises a one-line error."""
+  if not os.path.exists(path):
+    return []
+  with open(path, 'rb') as f:
+    data = f.read()
+  end = data.rfind(b'\n') + 1
+  if end < len(data):
+    with open(path, 'r+b') as f:
+      f.truncate(end)
+  out = []
+  for n, line in enumerate(data[:end].split(b'\n')[:-1], 1):
+    if not line.strip():
+      continue
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      raise UserInputError(f'{path} line {n} is not JSON; remove that line to resume') from None
+  return out
 
 
 def prepare_output_dir(path: str) -> str:

@@ -1,0 +1,232 @@
+"""`rescore`: re-ranking a grow's steps under another setting, on hand-made and real metrics."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
+from asvit_tf.errors import UserInputError
+from asvit_tf.models import size
+from asvit_tf.search import grow
+from asvit_tf.search import rescore
+from tests.search import test_run
+from tests.search.fakes import fake_measure
+
+GROW = grow.GrowConfig(target_params=30_000_000, max_params=40_000_000, image_size=32,
+                       repeats=1, seed=3, max_steps=3)
+
+
+@pytest.fixture(scope='module')
+def grow_dir(tmp_path_factory):
+  """A 3-step grow on hand-made metrics (records and grow_state.json, as `asvit grow` leaves)."""
+  out = str(tmp_path_factory.mktemp('grow'))
+  grow.run_grow(GROW, out, measure=fake_measure, progress=False)
+  return out
+
+
+def _never(topology, seed):
+  raise AssertionError(f'measured {topology} although nothing needs measuring')
+
+
+def _records(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_the_tie_break_alone_reproduces_the_recorded_choices_without_measuring(grow_dir,
+                                                                               tmp_path):
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(grow_dir, [1, 2, 3], out, rescore.Changes(tie_break='ours'),
+                               measure=_never, progress=False)
+  recorded = _records(os.path.join(grow_dir, grow.LOG_FILE))
+  assert [s['new_arch'] for s in report['steps']] == [r['arch'] for r in recorded[1:]]
+  assert all(s['same'] for s in report['steps'])
+  assert all(s['tau'] == {'rank_sum': 1.0, 'length': 1.0, 'ntk': 1.0} for s in report['steps'])
+  assert not report['settings']['measured']
+  assert not os.path.exists(os.path.join(out, rescore.MEASURES_FILE))
+  assert json.load(open(os.path.join(out, rescore.REPORT_JSON))) == report
+  assert 'Same choice at 3 of 3 steps.' in open(os.path.join(out, rescore.REPORT_MD)).read()
+  assert os.path.getsize(os.path.join(out, rescore.PLOT_FILE)) > 1000
+
+
+def _tied_step(tmp_path):
+  """A bare grow.jsonl (no grow_state.json) of one step whose three candidates tie: L^E has the
+  wider range, so ours takes its highest value (the 2nd) and the authors' code its lowest
+  of the first two (the 1st)."""
+  base = '8,2,3,{}|4,1,2,{}|4,1,4,{}|4,1,6,1|32,36'
+  archs = [base.format(2, 1, 1), base.format(1, 2, 1), base.format(1, 1, 2)]
+  cands = [{'arch': a, 'stage': i + 1, 'percent': 10, 'length': v, 'ntk': k, 'bad': False}
+           for i, (a, v, k) in enumerate(zip(archs, (1.0, 3.0, 2.0), (10.0, 10.2, 10.1)))]
+  start = {'step': 0, 'arch': '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|32,32', 'candidates': []}
+  step = {'step': 1, 'arch': archs[1], 'candidates': cands}
+  path = tmp_path / 'bare' / 'grow.jsonl'
+  path.parent.mkdir()
+  path.write_text(json.dumps(start) + '\n' + json.dumps(step) + '\n')
+  return str(path), archs
+
+
+def test_the_authors_tie_break_changes_a_tied_choice(tmp_path):
+  path, archs = _tied_step(tmp_path)
+  out = str(tmp_path / 'r')
+  ours = rescore.run_rescore(path, [1], out, rescore.Changes(tie_break='ours'), measure=_never,
+                             progress=False)['steps'][0]
+  assert ours['same'] and ours['new_arch'] == archs[1] and ours['new_tie_break'] == 'length'
+  authors = rescore.run_rescore(path, [1], out, rescore.Changes(tie_break='authors'),
+                                measure=_never, progress=False)['steps'][0]
+  assert not authors['same'] and authors['new_arch'] == archs[0]
+  assert authors['new_tied'] == 3 and authors['recorded_choice'] == '+1 stage 2, +10 %'
+  table = open(os.path.join(out, rescore.REPORT_MD)).read()
+  assert '| 1 | 3 | +1 stage 2, +10 % | +1 stage 1, +10 % (tie of 3 → length) | **no** |' in table
+
+
+def test_a_remeasure_with_the_recorded_setting_reproduces_the_records(grow_dir, tmp_path):
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(grow_dir, [2, 3], out, rescore.Changes(remeasure=True),
+                               measure=fake_measure, progress=False)
+  recorded = {r['step']: r for r in _records(os.path.join(grow_dir, grow.LOG_FILE))}
+  lines = _records(os.path.join(out, rescore.MEASURES_FILE))
+  assert len(lines) == len(recorded[2]['candidates']) + len(recorded[3]['candidates'])
+  for step in report['steps']:
+    cands = recorded[step['step']]['candidates']
+    assert [r['new']['length'] for r in step['rows']] == [c['length'] for c in cands]
+    assert [r['new']['ntk'] for r in step['rows']] == [c['ntk'] for c in cands]
+    assert [r['new']['rank_sum'] for r in step['rows']] == [c['rank_sum'] for c in cands]
+    assert step['same'] and step['new_arch'] == recorded[step['step']]['arch']
+  assert report['settings']['measured'] and 'the recorded setting, re-measured' in report['what']
+
+
+def test_another_seed_measures_with_the_steps_seeds_and_is_refused_in_the_same_dir(grow_dir,
+                                                                                  tmp_path):
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(grow_dir, [1], out, rescore.Changes(seed=4),
+                               measure=fake_measure, progress=False)
+  lines = _records(os.path.join(out, rescore.MEASURES_FILE))
+  assert {line['seed'] for line in lines} == {seeding.seed(4, 1)}
+  step = report['steps'][0]
+  assert [r['new']['length'] for r in step['rows']] != [r['recorded']['length']
+                                                        for r in step['rows']]
+  assert report['what'] == 'seed 3 → 4, re-measured'
+  # measured again from the file, not by the measure
+  again = rescore.run_rescore(grow_dir, [1], out, rescore.Changes(seed=4), measure=_never,
+                              progress=False)
+  assert again == report
+  with pytest.raises(UserInputError, match=r'different configuration \(seed=4 there, 5 now\)'):
+    rescore.run_rescore(grow_dir, [1], out, rescore.Changes(seed=5), measure=fake_measure,
+                        progress=False)
+
+
+@pytest.mark.parametrize('steps, changes, message', [
+    ([9], rescore.Changes(tie_break='ours'), r'`steps` 9: .* holds steps 1..3 with candidates'),
+    ([0], rescore.Changes(tie_break='ours'), r'`steps` 0: .*step 0, the start, has none'),
+    ([], rescore.Changes(tie_break='ours'), '`steps` is empty'),
+    ([1], rescore.Changes(repeats=0), '`repeats` must be an integer >= 1, got 0'),
+    ([1], rescore.Changes(tie_break='first'), '`tie_break` must be one of ours, authors'),
+])
+def test_bad_steps_and_settings_are_one_line_errors(grow_dir, tmp_path, steps, changes,
+                                                    message):
+  with pytest.raises(UserInputError, match=message):
+    rescore.run_rescore(grow_dir, steps, str(tmp_path / 'r'), changes, measure=_never,
+                        progress=False)
+
+
+def test_missing_records_and_settings_are_one_line_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    rescore.run_rescore(str(tmp_path / 'none'), [1], str(tmp_path / 'r'))
+  path, _ = _tied_step(tmp_path)
+  with pytest.raises(UserInputError, match='no grow_state.json beside the records'):
+    rescore.run_rescore(path, [1], str(tmp_path / 'r'), rescore.Changes(repeats=1))
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / 'grow.jsonl').write_text('{"step": 0, "arch": "x", "candidates": []}\n')
+  with pytest.raises(UserInputError, match='holds no grow step with candidates'):
+    rescore.run_rescore(str(tmp_path / 'empty'), [1], str(tmp_path / 'r'))
+
+
+def test_parse_steps():
+  assert rescore.parse_steps('3, 1-2,3') == [1, 2, 3]
+  for text in ('a', '4-2', '1,,2'):
+    with pytest.raises(UserInputError, match='`steps`'):
+      rescore.parse_steps(text)
+
+
+# --- real metrics, processes -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_tiny_real_grow_is_reproduced_by_its_recorded_setting(tmp_path):
+  config = dataclasses.replace(GROW, image_size=16, max_steps=1)
+  seed = arch_lib.Topology.parse(config.arch)
+  # only the three cheapest candidates of step 1 stay under the ceiling
+  limit = sorted(size.estimate_params(c.real(seed)) for c in grow.candidates(8, (1, 1, 1, 1)))[2]
+  config = dataclasses.replace(config, max_params=limit, target_params=limit)
+  out = str(tmp_path / 'g')
+  recorded = grow.run_grow(config, out, progress=False).records[1]
+  assert 2 <= len(recorded['candidates']) <= 4
+  report = rescore.run_rescore(out, [1], str(tmp_path / 'r'), rescore.Changes(remeasure=True),
+                               progress=False)
+  step = report['steps'][0]
+  for row, c in zip(step['rows'], recorded['candidates']):
+    assert row['new']['length'] == pytest.approx(c['length'], rel=1e-6)
+    assert row['new']['ntk'] == pytest.approx(c['ntk'], rel=1e-6)
+  assert step['same'] and step['new_arch'] == recorded['arch']
+
+
+_SCRIPT = textwrap.dedent('''
+    import sys
+    from asvit_tf.search import rescore
+    from tests.search.fakes import slow_measure
+    rescore.run_rescore(sys.argv[1], [1, 2, 3], sys.argv[2], rescore.Changes(repeats=2),
+                        measure=slow_measure, progress=False)
+''')
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_the_uninterrupted_output(grow_dir, tmp_path):
+  out = str(tmp_path / 'killed')
+  env = {**os.environ, 'PYTHONPATH': test_run.REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  cmd = [sys.executable, '-c', _SCRIPT, grow_dir, out]
+  proc = subprocess.Popen(cmd, cwd=test_run.REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  measures = os.path.join(out, rescore.MEASURES_FILE)
+  test_run._kill_when(proc, os.path.join(out, 'rescore_state.json'),  # pylint: disable=W0212
+                      lambda _: os.path.exists(measures) and len(_records(measures)) >= 3)
+  killed = len(_records(measures))
+  assert not os.path.exists(os.path.join(out, rescore.REPORT_JSON))
+  subprocess.run(cmd, cwd=test_run.REPO, env=env, check=True, capture_output=True,
+                 timeout=300)
+  full = rescore.run_rescore(grow_dir, [1, 2, 3], str(tmp_path / 'full'),
+                             rescore.Changes(repeats=2), measure=fake_measure, progress=False)
+  assert json.load(open(os.path.join(out, rescore.REPORT_JSON))) == full
+  key = lambda line: (line['step'], line['arch'])
+  resumed = _records(measures)
+  assert killed < len(resumed) == sum(s['candidates'] for s in full['steps'])
+  assert sorted(resumed, key=key) == sorted(_records(os.path.join(tmp_path, 'full',
+                                                                  rescore.MEASURES_FILE)),
+                                            key=key)
+
+
+def _asvit(*args):
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  return subprocess.run([sys.executable, '-m', 'asvit_tf.cli.main', 'rescore', *args],
+                        cwd=test_run.REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_the_command_prints_the_table_and_refuses_bad_input_in_one_line(tmp_path):
+  path, _ = _tied_step(tmp_path)
+  out = f'--output_dir={tmp_path}/r'
+  r = _asvit(f'--grow_dir={path}', '--steps=1', '--tie_break=authors', '--noprogress', out)
+  assert r.returncode == 0, r.stderr
+  assert 'Same choice at 0 of 1 steps.' in r.stdout and '**no**' in r.stdout
+  for args, message in [(('--steps=7', '--tie_break=authors'), '--steps 7: '),
+                        (('--steps=1', '--ntk_data=photos'),
+                         'no grow_state.json beside the records'),
+                        (('--steps=x',), "--steps 'x': must be step numbers")]:
+    r = _asvit(f'--grow_dir={path}', *args, out)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith('error: ') and message in r.stderr
+  r = _asvit(f'--grow_dir={tmp_path}/none', '--steps=1', out)
+  assert r.returncode != 0 and 'does not exist' in r.stderr.strip().splitlines()[-1]
