@@ -8,8 +8,10 @@ table with its CIFAR-100 columns; `--space=asvit` takes a JSON-lines file of
 OUT/correlation.json, OUT/correlation.md and one scatter figure per accuracy column
 (OUT/scatter_<column>.png): Kendall-τ and Spearman-ρ of every measure, the As-ViT combined
 rank and the sizes against every accuracy column, with bootstrap 95 % intervals.
-`--backend=ray` (with the --ray_* flags of `asvit search`) measures each network as a Ray
-task on a cluster, the same numbers to float rounding.
+The networks are measured side by side in `--workers` processes (as `asvit search` and `asvit
+grow` measure: default one per core; `--workers=1` measures them one after the other in this
+process), or with `--backend=ray` (the --ray_* flags of `asvit search`) each as a Ray task
+on a cluster: the same numbers to float rounding, the report in the table's order either way.
 
 `asvit correlate --train --n=N [--seed=S] --out_dir=DIR` makes the table itself: it samples N
 seed topologies uniformly from the search space, trains each under one budget on the MNIST-5k
@@ -65,6 +67,7 @@ def define_flags():
                     'Execution of the measures (see asvit measure).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
   _define_train_flags()
+  run_flags.define_workers_flag('the networks of the table, one each')
   run_flags.define_backend_flags()  # --backend=ray: a Ray task per network
 
 
@@ -105,17 +108,19 @@ TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
 FLAGS = flags.FLAGS
 
 
-def _measured(rows, settings, out_dir, data_dir, mode, progress, ray):
+def _measured(rows, settings, out_dir, data_dir, mode, progress, ray, workers):
   """The measure records of `rows`, in their order (measured where OUT lacks them)."""
-  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray)
+  records = measure.measure_table(rows, settings, out_dir, data_dir, mode, progress, ray=ray,
+                                  workers=workers)
   return [records[r.key] for r in rows]
 
 
 def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_dir='',
         n_boot: int = 1000, bootstrap_seed: int = 0, num_groups: int = 4, mode='auto',
-        progress: bool = True, ray=None):
-  """Reads, measures (resumably; with `ray`, a `ray_evaluator.RayOptions`, on Ray) and
-  reports; returns the result dict of report.write."""
+        progress: bool = True, ray=None, workers: int = 1):
+  """Reads, measures (resumably; in `workers` processes, or with `ray`, a
+  `ray_evaluator.RayOptions`, on Ray) and reports; returns the result dict of
+  report.write."""
   table_lib.check_space(space)
   if not out_dir:
     raise UserInputError('--out_dir is required (the run directory)')
@@ -132,7 +137,7 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
   rows = table_lib.read_table(table, space)
   if limit is not None:
     rows = rows[:limit]
-  ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray)
+  ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray, workers)
   accuracy = {c: [r.accuracy[c] for r in rows] for c in rows[0].accuracy}
   result = report.write(out_dir, space, table, settings.to_dict(), ordered, accuracy, n_boot,
                         bootstrap_seed, num_groups)
@@ -142,11 +147,13 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
 
 def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
               data_dir='', n_boot: int = 1000, bootstrap_seed: int = 0, num_groups: int = 4,
-              mode='auto', progress: bool = True, ray=None, train_network=None):
+              mode='auto', progress: bool = True, ray=None, train_network=None,
+              workers: int = 1):
   """`--train`: samples `n` seed topologies, trains them and the `references` ([(name,
   topology)]) under `train_settings` (a `train.TrainSettings`), measures the sample at
-  `settings_kwargs` and reports; returns the result dict of report.write. One run at a time
-  holds `out_dir`. `train_network` replaces `train.train_network` (tests)."""
+  `settings_kwargs` (in `workers` processes, or on Ray with `ray`) and reports; returns the
+  result dict of report.write. One run at a time holds `out_dir`. `train_network` replaces
+  `train.train_network` (tests)."""
   if not out_dir:
     raise UserInputError('--out_dir is required (the run directory)')
   if n is None or n < 2:
@@ -163,7 +170,7 @@ def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
                               train=train_network or train.train_network)
     rows = [table_lib.Row(str(t), t, {'accuracy': trained[k]['accuracy']}, {})
             for t, k in zip(sample, keys)]
-    ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray)
+    ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray, workers)
     accuracy = [r.accuracy['accuracy'] for r in rows]
     compared = train.compare(report.measure_columns(ordered, settings.metrics), keys, accuracy,
                              [(name, t.seed_string, trained[t.seed_string]['accuracy'])
@@ -202,7 +209,7 @@ def _main_train(settings):
   references = train.parse_references(FLAGS.reference)
   run_train(FLAGS.n, FLAGS.out_dir, train_settings, references, settings, FLAGS.data_dir,
             FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
-            ray=run_flags.ray_options())
+            ray=run_flags.ray_options(), workers=run_flags.workers())
 
 
 def main(argv):
@@ -217,6 +224,6 @@ def main(argv):
   else:
     run(FLAGS.table, FLAGS.space, FLAGS.out_dir, settings, FLAGS.limit, FLAGS.data_dir,
         FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,
-        ray=run_flags.ray_options())
+        ray=run_flags.ray_options(), workers=run_flags.workers())
   with open(os.path.join(FLAGS.out_dir, 'correlation.md'), encoding='utf-8') as f:
     print(f.read())

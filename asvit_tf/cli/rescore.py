@@ -45,8 +45,7 @@ def define_flags():
   flags.DEFINE_bool('remeasure', False, 'Measure even if no measuring setting changes (checks '
                     'that the recorded setting reproduces the records).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
-  flags.DEFINE_integer('workers', 0, 'Processes that measure side by side; 0: one per core.',
-                       lower_bound=0)
+  cli_flags.define_workers_flag('the re-measured candidates')
   cli_flags.define_backend_flags()
 
 

@@ -38,11 +38,19 @@ def define_common_flags(seed_help: str):
                     '(default: every weight drawn per repeat).')
   flags.DEFINE_string('output_dir', '', 'Where the run writes (and resumes from).')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
-  flags.DEFINE_integer('workers', 0, 'Processes that measure side by side (L^E and κ_Θ of a '
-                       'topology, the candidates of a grow step); 0: one per core. Each '
-                       'holds one measurement in memory (up to ~9 GB at 224 px late in a '
-                       'paper-preset grow): use fewer when memory is short.', lower_bound=0)
+  define_workers_flag('L^E and κ_Θ of a topology, the candidates of a grow step',
+                      'up to ~9 GB at 224 px late in a paper-preset grow')
   define_backend_flags()
+
+
+def define_workers_flag(side_by_side: str, memory: str = ''):
+  """--workers: the local measuring processes (`workers()`), the same flag for every
+  command; `side_by_side` says what they measure together, `memory` how much one holds."""
+  memory = f' ({memory})' if memory else ''
+  flags.DEFINE_integer('workers', 0, f'Processes that measure side by side ({side_by_side}); '
+                       '0: one per core; 1: in this process, one measurement after the '
+                       f'other. Each holds one measurement in memory{memory}: use fewer when '
+                       'memory is short.', lower_bound=0)
 
 
 def define_backend_flags():

@@ -9,9 +9,13 @@ seed, hence the same input curves and NTK batches, and a network's numbers do no
 which other networks a run measured, so a resumed run gives the same numbers as one
 uninterrupted run.
 
-The networks are measured in this process, one after the other, or (`ray`: a
-`ray_evaluator.RayOptions`) as Ray tasks, one per network, side by side on a Ray cluster;
-the numbers are the same (to float rounding), the lines land in order of completion.
+The networks are measured in this process, one after the other (`workers` 1), or side by
+side, one call per network: in `workers` > 1 local processes (the search's measuring
+workers, `parallel.PoolCalls`) or (`ray`: a `ray_evaluator.RayOptions`) as Ray tasks on a
+Ray cluster. A call is (measure, settings, network, images, mode): the settings name the
+space, so a worker builds a PiT or an As-ViT alike (`factory`). The numbers are the same
+(to the float rounding of the workers' intra-op thread counts), the lines land in order of
+completion, and the records are returned in the table's order whatever that was.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from asvit_tf.models import pit_size
 from asvit_tf.models import size as size_lib
 from asvit_tf.search import data as data_lib
 from asvit_tf.search import measure as measure_lib
+from asvit_tf.search import parallel
 from asvit_tf.search import ray_evaluator
 from asvit_tf.search import state as state_lib
 
@@ -196,17 +201,30 @@ def _timed(measure: Callable[..., Dict[str, object]], settings: Settings, networ
   return record
 
 
+def _evaluator(ray, workers: int):
+  """Where `_timed` runs: Ray tasks (`ray`, a `ray_evaluator.RayOptions`), else `workers`
+  local processes when more than one, else this process."""
+  if ray is not None:
+    return ray_evaluator.RayCalls(_timed, ray, describe=lambda item: str(item[2]))
+  if workers > 1:
+    return parallel.PoolCalls(_timed, workers)
+  return measure_lib.SerialEvaluator(_timed)
+
+
 def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
                   data_dir: str = '', mode: str = 'auto', progress: bool = True,
                   measure: Callable[..., Dict[str, object]] = measure_network,
-                  ray=None) -> Dict[str, Dict[str, object]]:
+                  ray=None, workers: int = 1) -> Dict[str, Dict[str, object]]:
   """Measures every row not yet in OUT/measures.jsonl; returns {key: record} for all rows.
 
-  `measure(settings, network, images, mode)` runs here, or with `ray` (a
-  `ray_evaluator.RayOptions`) as a Ray task per network.
+  `measure(settings, network, images, mode)` runs here (`workers` 1), in `workers` local
+  processes, or with `ray` (a `ray_evaluator.RayOptions`) as a Ray task per network; with
+  either of the last two it must pickle (a module-level function).
 
   A row's measures given by the table are used as they are; the sizes are computed.
   """
+  if workers < 1:
+    raise UserInputError(f'`workers` must be >= 1, got {workers}')
   check_settings(out_dir, settings)
   path = os.path.join(out_dir, MEASURES_FILE)
   done = load_measures(path)
@@ -220,9 +238,8 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
                len(rows) - len(todo), len(todo))
   bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress,
              unit='net', file=sys.stderr, desc='measuring')
-  evaluator = measure_lib.SerialEvaluator(_timed)
-  if ray is not None and todo:
-    evaluator = ray_evaluator.RayCalls(_timed, ray, describe=lambda item: str(item[2]))
+  evaluator = _evaluator(ray if todo else None, workers)
+  if isinstance(evaluator, ray_evaluator.RayCalls):
     images = evaluator.put(images)  # sent to the nodes once
   try:
     for i, measured in evaluator.measure([(measure, settings, row.network, images, mode)

@@ -14,13 +14,19 @@ A metric's value depends only on (topology, seed, settings): every repeat re-dra
 and inputs from the seed (`asvit_tf.complexity.network`), never from a process's history, so
 the result does not depend on which worker measured what. Their number sets the intra-op
 threads of each, which may round the last bits differently (about 1e-15 relative).
+
+The workers themselves (spawned, dying with their parent, their threads set, the Keras
+session freed after every call, a dead one as one `WorkerDied`) are `PoolCalls`, which runs
+any picklable function: `PoolMeasure` gives it (metric, topology, seed) jobs, `asvit
+correlate --workers` one call per network of its table (a PiT or an As-ViT).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -68,7 +74,7 @@ def die_with_parent(parent: int):
     os._exit(1)  # pylint: disable=protected-access
 
 
-def _init_worker(parent: int, settings: Dict, threads: int):
+def _init_worker(parent: int, threads: int, setup: Optional[Callable], setup_args: tuple):
   import logging  # pylint: disable=g-import-not-at-top
   die_with_parent(parent)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -76,20 +82,113 @@ def _init_worker(parent: int, settings: Dict, threads: int):
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  if setup is not None:
+    setup(*setup_args)
+
+
+def _call_in_worker(fn: Callable, *args):
+  import gc  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  try:
+    return fn(*args)
+  finally:
+    # Each measurement leaves a model and its traced functions behind: free them, so a
+    # worker that measures hundreds of networks does not grow.
+    tf_keras.backend.clear_session()
+    gc.collect()
+
+
+class PoolCalls:
+  """Calls of one function in `workers` spawned processes (an `Evaluator` of argument
+  tuples; `ray_evaluator.RayCalls` is the same on Ray).
+
+  `measure(items)` runs `fn(*item)` for each item in a worker and yields (index into
+  `items`, result) in order of completion. A worker dies with the process that started it
+  (`die_with_parent`), sets its intra-op and inter-op threads before TensorFlow's first
+  operation, then runs `setup(*setup_args)` once (state every call of that worker reads),
+  and frees the Keras session after each call. `fn`, `setup` and the arguments must pickle
+  (module-level functions). A worker that dies raises `WorkerDied` in the caller and closes
+  the pool; the next `measure` starts new workers.
+
+  Args:
+    fn: the measurement.
+    workers: processes (>= 1); started at the first call, not before.
+    threads: intra-op threads of each (default max(1, cores // workers)).
+    setup, setup_args: run once in each worker after the threads are set.
+  """
+
+  def __init__(self, fn: Callable, workers: int, threads: Optional[int] = None,
+               setup: Optional[Callable] = None, setup_args: tuple = ()):
+    if workers < 1:
+      raise ValueError(f'workers must be >= 1, got {workers}')
+    if threads is not None and threads < 1:
+      raise ValueError(f'threads must be >= 1, got {threads}')
+    self.fn, self.workers = fn, int(workers)
+    self.threads = threads or max(1, default_workers() // self.workers)
+    self._setup = (setup, tuple(setup_args))
+    self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+    self._tasks = 0  # submitted to the current workers
+
+  def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+    if self._pool is not None and self._tasks >= TASKS_PER_WORKER * self.workers:
+      self.close()
+    if self._pool is None:
+      self._tasks = 0
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
+          initializer=_init_worker, initargs=(os.getpid(), self.threads, *self._setup))
+    return self._pool
+
+  def worker_pids(self) -> List[int]:
+    """The process ids of the running workers (none before the first call)."""
+    if self._pool is None:
+      return []
+    return [p.pid for p in list(self._pool._processes.values())]  # pylint: disable=protected-access
+
+  def measure(self, items: Iterable[Sequence]) -> Iterator[Tuple[int, object]]:
+    """Yields (index into `items`, fn(*item)) for each item, in order of completion."""
+    items = [tuple(item) for item in items]
+    if not items:
+      return
+    pool = self._executor()
+    futures = {}
+    for i, item in enumerate(items):
+      futures[pool.submit(_call_in_worker, self.fn, *item)] = i
+      self._tasks += 1
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        try:
+          result = future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+          self.close()
+          raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
+                           'saved: run the same command again, with fewer `workers` if '
+                           'memory is short') from None
+        yield futures[future], result
+    finally:
+      for future in futures:
+        future.cancel()
+
+  def close(self):
+    """Stops the workers (the next `measure` starts new ones)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+      self._pool = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def _make_worker_measures(settings: Dict):
   for metric in measure_lib.COMPLEXITY:
     _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
 
 
 def _measure_in_worker(metric: str, arch: str, seed: int) -> measure_lib.Measurement:
-  import gc  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
-  try:
-    return _worker_measures[metric](arch_lib.as_topology(arch), seed)
-  finally:
-    # Each topology leaves a model and its traced functions behind: free them, so a worker
-    # that measures hundreds of topologies does not grow.
-    tf_keras.backend.clear_session()
-    gc.collect()
+  return _worker_measures[metric](arch_lib.as_topology(arch), seed)
 
 
 class PoolMeasure:
@@ -110,33 +209,17 @@ class PoolMeasure:
                repeats: int = 5, images: Optional[np.ndarray] = None, batch_size: int = 16,
                num_points: int = 10, num_classes: int = 1000, threads: Optional[int] = None,
                share_embedding: bool = False):
-    if workers < 1:
-      raise ValueError(f'workers must be >= 1, got {workers}')
-    if threads is not None and threads < 1:
-      raise ValueError(f'threads must be >= 1, got {threads}')
-    self.threads = threads or max(1, default_workers() // int(workers))
     self._jobs = measure_lib.MetricJobs(metrics, image_size, repeats, images, batch_size,
                                         num_points, num_classes, share_embedding)
-    self.metrics = self._jobs.metrics
-    self.workers = int(workers)
-    self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
-    self._tasks = 0  # submitted to the current workers
-
-  def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-    if self._pool is not None and self._tasks >= TASKS_PER_WORKER * self.workers:
-      self.close()
-    if self._pool is None:
-      self._tasks = 0
-      self._pool = concurrent.futures.ProcessPoolExecutor(
-          max_workers=self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker, initargs=(os.getpid(), self._jobs.settings, self.threads))
-    return self._pool
+    # The settings (and the κ_Θ images) reach each worker once, not with every job.
+    self._calls = PoolCalls(_measure_in_worker, workers, threads,
+                            setup=_make_worker_measures, setup_args=(self._jobs.settings,))
+    self.metrics, self.workers, self.threads = (self._jobs.metrics, self._calls.workers,
+                                                self._calls.threads)
 
   def worker_pids(self) -> List[int]:
     """The process ids of the running workers (none before the first measurement)."""
-    if self._pool is None:
-      return []
-    return [p.pid for p in list(self._pool._processes.values())]  # pylint: disable=protected-access
+    return self._calls.worker_pids()
 
   def measure(self, items: Iterable[measure_lib.Item]
               ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
@@ -145,29 +228,13 @@ class PoolMeasure:
 
   def _run(self, jobs: List[measure_lib.Job]
            ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
-    pool = self._executor()
-    futures = {}
-    for i, metric, (topology, seed) in jobs:
-      futures[pool.submit(_measure_in_worker, metric, str(topology), seed)] = i
-      self._tasks += 1
-    try:
-      for future in concurrent.futures.as_completed(futures):
-        try:
-          part = future.result()
-        except concurrent.futures.process.BrokenProcessPool:
-          self.close()
-          raise WorkerDied('a measuring worker died (out of memory?); what was measured is '
-                           'saved: run the same command again, with fewer `workers` if '
-                           'memory is short') from None
-        yield futures[future], part
-    finally:
-      for future in futures:
-        future.cancel()
+    calls = [(metric, str(topology), seed) for _, metric, (topology, seed) in jobs]
+    with contextlib.closing(self._calls.measure(calls)) as parts:
+      for j, part in parts:
+        yield jobs[j][0], part
 
   def close(self):
-    if self._pool is not None:
-      self._pool.shutdown(wait=True, cancel_futures=True)
-      self._pool = None
+    self._calls.close()
 
   def __enter__(self):
     return self

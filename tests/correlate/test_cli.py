@@ -1,5 +1,6 @@
 """`asvit correlate` end to end with the real measures on three tiny PiTs, killed and
-resumed: the same outputs as one uninterrupted run."""
+resumed: the same outputs as one uninterrupted run, measured in this process or in two
+workers."""
 import json
 import os
 import subprocess
@@ -17,11 +18,9 @@ FLAGS = ['--space=pit', '--image_size=32', '--repeats=1', '--num_points=4', '--b
          '--n_boot=50', '--num_groups=1', '--noprogress']
 
 
-def _cmd(table, out):
+def _cmd(table, out, workers):
   return [sys.executable, '-m', 'asvit_tf.cli.main', 'correlate', f'--table={table}',
-          f'--out_dir={out}', *FLAGS]
-
-
+          f'--out_dir={out}', f'--workers={workers}', *FLAGS]
 
 
 def _measured(out):
@@ -31,22 +30,23 @@ def _measured(out):
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_gives_the_uninterrupted_outputs(tmp_path):
+@pytest.mark.parametrize('workers', [1, 2])
+def test_killed_and_resumed_run_gives_the_uninterrupted_outputs(tmp_path, workers):
   table = tmp_path / 'table.jsonl'
   with open(table, 'w') as f:
     for i, a in enumerate(ARCHS):
       f.write(json.dumps({'arch': a, 'c100_base_acc': 50.0 + i, 'c100_kd_acc': 60.0 - i}) + '\n')
   whole, resumed = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
-  r = subprocess.run(_cmd(table, whole), cwd=REPO, env=child.env(), capture_output=True, text=True,
-                     timeout=1200)
+  r = subprocess.run(_cmd(table, whole, workers), cwd=REPO, env=child.env(),
+                     capture_output=True, text=True, timeout=1200)
   assert r.returncode == 0, r.stderr
   assert '| κ_Θ | − |' in r.stdout  # the markdown table is printed
 
   path = os.path.join(resumed, 'measures.jsonl')
-  killed_at = child.kill_after_first_line(_cmd(table, resumed), path, REPO)
+  killed_at = child.kill_after_first_line(_cmd(table, resumed, workers), path, REPO)
   assert 1 <= killed_at < 3, 'the run was not killed in the middle'
-  r = subprocess.run(_cmd(table, resumed), cwd=REPO, env=child.env(), capture_output=True,
-                     text=True, timeout=1200)
+  r = subprocess.run(_cmd(table, resumed, workers), cwd=REPO, env=child.env(),
+                     capture_output=True, text=True, timeout=1200)
   assert r.returncode == 0, r.stderr
   assert child.lines(path) == 3
   assert _measured(resumed) == _measured(whole)
