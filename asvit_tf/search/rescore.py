@@ -51,7 +51,7 @@ MEASURES_FILE = 'measures.jsonl'
 REPORT_JSON = 'rescore.json'
 REPORT_MD = 'rescore.md'
 PLOT_FILE = 'rescore.png'
-GROW_STATE = 'grow_state.json'
+GROW_STATE = state_lib.state_file('grow')  # the grow's own saved state
 # The grow settings a measurement depends on (the rest only steer the grow's path).
 MEASURE_FIELDS = ('image_size', 'repeats', 'seed', 'data', 'data_dir', 'batch_size',
                   'share_embedding')
