@@ -237,8 +237,10 @@ def run_all(out_dir: str, data_dir: str, settings: Sequence[str], seeds: Sequenc
     while pending and len(running) < jobs:
       setting, seed = pending.pop(0)
       logging.info('training %s', run_name(setting, seed))
+      # The children's output (orbit prints its logs) goes to stderr: stdout is the report.
       running.append((run_name(setting, seed), subprocess.Popen(
-          child_command(setting, seed, out_dir, data_dir, key, config_file), cwd=REPO)))
+          child_command(setting, seed, out_dir, data_dir, key, config_file), cwd=REPO,
+          stdout=sys.stderr)))
     time.sleep(1)
     for name, proc in list(running):
       if proc.poll() is not None:
