@@ -81,8 +81,8 @@ def _define_train_flags():
   flags.DEFINE_integer('n', None, 'With --train: topologies to sample (the benchmark: 40).')
   flags.DEFINE_string('reference', ','.join(REFERENCES), 'With --train: NAME=TOPOLOGY,... '
                       'seeds trained under the same budget and placed among the --n random '
-                      'ones (default: the paper\'s seed and our paper-preset search\'s; '
-                      'empty: none).')
+                      'ones (default: the paper\'s seed and our paper-preset searches\' under '
+                      'both initialisations; empty: none).')
   flags.DEFINE_bool('residual_merge', False, 'With --train: train every network with the '
                     'residual patch merging (ViT-ResNAS\'s shortcut, docs/residual_merge.md).')
   flags.DEFINE_integer('train_width', budget.train_width, 'With --train: C of the trained '
