@@ -303,7 +303,8 @@ def _runs_lines(report: Dict) -> List[str]:
   s = report['settings']
   return [family.markdown_table(header, rows), '',
           f'Measured alike: seed {s["seed"]}, C={s["width"]}, depths 1,1,1,1, '
-          f'{s["image_size"]}×{s["image_size"]}, {s["repeats"]} repeats, κ_Θ batch '
+          f'{s["image_size"]}×{s["image_size"]}, {s["repeats"]} repeat{"s" * (s["repeats"] != 1)}, '
+          f'κ_Θ batch '
           f'{s["batch_size"]} of {s["data"] or "Gaussian noise"}'
           f'{", shared embedding" if s["share_embedding"] else ""}: a topology two runs met '
           'has one measurement (common random numbers; largest relative difference between '

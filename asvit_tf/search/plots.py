@@ -203,6 +203,10 @@ def plot_best_so_far(curves: Mapping[str, Sequence[int]], union_size: int, path:
     ax.step(range(1, len(curve) + 1), curve, where='post', lw=1.5, label=label)
   ax.set_yscale('log')
   ax.set_ylim(max(union_size, 2) * 1.1, 0.9)  # inverted: better is up
+  ax.set_yticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= union_size]
+                + [union_size])
+  ax.set_yticklabels([], minor=True)
+  ax.yaxis.set_major_formatter('{x:.0f}')
   ax.set(xlabel='distinct topologies measured', ylabel=f'best rank found (of {union_size})')
   ax.grid(alpha=0.3, which='both')
   ax.legend(fontsize=8)
