@@ -171,6 +171,9 @@ def test_a_setting_added_after_a_run_was_saved_matches_at_its_default(tmp_path, 
   path = reinforce_run(tmp_path / 'old', [(5, metrics(1.0, 1.0))], config=old)
   report = compare.compare([compare.load_run(path), compare.load_run(two_runs[1])])
   assert report['measurements'] == 1
+  # Two runs of one strategy are told apart by their directories.
+  report = compare.compare([compare.load_run(path), compare.load_run(two_runs[0])])
+  assert report['labels'] == [f'reinforce ({path})', f'reinforce ({two_runs[0]})']
 
 
 def test_bad_inputs_are_refused_in_one_line(tmp_path, two_runs):
