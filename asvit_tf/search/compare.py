@@ -223,10 +223,12 @@ def summarize(run: SearchRun, cut: Sequence[Dict], rank_of: Dict[str, int],
   order = [row['topology'] for row in run.measured]
   result = None
   if run.result is not None:
-    row = by_topology.get(run.result)
+    # Never measured (a REINFORCE argmax may not be): its size is still counted.
+    row = by_topology.get(run.result) or dict(zip(('params', 'macs'), _count(
+        run.result, run.config.get('width', arch_lib.DEFAULT_WIDTH))))
     result = {'topology': run.result, 'rank': rank_of.get(run.result),
               'measured_at': order.index(run.result) + 1 if run.result in order else None,
-              **{m: (row or {}).get(m) for m in METRICS}}
+              **{m: row.get(m) for m in METRICS}}
   return {'path': run.path, 'strategy': run.strategy, 'seed': run.seed, 'done': run.done,
           'measured': len(run.measured),
           'best': {**_entry(cut[found_at], curve[-1]), 'found_at': found_at + 1},
@@ -341,7 +343,8 @@ def _result_lines(report: Dict) -> List[str]:
                  family.fmt(res['measured_at'], 'd'), *_metric_cells(res), *accuracy))
   lines = ['## What each run returned', '',
            'The union rank is "–" for a result outside the union (never measured, as a '
-           'REINFORCE argmax may be, or measured after the cut).', '',
+           'REINFORCE argmax may be, or measured after the cut); L^E and κ_Θ are "–" for a '
+           'result no run measured.', '',
            family.markdown_table(header, rows)]
   if trained:
     t = report['training']

@@ -137,9 +137,10 @@ def test_the_best_so_far_curve_and_the_top_counts(two_runs):
   assert (r['top10'], e['top10']) == (5, 5)  # a union of 9: everything is in its top 10
   assert (r['top_fraction'], e['top_fraction']) == (0, 1)  # the top 1 % of 9 is rank 1
   assert compare.top_count(9) == 1 and compare.top_count(360) == 4
+  params, macs = compare._count(topo(9), 32)  # pylint: disable=protected-access
   assert r['result'] == {'topology': topo(9), 'rank': None, 'measured_at': None,
-                         'length': None, 'ntk': None, 'params': None, 'macs': None,
-                         'bad': None}
+                         'length': None, 'ntk': None, 'params': params, 'macs': macs,
+                         'bad': None}  # never measured: only its size is known
   assert e['result']['rank'] == 1 and e['result']['measured_at'] == 3
 
 
