@@ -107,11 +107,7 @@ def plot_name(out: str) -> str:
 
 def _saved_state(run_dir: str) -> Dict:
   """The grow_state.json of a run directory ({} for a bare grow.jsonl or none saved)."""
-  path = os.path.join(run_dir, 'grow_state.json') if os.path.isdir(run_dir) else ''
-  if not path or not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  return (state_lib.read_state(run_dir, 'grow') if os.path.isdir(run_dir) else None) or {}
 
 
 def _intro(run_dir: str, records: Sequence[Dict], state: Dict, out: str) -> List[str]:

@@ -91,11 +91,10 @@ def load_grow(path: str) -> GrowRun:
     raise UserInputError(f'`grow_dir` {path} holds no grow step with candidates (a grow record '
                          'of step >= 1 lists them)')
   directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-  state_path = os.path.join(directory, GROW_STATE)
-  if not os.path.exists(state_path):
+  state = state_lib.read_state(directory, 'grow')
+  if state is None:
     return GrowRun(path, records, None)
-  with open(state_path) as f:
-    saved = json.load(f).get('config', {})
+  saved = state.get('config', {})
   fields = {f.name for f in dataclasses.fields(grow.GrowConfig)}
   values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
   return GrowRun(path, records, grow.GrowConfig(**values))

@@ -138,15 +138,11 @@ def _same(a, b) -> bool:
   return a == b
 
 
-def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
-               defaults: Optional[Mapping[str, Any]] = None) -> Optional[Dict]:
-  """The saved state of a run of `kind` in `output_dir`, or None for a fresh directory.
-
-  Raises ValueError (one line) if the directory holds a run with a different
-  configuration. A setting the saved run did not have yet (an option added later) matches
-  when it has its value from `defaults`.
-  """
-  path = os.path.join(output_dir, state_file(kind))
+def read_state(directory: str, kind: str) -> Optional[Dict]:
+  """The saved state of the run of `kind` in `directory` (None if there is none), for
+  resuming it or for reading what it was run with (`family`, `rescore`). One line naming the
+  file if it is not a readable state of that kind."""
+  path = os.path.join(directory, state_file(kind))
   if not os.path.exists(path):
     return None
   try:
@@ -156,7 +152,21 @@ def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
       raise ValueError(f'not the state of a {kind} run')
   except (OSError, ValueError) as e:
     raise UserInputError(f'cannot read the saved state {path} ({e}): move it away to start the '
-                     'run afresh, or use another `output_dir`') from None
+                         'run afresh, or use another `output_dir`') from None
+  return state
+
+
+def load_state(output_dir: str, kind: str, config: Mapping[str, Any],
+               defaults: Optional[Mapping[str, Any]] = None) -> Optional[Dict]:
+  """The saved state of a run of `kind` in `output_dir`, or None for a fresh directory.
+
+  Raises ValueError (one line) if the directory holds a run with a different
+  configuration. A setting the saved run did not have yet (an option added later) matches
+  when it has its value from `defaults`.
+  """
+  state = read_state(output_dir, kind)
+  if state is None:
+    return None
   saved = dict(state.get('config', {}))
   config = json.loads(dumps(config))
   for k, v in json.loads(dumps(defaults or {})).items():

@@ -3,6 +3,7 @@ import stat
 
 import pytest
 
+from asvit_tf.search import family
 from asvit_tf.search import state as state_lib
 
 
@@ -39,6 +40,9 @@ def test_a_damaged_state_says_what_to_do(tmp_path, text):
   with pytest.raises(ValueError, match='grow_state.json .*: move it away to start the run '
                      'afresh, or use another `output_dir`$'):
     state_lib.load_state(str(tmp_path), 'grow', {'a': 1})
+  # the tools that read a finished run (family report, rescore) say the same
+  with pytest.raises(ValueError, match='grow_state.json .*: move it away'):
+    family._saved_state(str(tmp_path))  # pylint: disable=protected-access
 
 
 def test_unwritable_output_dir_is_a_one_line_error(tmp_path):
