@@ -73,7 +73,6 @@ def define_flags():
 
 def _define_train_flags():
   """--train and its budget (defaults: asvit_tf.correlate.train.TrainSettings)."""
-  budget = train.TrainSettings()
   flags.DEFINE_bool('train', False, 'Make the ground truth here: sample --n seed topologies '
                     'from the search space (--seed), train each on the MNIST-5k digits under '
                     'one budget (--train_*), measure them at the search\'s settings and '
@@ -81,8 +80,24 @@ def _define_train_flags():
   flags.DEFINE_integer('n', None, 'With --train: topologies to sample (the benchmark: 40).')
   flags.DEFINE_string('reference', ','.join(REFERENCES), 'With --train: NAME=TOPOLOGY,... '
                       'seeds trained under the same budget and placed among the --n random '
-                      'ones (default: the paper\'s seed and our paper-preset search\'s; '
-                      'empty: none).')
+                      'ones (default: the paper\'s seed and our paper-preset searches\' under '
+                      'both initialisations; empty: none).')
+  define_budget_flags()
+
+
+REFERENCES = tuple(f'{name}={topology}' for name, topology in train.REFERENCES)
+# The flags of the fields of asvit_tf.correlate.train.TrainSettings of the same names.
+TRAIN_FLAGS = ('train_width', 'train_image_size', 'train_steps', 'train_batch_size',
+               'train_learning_rate', 'train_warmup_steps')
+TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
+FLAGS = flags.FLAGS
+
+
+def define_budget_flags():
+  """--residual_merge and the --train_* budget (defaults: asvit_tf.correlate.train's
+  TrainSettings); `budget_from_flags` reads them. `asvit compare_searches --train` trains
+  under the same flags."""
+  budget = train.TrainSettings()
   flags.DEFINE_bool('residual_merge', False, 'With --train: train every network with the '
                     'residual patch merging (ViT-ResNAS\'s shortcut, docs/residual_merge.md).')
   flags.DEFINE_integer('train_width', budget.train_width, 'With --train: C of the trained '
@@ -100,12 +115,10 @@ def _define_train_flags():
                        'of linear warm-up (below --train_steps).')
 
 
-REFERENCES = tuple(f'{name}={topology}' for name, topology in train.REFERENCES)
-# The flags of the fields of asvit_tf.correlate.train.TrainSettings of the same names.
-TRAIN_FLAGS = ('train_width', 'train_image_size', 'train_steps', 'train_batch_size',
-               'train_learning_rate', 'train_warmup_steps')
-TRAIN_ONLY = ('n', 'reference', 'residual_merge', *TRAIN_FLAGS)
-FLAGS = flags.FLAGS
+def budget_from_flags(seed: int):
+  """The `train.TrainSettings` of the budget flags, training seed `seed`."""
+  return train.TrainSettings(seed=seed, merge='residual' if FLAGS.residual_merge else 'plain',
+                             **{name: getattr(FLAGS, name) for name in TRAIN_FLAGS})
 
 
 def _measured(rows, settings, out_dir, data_dir, mode, progress, ray, workers):
@@ -203,9 +216,7 @@ def _check_train_flags():
 
 
 def _main_train(settings):
-  train_settings = train.TrainSettings(
-      seed=FLAGS.seed, merge='residual' if FLAGS.residual_merge else 'plain',
-      **{name: getattr(FLAGS, name) for name in TRAIN_FLAGS})
+  train_settings = budget_from_flags(FLAGS.seed)
   references = train.parse_references(FLAGS.reference)
   run_train(FLAGS.n, FLAGS.out_dir, train_settings, references, settings, FLAGS.data_dir,
             FLAGS.n_boot, FLAGS.bootstrap_seed, FLAGS.num_groups, FLAGS.mode, FLAGS.progress,

@@ -31,6 +31,8 @@ COMMANDS = {
     'train': ('asvit_tf.cli.train', 'Model Garden training with progressive re-tokenization'),
     'export': ('asvit_tf.cli.export', 'SavedModel export of a trained classifier or detector'),
     'demo': ('asvit_tf.cli.demo', 'run an exported detector on an image and draw the result'),
+    'compare_searches': ('asvit_tf.cli.compare_searches', 'seed searches (REINFORCE, '
+                         'evolution) compared at equal measurements on their pooled ranks'),
     'correlate': ('asvit_tf.cli.correlate', 'do the measures rank networks as training does? '
                   'tau/rho against a ground-truth table'),
 }
@@ -69,9 +71,10 @@ def flag_namer(command: str, defined: Collection[str]) -> Callable[[str], Option
 def usage() -> str:
   lines = ['usage: asvit <command> [--flags]   (asvit <command> --help for its flags)',
            '       asvit --version', '', 'commands:']
+  width = max(len(name) for name in COMMANDS)
   for name, (module, text) in COMMANDS.items():
     if importlib.util.find_spec(module) is not None:
-      lines.append(f'  {name:<9} {text}')
+      lines.append(f'  {name:<{width}} {text}')
   return '\n'.join(lines)
 
 

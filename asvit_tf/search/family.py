@@ -26,7 +26,8 @@ PAPER_SIZES = {'asvit_small': (29.0e6, 5.3e9), 'asvit_base': (52.6e6, 8.9e9),
                'asvit_large': (88.1e6, 22.6e9)}
 
 
-def _fmt(x, spec):
+def fmt(x, spec: str) -> str:
+  """`x` formatted by `spec`, or '–' when it is missing or not finite."""
   return '–' if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
@@ -61,7 +62,7 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
     step = str(r['step']) + (f' **{marks[r["step"]]}**' if r['step'] in marks else '')
     rows.append((step, choice, f'`{r["arch"]}`', sum(r['depths']), r['width'],
                  f'{r["params"] / 1e6:.2f}', f'{r["macs"] / 1e9:.2f}',
-                 _fmt(r.get('length'), '.4g'), _fmt(r.get('ntk'), '.4g')))
+                 fmt(r.get('length'), '.4g'), fmt(r.get('ntk'), '.4g')))
   return markdown_table(header, rows)
 
 

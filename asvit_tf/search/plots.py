@@ -191,3 +191,26 @@ def plot_rank_agreement(steps: Sequence[int], taus: Mapping[str, Sequence[Option
   ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
   fig.tight_layout()
   _save(fig, path)
+
+
+def plot_best_so_far(curves: Mapping[str, Sequence[int]], union_size: int, path: str,
+                     title: str = ''):
+  """Per run (label: its best union rank after each measurement), the best rank found so far
+  against the measurements spent; rank 1 (the union's best) at the top."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  for label, curve in curves.items():
+    ax.step(range(1, len(curve) + 1), curve, where='post', lw=1.5, label=label)
+  ax.set_yscale('log')
+  ax.set_ylim(max(union_size, 2) * 1.1, 0.9)  # inverted: better is up
+  ax.set_yticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= union_size]
+                + [union_size])
+  ax.set_yticklabels([], minor=True)
+  ax.yaxis.set_major_formatter('{x:.0f}')
+  ax.set(xlabel='distinct topologies measured', ylabel=f'best rank found (of {union_size})')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize=8)
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
