@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
+import tf_keras
 import yaml
 
 from official.common import distribute_utils
@@ -31,6 +32,25 @@ from asvit_tf.garden.trainer import AsViTTrainer
 
 MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval', 'continuous_train_and_eval',
          'train_and_post_eval')
+
+
+def seed_training(seed: Optional[int]):
+  """Makes the training of this process a function of `seed`; None leaves it unseeded (Model
+  Garden's and the authors' behaviour).
+
+  Seeds Python's `random` (Model Garden's input reader draws its file-shuffle seed from it),
+  NumPy and TensorFlow's global seed (the initialisers, the tf.data shuffles, dropout and drop
+  path draw their op seeds from it), and turns on TensorFlow's op determinism, without which
+  parallel tf.data stages and multi-threaded kernels may reorder float sums. Call it before
+  anything is built.
+  """
+  if seed is None:
+    return
+  if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    raise UserInputError(f'`seed` must be an integer in [0, 2**32), got {seed!r}')
+  tf_keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+  logging.info('training seeded with %d (op determinism on)', seed)
 
 
 def check_config_files(config_files: Sequence[str]):
