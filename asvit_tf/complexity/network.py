@@ -60,18 +60,47 @@ def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -
 
 
 @contextlib.contextmanager
-def recorded_initial_values():
+def recorded_initial_values(undrawn: bool = False):
   """Within it, the initial value each new variable was created from is recorded: yields
-  {id(variable): initial_value} (the Keras initializer behind it, for `reseeded`)."""
+  {id(variable): initial_value} (the Keras initializer behind it, for `reseeded`).
+
+  With `undrawn`, a variable whose initializer is a seeded (random) Keras one is created as
+  zeros instead of drawing it: for a network whose weights are all drawn again before use.
+  """
   created = {}
 
   def remember(next_creator, **kwargs):
+    initial_value = kwargs.get('initial_value')
+    if undrawn and _is_random(initial_value):
+      kwargs['initial_value'] = functools.partial(
+          tf_keras.initializers.Zeros(), *initial_value.args, **initial_value.keywords)
     variable = next_creator(**kwargs)
-    created[id(variable)] = kwargs.get('initial_value')
+    created[id(variable)] = initial_value
     return variable
 
   with tf.variable_creator_scope(remember):
     yield created
+
+
+def _keras_initializer(initial_value) -> Optional[tf_keras.initializers.Initializer]:
+  """The Keras initializer behind a variable's `initial_value`, or None."""
+  if (isinstance(initial_value, functools.partial)
+      and isinstance(initial_value.func, tf_keras.initializers.Initializer)):
+    return initial_value.func
+  return None
+
+
+def _is_random(initial_value) -> bool:
+  """Whether `initial_value` is a Keras initializer call that draws (it takes a seed)."""
+  init = _keras_initializer(initial_value)
+  return init is not None and 'seed' in init.get_config()
+
+
+def _is_constant(initial_value) -> bool:
+  """Whether `initial_value` is a Keras initializer call that does not draw (zeros, ones):
+  every call gives the same value."""
+  init = _keras_initializer(initial_value)
+  return init is not None and 'seed' not in init.get_config()
 
 
 def reseeded(initial_value, seed: int):
@@ -99,10 +128,16 @@ class Network:
     given: True for a given model (`of_model`): its weights are kept, never drawn.
   """
 
-  def __init__(self, factory: Factory, use_layer_norm: bool, image_shape: Sequence[int]):
-    with recorded_initial_values() as created:
+  def __init__(self, factory: Factory, use_layer_norm: bool, image_shape: Sequence[int],
+               undrawn: bool = False):
+    """With `undrawn`, the variables a Keras initializer would draw are created as zeros
+    (their first values come from `reinitialise`, which the measures call before any use),
+    and the first `reinitialise` leaves the others (zeros, ones: not drawn) as created:
+    the same values as without, at less cost for a new network."""
+    with recorded_initial_values(undrawn) as created:
       self._build(factory(use_layer_norm), image_shape)
     self._initial_values = [created.get(id(v)) for v in self.variables]
+    self._constants_as_created = undrawn
     self.given = False
 
   @classmethod
@@ -115,6 +150,7 @@ class Network:
     net = cls.__new__(cls)
     net._build(model, image_shape)
     net._initial_values = [None] * len(net.variables)
+    net._constants_as_created = False
     net.given = True
     return net
 
@@ -152,9 +188,10 @@ class Network:
     """
     if self.given:
       raise ValueError('a given model keeps its weights: it is not re-initialised')
+    keep_constants, self._constants_as_created = self._constants_as_created, False
     for i, (variable, initial) in enumerate(zip(self.variables, self._initial_values)):
-      if initial is None:
-        continue  # created outside our scope (e.g. shared): keep it
+      if initial is None or (keep_constants and _is_constant(initial)):
+        continue  # created outside our scope (e.g. shared), or a constant as created: keep it
       draw = repeat if self._dense_or_norm[i] or not share_embedding else 0
       value = reseeded(initial, seeding.measure_seed(seed, seeding.WEIGHTS, draw, i))
       variable.assign(tf.cast(value, variable.dtype))
@@ -184,7 +221,8 @@ def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
   """The measured `Network`: a given model as it is, or one built from a topology or factory
   (its weights drawn at every repeat)."""
   if not is_model(arch_or_model):
-    return Network(model_factory(arch_or_model, width), use_layer_norm, image_shape)
+    return Network(model_factory(arch_or_model, width), use_layer_norm, image_shape,
+                   undrawn=True)
   if width is not None or share_embedding:
     raise UserInputError('width and share_embedding apply to drawn weights, not to a given '
                      f'model (got width={width}, share_embedding={share_embedding})')

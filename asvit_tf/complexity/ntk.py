@@ -212,8 +212,10 @@ class TappedGradients:
     # float32 first, 1e-5 by 2.5e-13: 1e-11 of x̂ at a variance of 1e-2, in float64).
     return (x - mean) * tf.math.rsqrt(variance + tf.constant(layer.epsilon, x.dtype))
 
-  def __call__(self, weights, images):
-    """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
+  def _factors(self, weights, images):
+    """Per weight in `weights` that the pass reaches: (weight, kind, factors) for every time
+    a tapped layer ran, with kind 'product' and factors (a, δ), a [b, tokens, in] and
+    δ [b, tokens, out] (g_i = a_iᵀ δ_i), or kind 'scale' and factors g [b, C]."""
     b = images.shape[0]
     self._records = []
     cores = [layer.core for layer in self._attention]
@@ -232,18 +234,26 @@ class TappedGradients:
     records = [r for r in records if r[0].ref() in wanted]
     deltas = tape.gradient(total, [z for _, _, _, z in records],
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    sums = {}
+    out = []
     for (weight, kind, a, _), delta in zip(records, deltas):
       delta = tf.reshape(delta, [b, -1, delta.shape[-1]])
       if kind == 'scale':
         layer, x = a
         x_hat = tf.reshape(self._normalised(layer, x), [b, -1, delta.shape[-1]])
-        g = tf.reduce_sum(tf.cast(x_hat, delta.dtype) * delta, axis=1)   # [b, C]
+        out.append((weight, 'scale', tf.reduce_sum(tf.cast(x_hat, delta.dtype) * delta,
+                                                   axis=1)))   # [b, C]
       else:
         if kind == 'conv':
           a = self._patches(a, images)
-        a = tf.reshape(a, [b, -1, a.shape[-1]])
-        g = tf.matmul(a, delta, transpose_a=True)                # [b, in, out]
+        out.append((weight, 'product', (tf.reshape(a, [b, -1, a.shape[-1]]), delta)))
+    return out
+
+  def __call__(self, weights, images):
+    """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
+    b = images.shape[0]
+    sums = {}
+    for weight, kind, factors in self._factors(weights, images):
+      g = factors if kind == 'scale' else tf.matmul(*factors, transpose_a=True)
       key = weight.ref()
       sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
     out = []
@@ -252,6 +262,44 @@ class TappedGradients:
       out.append(tf.zeros([b, *w.shape], w.dtype) if g is None else
                  tf.reshape(g, [b, *w.shape]))
     return out
+
+  def kernel_matrix(self, weights, images):
+    """Θ [b, b] in float64, as `kernel_matrix(self(weights, images))` to float rounding,
+    without forming every g_i: a kernel whose images have few tokens adds its term from
+    the tokens' Gram matrices (`token_gram_term`) where that costs fewer operations."""
+    factors = {}
+    for weight, kind, f in self._factors(weights, images):
+      factors.setdefault(weight.ref(), []).append((kind, f))
+    theta = None
+    for parts in factors.values():
+      if parts[0][0] == 'scale':
+        term = kernel_matrix([tf.add_n([f for _, f in parts])])
+      else:
+        a = tf.concat([f[0] for _, f in parts], axis=1)  # a layer called twice: more tokens
+        delta = tf.concat([f[1] for _, f in parts], axis=1)
+        term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
+                else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+      theta = term if theta is None else theta + term
+    return theta
+
+
+def token_gram_pays(a_shape, delta_shape) -> bool:
+  """Whether `token_gram_term` takes fewer multiply-adds than forming g_i = a_iᵀ δ_i
+  (b·t·in·out) and then G Gᵀ (b²·in·out), for a [b, t, in] and δ [b, t, out]."""
+  b, t, n_in = (int(s) for s in a_shape)
+  n_out = int(delta_shape[-1])
+  return (b * t) ** 2 * (n_in + n_out) < b * n_in * n_out * (t + b)
+
+
+def token_gram_term(a, delta):
+  """Θ_ij = ⟨a_iᵀ δ_i, a_jᵀ δ_j⟩ = Σ_{t,s} (a_i a_jᵀ)_ts (δ_i δ_jᵀ)_ts, [b, b] in float64,
+  from a [b, t, in] and δ [b, t, out]: the tokens' Gram matrices, cheap when b·t is small
+  against in and out (the late stages' kernels at small image sizes)."""
+  b, t = a.shape[0], a.shape[1]
+  a = tf.cast(tf.reshape(a, [b * t, -1]), tf.float64)
+  delta = tf.cast(tf.reshape(delta, [b * t, -1]), tf.float64)
+  products = (tf.matmul(a, a, transpose_b=True) * tf.matmul(delta, delta, transpose_b=True))
+  return tf.reduce_sum(tf.reshape(products, [b, t, b, t]), axis=[1, 3])
 
 
 def tapped_per_image_gradients(taps: TappedGradients, weights, images,
@@ -385,12 +433,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
 
   taps = _tapped_or_none(net.model, weights, method, net.layers)
 
-  def kernel(batch):
-    if taps is not None:
-      return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
-    return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
+  count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
-    count = images.shape[0] if images is not None else batch_size
     mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats)
             else 'graph')
     if mode == 'eager':
@@ -398,6 +442,16 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
       # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
       chunk_size = None
+  # Eagerly on the whole batch, Θ comes from the taps without every g_i where that is
+  # cheaper (`TappedGradients.kernel_matrix`); traced, as before (its values to the bit).
+  whole_eager = mode == 'eager' and (chunk_size is None or chunk_size >= count)
+
+  def kernel(batch):
+    if taps is not None and whole_eager:
+      return taps.kernel_matrix(weights, batch)
+    if taps is not None:
+      return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
+    return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
   run = network_lib.compile_mode(kernel, mode)
 
   values = []
