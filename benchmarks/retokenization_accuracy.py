@@ -46,6 +46,7 @@ from absl import logging  # noqa: E402
 import yaml  # noqa: E402
 
 from asvit_tf.errors import UserInputError  # noqa: E402
+from asvit_tf.search import state as state_lib  # noqa: E402
 from benchmarks import _report  # noqa: E402
 
 REPO = _report.REPO
@@ -184,12 +185,7 @@ def train_one(setting: str, seed: int, data_dir: str, out_dir: str, key: Dict[st
 
 def write_json(path: str, value) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  state_lib.atomic_write(path, json.dumps(value, indent=1))
 
 
 def load_finished(out_dir: str, name: str, key: Dict[str, object]) -> Optional[dict]:

@@ -99,8 +99,7 @@ def _is_random(initial_value) -> bool:
 def _is_constant(initial_value) -> bool:
   """Whether `initial_value` is a Keras initializer call that does not draw (zeros, ones):
   every call gives the same value."""
-  init = _keras_initializer(initial_value)
-  return init is not None and 'seed' not in init.get_config()
+  return _keras_initializer(initial_value) is not None and not _is_random(initial_value)
 
 
 def reseeded(initial_value, seed: int):

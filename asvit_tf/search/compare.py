@@ -88,12 +88,10 @@ def measured_in_order(records: Sequence[Dict], strategy: str, width: int) -> Lis
 
 
 def _read_result(path: str) -> Optional[str]:
-  seed_file = os.path.join(path, reinforce.SEED_FILE)
-  if not os.path.isfile(seed_file):
+  """The seed a finished run wrote (its seed.txt, as every command reads it), else None."""
+  if not os.path.isfile(os.path.join(path, arch_lib.SEED_FILE)):
     return None
-  with open(seed_file) as f:
-    text = f.read().strip()
-  return arch_lib.Topology.parse(text).seed_string if text else None
+  return arch_lib.resolve(path, '`runs`').seed_string
 
 
 def load_run(path: str) -> SearchRun:
