@@ -2,14 +2,16 @@
 rank a grow's candidates as the recorded one did?
 
 Takes the grow run in DIR (its grow.jsonl and grow_state.json) and, for exactly the
-candidates of the given steps (same topologies, proxy widths, image size, per-step seeds),
+candidates of the given steps (same topologies, proxy widths, per-step seeds),
 re-selects them under the changed setting: --tie_break alone re-selects from the recorded
-metrics (no measuring); --ntk_data, --repeats, --seed or --share_embedding (or --remeasure,
-with the recorded setting) re-measures them first. Every flag left out keeps the recorded
-value. Per step it reports the recorded choice against the re-ranked one and the Kendall-τ
-of the two rankings (rank sums, L^E, κ_Θ): OUT/rescore.md (also printed), rescore.json and
-rescore.png. Measurements go to OUT/measures.jsonl, one line per candidate: the same
-command again resumes a killed run; other measuring settings into the same OUT are refused.
+metrics (no measuring); --ntk_data, --repeats, --seed, --share_embedding or --image_size (or
+--remeasure, with the recorded setting) re-measures them first. --image_size changes only the
+side L^E and κ_Θ are measured at: parameters and MACs stay the records' (at 224×224). Every
+flag left out keeps the recorded value. Per step it reports the recorded choice against the
+re-ranked one and the Kendall-τ of the two rankings (rank sums, L^E, κ_Θ): OUT/rescore.md
+(also printed), rescore.json and rescore.png. Measurements go to OUT/measures.jsonl, one line
+per candidate: the same command again resumes a killed run; other measuring settings into the
+same OUT are refused.
 The comparison follows the recorded path: it does not grow further from a changed choice.
 """
 from __future__ import annotations
@@ -37,6 +39,9 @@ def define_flags():
   flags.DEFINE_string('ntk_data', None, "Images for κ_Θ: '' Gaussian noise, 'photos', a folder "
                       'or a TFDS name (default: as recorded).')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: as recorded).')
+  flags.DEFINE_integer('image_size', None, 'Input side L^E and κ_Θ are measured at, e.g. 64 '
+                       'for a cheaper stand-in of 224; parameters and MACs stay the records\' '
+                       '(default: as recorded).')
   flags.DEFINE_integer('repeats', None, 'Initialisations each metric averages (default: as '
                        'recorded).')
   flags.DEFINE_integer('seed', None, 'Seed of the measurements (default: as recorded).')
@@ -50,7 +55,8 @@ def define_flags():
 
 
 def changes_from_flags() -> rescore.Changes:
-  return rescore.Changes(data=FLAGS.ntk_data, data_dir=FLAGS.data_dir, repeats=FLAGS.repeats,
+  return rescore.Changes(data=FLAGS.ntk_data, data_dir=FLAGS.data_dir,
+                         image_size=FLAGS.image_size, repeats=FLAGS.repeats,
                          seed=FLAGS.seed, share_embedding=FLAGS.share_embedding,
                          tie_break=FLAGS.tie_break, remeasure=FLAGS.remeasure)
 

@@ -3,18 +3,21 @@ the candidates as the recorded one did? (issue 16, docs/scaling_study.md)
 
 A grow record holds, per step, every candidate it measured and their L^E and κ_Θ. This module
 takes such a run and a list of its steps and, for exactly those steps' candidates (the same
-topologies at the same proxy width and image size), either
+topologies at the same proxy width), either
 
 - re-selects from the recorded metrics under another `tie_break` (no measuring), or
-- re-measures them with another κ_Θ batch (`data`, e.g. 'photos'), `repeats`, `seed` or
-  `share_embedding` (or, with `remeasure`, the recorded setting) and re-selects,
+- re-measures them with another κ_Θ batch (`data`, e.g. 'photos'), `repeats`, `seed`,
+  `share_embedding` or measuring resolution `image_size` (or, with `remeasure`, the recorded
+  setting) and re-selects,
 
 then compares per step the recorded choice with the re-ranked one, and the two rankings by
 Kendall-τ (τ-b): of the rank sums, of L^E and of κ_Θ (each as dense ranks, a non-finite value
 last, as `grow.select` ranks them).
 
 Each step's candidates are measured with the seed the grow derives from (seed, step), so the
-recorded setting reproduces the recorded metrics (to float rounding). The comparison is per
+recorded setting reproduces the recorded metrics (to float rounding). Only L^E and κ_Θ are
+re-measured: a candidate's parameters and MACs stay the records' (its real width at 224×224,
+as the grow and the family count them), whatever `image_size`. The comparison is per
 step along the recorded path: a changed choice would have changed every later step's
 candidates, which this does not follow.
 
@@ -38,6 +41,7 @@ from asvit_tf import seeding
 from asvit_tf import validation
 from asvit_tf.correlate import stats
 from asvit_tf.errors import UserInputError
+from asvit_tf.models import memory
 from asvit_tf.search import family
 from asvit_tf.search import grow
 from asvit_tf.search import lock as lock_lib
@@ -63,6 +67,7 @@ class Changes:
   """What differs from the grow's recorded setting (None: as recorded)."""
   data: Optional[str] = None  # the κ_Θ batch: '' Gaussian noise, 'photos', a folder, TFDS
   data_dir: Optional[str] = None
+  image_size: Optional[int] = None  # the side L^E and κ_Θ are measured at
   repeats: Optional[int] = None
   seed: Optional[int] = None
   share_embedding: Optional[bool] = None
@@ -151,6 +156,10 @@ def new_config(run: GrowRun, changes: Changes) -> Tuple[Optional[grow.GrowConfig
     validation.integer('`repeats`', measuring['repeats'])
   if 'seed' in measuring:
     validation.integer('`seed`', measuring['seed'], minimum=0)
+  if 'image_size' in measuring:
+    validation.integer('`image_size`', measuring['image_size'])
+    memory.check_buildable(run.config.arch, measuring['image_size'], run.config.num_classes,
+                           name='`image_size`')
   config = dataclasses.replace(run.config, **updates)
   differs = any(getattr(config, k) != getattr(run.config, k) for k in MEASURE_FIELDS)
   return config, differs or changes.remeasure

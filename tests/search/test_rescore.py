@@ -13,7 +13,9 @@ from asvit_tf import seeding
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 from asvit_tf.search import grow
+from asvit_tf.search import measure as measure_lib
 from asvit_tf.search import rescore
+from asvit_tf.search import run as run_lib
 from tests.search import test_run
 from tests.search.fakes import fake_measure
 
@@ -120,12 +122,49 @@ def test_another_seed_measures_with_the_steps_seeds_and_is_refused_in_the_same_d
                         progress=False)
 
 
+def test_another_image_size_reaches_the_evaluator_and_keeps_the_real_candidates(
+    grow_dir, tmp_path, monkeypatch):
+  built = []
+
+  def evaluator(metrics, config, workers=1):
+    built.append(config)
+    return measure_lib.SerialEvaluator(fake_measure)
+
+  monkeypatch.setattr(run_lib, 'default_evaluator', evaluator)
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(grow_dir, [1, 2], out, rescore.Changes(image_size=16),
+                               progress=False)
+  assert [c.image_size for c in built] == [16]
+  assert (built[0].repeats, built[0].seed) == (GROW.repeats, GROW.seed)
+  assert report['what'] == 'image_size 32 → 16, re-measured'
+  assert report['settings']['recorded']['image_size'] == 32
+  assert report['settings']['new']['image_size'] == 16
+  saved = json.load(open(os.path.join(out, 'rescore_state.json')))['config']
+  assert saved['image_size'] == 16
+  # the candidates stay the records' real topologies, measured at their proxy widths
+  recorded = {r['step']: r for r in _records(os.path.join(grow_dir, grow.LOG_FILE))}
+  for step in report['steps']:
+    assert [r['arch'] for r in step['rows']] == [c['arch'] for c in
+                                                 recorded[step['step']]['candidates']]
+  for line in _records(os.path.join(out, rescore.MEASURES_FILE)):
+    real = arch_lib.Topology.parse(line['arch'])
+    assert line['proxy_arch'] == str(real.replace(width=real.width // grow.WIDTH_FACTOR))
+  with pytest.raises(UserInputError, match=r'different configuration \(image_size=16 there, '
+                     r'24 now\)'):
+    rescore.run_rescore(grow_dir, [1], out, rescore.Changes(image_size=24), measure=_never,
+                        progress=False)
+
+
 @pytest.mark.parametrize('steps, changes, message', [
     ([9], rescore.Changes(tie_break='ours'), r'`steps` 9: .* holds steps 1..3 with candidates'),
     ([0], rescore.Changes(tie_break='ours'), r'`steps` 0: .*step 0, the start, has none'),
     ([], rescore.Changes(tie_break='ours'), '`steps` is empty'),
     ([1], rescore.Changes(repeats=0), '`repeats` must be an integer >= 1, got 0'),
     ([1], rescore.Changes(tie_break='first'), '`tie_break` must be one of ours, authors'),
+    ([1], rescore.Changes(image_size=0), '`image_size` must be an integer >= 1, got 0'),
+    ([1], rescore.Changes(image_size=2),
+     '`image_size` must be at least the tokenization stride 4 .*got 2'),
+    ([1], rescore.Changes(image_size=10**6), '`image_size` 1000000 is too large for'),
 ])
 def test_bad_steps_and_settings_are_one_line_errors(grow_dir, tmp_path, steps, changes,
                                                     message):
@@ -155,16 +194,22 @@ def test_parse_steps():
 
 # --- real metrics, processes -----------------------------------------------------------------
 
-@pytest.mark.slow
-def test_a_tiny_real_grow_is_reproduced_by_its_recorded_setting(tmp_path):
+def _tiny_real_grow(out: str) -> dict:
+  """Step 1 of a real grow at 16 px with 2 to 4 candidates; returns its record."""
   config = dataclasses.replace(GROW, image_size=16, max_steps=1)
   seed = arch_lib.Topology.parse(config.arch)
   # only the three cheapest candidates of step 1 stay under the ceiling
   limit = sorted(size.estimate_params(c.real(seed)) for c in grow.candidates(8, (1, 1, 1, 1)))[2]
   config = dataclasses.replace(config, max_params=limit, target_params=limit)
-  out = str(tmp_path / 'g')
   recorded = grow.run_grow(config, out, progress=False).records[1]
   assert 2 <= len(recorded['candidates']) <= 4
+  return recorded
+
+
+@pytest.mark.slow
+def test_a_tiny_real_grow_is_reproduced_by_its_recorded_setting(tmp_path):
+  out = str(tmp_path / 'g')
+  recorded = _tiny_real_grow(out)
   report = rescore.run_rescore(out, [1], str(tmp_path / 'r'), rescore.Changes(remeasure=True),
                                progress=False)
   step = report['steps'][0]
@@ -172,6 +217,20 @@ def test_a_tiny_real_grow_is_reproduced_by_its_recorded_setting(tmp_path):
     assert row['new']['length'] == pytest.approx(c['length'], rel=1e-6)
     assert row['new']['ntk'] == pytest.approx(c['ntk'], rel=1e-6)
   assert step['same'] and step['new_arch'] == recorded['arch']
+
+
+@pytest.mark.slow
+def test_a_tiny_real_grow_remeasured_at_another_image_size_measures_at_that_size(tmp_path):
+  out = str(tmp_path / 'g')
+  recorded = _tiny_real_grow(out)
+  report = rescore.run_rescore(out, [1], str(tmp_path / 'r'), rescore.Changes(image_size=32),
+                               progress=False)
+  at_32 = measure_lib.make_measure(('length', 'ntk'), image_size=32, repeats=GROW.repeats)
+  for row, c in zip(report['steps'][0]['rows'], recorded['candidates']):
+    want = at_32(rescore.proxy_topology(c), seeding.seed(GROW.seed, 1))
+    assert row['new']['length'] == pytest.approx(want.length, rel=1e-6)
+    assert row['new']['ntk'] == pytest.approx(want.ntk, rel=1e-6)
+    assert row['new']['length'] != pytest.approx(c['length'], rel=1e-3)
 
 
 _SCRIPT = textwrap.dedent('''
@@ -215,7 +274,7 @@ def _asvit(*args):
 
 
 @pytest.mark.slow
-def test_the_command_prints_the_table_and_refuses_bad_input_in_one_line(tmp_path):
+def test_the_command_prints_the_table_and_refuses_bad_input_in_one_line(grow_dir, tmp_path):
   path, _ = _tied_step(tmp_path)
   out = f'--output_dir={tmp_path}/r'
   r = _asvit(f'--grow_dir={path}', '--steps=1', '--tie_break=authors', '--noprogress', out)
@@ -230,3 +289,7 @@ def test_the_command_prints_the_table_and_refuses_bad_input_in_one_line(tmp_path
     assert r.stderr.strip().splitlines()[-1].startswith('error: ') and message in r.stderr
   r = _asvit(f'--grow_dir={tmp_path}/none', '--steps=1', out)
   assert r.returncode != 0 and 'does not exist' in r.stderr.strip().splitlines()[-1]
+  r = _asvit(f'--grow_dir={grow_dir}', '--steps=1', '--image_size=3', out)
+  assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == (
+      'error: --image_size must be at least the tokenization stride 4 (one 4x4 patch per side, '
+      'so every stage has a token of image pixels), got 3')
