@@ -257,9 +257,10 @@ MODES = ('auto', 'eager', 'graph', 'xla')
 # that is cheaper than tracing it: a trace is paid once per new network, the eager dispatch of
 # its ops at every repeat, so eager up to EAGER_REPEATS repeats. And only while the measure's
 # batch is small, since eager keeps more intermediates alive: the forward MACs of the whole
-# batch (images × MACs of one image) within EAGER_BATCH_MACS. The measurements behind both numbers are in docs/benchmarks.md,
-# "Per new network" (As-ViT) and "`asvit correlate` on ViT-Bench-101's PiT networks" (PiT:
-# the same bound, which only the smallest PiT's curves are within at 224 px).
+# batch (images × MACs of one image) within EAGER_BATCH_MACS. The measurements behind both
+# numbers are in docs/benchmarks.md, "Per new network" (As-ViT) and "`asvit correlate` on
+# ViT-Bench-101's PiT networks" (PiT: the same bound; at 224 px only the smallest PiT's
+# curves are within it).
 EAGER_REPEATS = 5
 EAGER_BATCH_MACS = 1e9
 
