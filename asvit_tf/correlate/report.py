@@ -27,7 +27,7 @@ ORDER = ('length', 'curvature', 'curvature_length', 'ntk', 'combined', 'params',
 # The measures with per-repeat values (the sizes have none), for "Repeats: 1 vs all".
 REPEATED = ('length', 'curvature', 'curvature_length', 'ntk', 'combined')
 REPEATS_KEY = 'repeats_1_vs_all'
-# What repeat 0 of an R-repeat run is (docs/proxies.md, "The tool"; tests/correlate/test_cli.py).
+# What repeat 0 of an R-repeat run is (docs/proxies.md, "The tool"; test_repeats.py).
 REPEAT_0_IS = ('Repeat 0 is what a `--repeats=1` run with the same settings measures: the same '
                'weights, input curve and NTK images (seeded by seed and repeat), equal to the '
                'bit in our checks.')
