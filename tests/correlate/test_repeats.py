@@ -128,9 +128,9 @@ TINY = dict(image_size=32, num_points=4, batch_size=4)
     ('pit', pit_size.PitArch(8, 2, (1, 1, 1), (1, 2, 2))),
     ('asvit', arch_lib.as_topology('8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|16,8'))])
 def test_repeat_0_of_more_repeats_is_the_one_repeat_measurement_to_the_bit(space, network):
-  # Repeat r's weights, curve and noise images are seeded by (seed, r); a correlate run hands
-  # the measures a factory, which they trace whatever the repeat count; and repeat 0 is the
-  # traced function's first call either way: the same computation, the same bits.
+  # Repeat r's weights, curve and noise images are seeded by (seed, r); mode='auto' takes
+  # the same path (here eager: tiny networks) for 1 and 2 repeats, as for any count up to
+  # network.EAGER_REPEATS; and repeat 0 is that path's first call: the same bits.
   one = measure.measure_network(measure.Settings(space, repeats=1, **TINY), network)
   two = measure.measure_network(measure.Settings(space, repeats=2, **TINY), network)
   for m in measure.METRICS:
