@@ -185,9 +185,10 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
     mode: 'eager', 'graph' (one `tf.function` traced per call, reused by the repeats),
-      'xla' (the same, XLA-compiled) or 'auto': eager for a topology of a small batch
-      cost measured at most `network.EAGER_REPEATS` times (`network.eager_pays`: one
-      trace costs more than those eager repeats); otherwise graph for L^E alone on an As-ViT (by
+      'xla' (the same, XLA-compiled) or 'auto': eager for a topology (or a factory
+      carrying its MACs, `network.with_macs`) of a small batch cost measured at most
+      `network.EAGER_REPEATS` times (`network.eager_pays`: one trace costs more than those
+      eager repeats); otherwise graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
       alone by the accumulator (other models), graph when κ or L^E_κ need
       forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one

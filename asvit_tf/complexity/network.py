@@ -27,7 +27,8 @@ from asvit_tf.layers import blocks
 from asvit_tf.models import size
 
 # A factory builds a fresh, unbuilt model with a `features(images, training)` method that
-# returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity.
+# returns [batch, F]; `use_layer_norm=False` must make its LayerNorms the identity. It may
+# carry its network's cost (`with_macs`), which lets mode='auto' weigh eager against traced.
 Factory = Callable[[bool], tf_keras.Model]
 # Or a given model with `features`, measured with the weights it holds.
 ArchOrFactory = Union[arch_lib.Topology, str, Factory, tf_keras.Model]
@@ -56,7 +57,30 @@ def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -
   def build(use_layer_norm: bool) -> tf_keras.Model:
     return asvit.AsViT(topology, num_classes=1, drop_path_rate=0.0,
                        use_layer_norm=use_layer_norm, name='measured')
-  return build
+  return with_macs(build, lambda side: size.count_macs(topology, side, None))
+
+
+def with_macs(factory: Factory, forward_macs: Callable[[int], int]) -> Factory:
+  """`factory`, carrying `forward_macs(image_side)`: the multiply-accumulates of one image's
+  forward pass through what `features` reads, for `eager_pays`. Returns `factory`."""
+  factory.forward_macs = forward_macs
+  return factory
+
+
+def forward_macs(arch_or_factory: ArchOrFactory, width: Optional[int],
+                 image_shape: Sequence[int]) -> Optional[int]:
+  """MACs of one image's forward pass: counted for a topology, as carried by a factory
+  (`with_macs`), None when not known (a factory without it, a given model)."""
+  side = max(int(s) for s in image_shape[:2])
+  if is_model(arch_or_factory):
+    return None
+  if callable(arch_or_factory):
+    count = getattr(arch_or_factory, 'forward_macs', None)
+    return None if count is None else int(count(side))
+  topology = arch_lib.as_topology(arch_or_factory)
+  if width is not None:
+    topology = topology.replace(width=int(width))
+  return size.count_macs(topology, side, None)
 
 
 @contextlib.contextmanager
@@ -229,12 +253,14 @@ def measured_network(arch_or_model, width: Optional[int], use_layer_norm: bool,
 
 
 MODES = ('auto', 'eager', 'graph', 'xla')
-# mode='auto' on a topology runs a measure eagerly when that is cheaper than tracing it: a
-# trace is paid once per new network, the eager dispatch of its ops at every repeat, so eager
-# up to EAGER_REPEATS repeats. And only while the measure's batch is small, since eager keeps
-# more intermediates alive: the forward MACs of the whole batch (images × MACs of one image)
-# within EAGER_BATCH_MACS. The measurements behind both numbers are in docs/benchmarks.md,
-# "Per new network".
+# mode='auto' on a topology (or a factory carrying its MACs) runs a measure eagerly when
+# that is cheaper than tracing it: a trace is paid once per new network, the eager dispatch of
+# its ops at every repeat, so eager up to EAGER_REPEATS repeats. And only while the measure's
+# batch is small, since eager keeps more intermediates alive: the forward MACs of the whole
+# batch (images × MACs of one image) within EAGER_BATCH_MACS. The measurements behind both
+# numbers are in docs/benchmarks.md, "Per new network" (As-ViT) and "`asvit correlate` on
+# ViT-Bench-101's PiT networks" (PiT: the same bound; at 224 px only the smallest PiT's
+# curves are within it).
 EAGER_REPEATS = 5
 EAGER_BATCH_MACS = 1e9
 
@@ -247,16 +273,14 @@ def check_mode(mode: str) -> str:
 
 def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
                image_shape: Sequence[int], images: int, repeats: int) -> bool:
-  """Whether mode='auto' runs a measure eagerly: a topology (not a factory or a given model,
-  whose cost is not known here), at most EAGER_REPEATS repeats and a batch of `images`
-  within EAGER_BATCH_MACS."""
-  if callable(arch_or_factory) or is_model(arch_or_factory) or repeats > EAGER_REPEATS:
+  """Whether mode='auto' runs a measure eagerly: at most EAGER_REPEATS repeats of a network
+  whose cost is known (`forward_macs`: a topology, or a factory carrying it) and whose batch
+  of `images` is within EAGER_BATCH_MACS. A given model or a factory without its cost is
+  traced."""
+  if repeats > EAGER_REPEATS:
     return False
-  topology = arch_lib.as_topology(arch_or_factory)
-  if width is not None:
-    topology = topology.replace(width=int(width))
-  macs = size.count_macs(topology, max(int(s) for s in image_shape[:2]), None)
-  return macs * images <= EAGER_BATCH_MACS
+  macs = forward_macs(arch_or_factory, width, image_shape)
+  return macs is not None and macs * images <= EAGER_BATCH_MACS
 
 
 def compile_mode(fn, mode: str):

@@ -400,10 +400,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       selection (default); False: the kernels only.
     mode: 'auto', 'graph' (one traced function reused by the repeats), 'xla' (the same,
       XLA-compiled) or 'eager' (no outer `tf.function`; `tf.vectorized_map` then traces
-      its body at every repeat). 'auto' is eager for a topology of a small batch cost
-      (`network.eager_pays`) measured at most `network.EAGER_REPEATS` times, where one
-      trace costs more than the eager repeats, and graph otherwise; the values agree to float
-      rounding.
+      its body at every repeat). 'auto' is eager for a topology (or a factory carrying
+      its MACs, `network.with_macs`) of a small batch cost (`network.eager_pays`) measured
+      at most `network.EAGER_REPEATS` times, where one trace costs more than the eager
+      repeats, and graph otherwise; the values agree to float rounding.
     chunk_size: images per pass (None: the whole batch at once). The memory of the
       backward passes scales with it; the values agree to float rounding. When 'auto'
       runs eagerly, the whole (small) batch goes at once.

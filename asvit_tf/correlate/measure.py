@@ -221,7 +221,8 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
   processes, or with `ray` (a `ray_evaluator.RayOptions`) as a Ray task per network; with
   either of the last two it must pickle (a module-level function).
 
-  A row's measures given by the table are used as they are; the sizes are computed.
+  A row's measures given by the table are used as they are (without per-repeat `values`);
+  the sizes are computed.
   """
   if workers < 1:
     raise UserInputError(f'`workers` must be >= 1, got {workers}')
@@ -259,6 +260,8 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
   for row in rows:
     record = dict(done.get(row.key, {'key': row.key}))
     record.update(row.given)
+    if row.given and 'values' in record:  # a given measure's repeats are not known here
+      record['values'] = {m: v for m, v in record['values'].items() if m not in row.given}
     record.update(sizes(settings.space, row.network))
     out[row.key] = record
   return out

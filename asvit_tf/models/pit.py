@@ -233,10 +233,13 @@ class PiT(tf_keras.Model):
 
 def pit_factory(arch, image_size: int = pit_size.IMAGE_SIZE,
                 num_classes: Optional[int] = None):
-  """A measures' factory `use_layer_norm -> PiT` (complexity/network.py `Factory`)."""
+  """A measures' factory `use_layer_norm -> PiT` (complexity/network.py `Factory`), carrying
+  `forward_macs(image_side)` (`network.with_macs`), its MACs per image, for mode='auto'."""
   arch = pit_size.as_pit(arch)
   classes = pit_size.NUM_CLASSES if num_classes is None else num_classes
 
   def build(use_layer_norm: bool) -> PiT:
     return PiT(arch, image_size, classes, use_layer_norm=use_layer_norm, name='measured_pit')
+  # Set here, not by `network.with_macs`: models do not import complexity.
+  build.forward_macs = lambda side: pit_size.count_macs(arch, side, classes)
   return build

@@ -1,11 +1,15 @@
 """Whatever path a measure takes (eager, traced), it gives the same values to float rounding;
 mode='auto' takes the eager one where it is cheaper (issue 19)."""
+from unittest import mock
+
 import numpy as np
 import pytest
 
 from asvit_tf import arch as arch_lib
 from asvit_tf import complexity
 from asvit_tf.complexity import network
+from asvit_tf.models import pit
+from asvit_tf.models import pit_size
 from tests.complexity.conftest import TINY
 from tests.complexity.conftest import linear_factory
 
@@ -65,3 +69,69 @@ def test_auto_is_eager_for_few_repeats_of_a_small_network_else_traced():
                               **small)
   graph = complexity.curvature(TINY, num_points=4, repeats=repeats, mode='graph', **small)
   assert auto.values == graph.values
+
+
+TINY_PIT = pit_size.PitArch(8, 2, (1, 1, 1), (1, 2, 2))
+
+
+@pytest.mark.slow
+def test_pit_measures_eager_equal_traced():
+  """A PiT factory (correlate's networks) gives the same values eagerly and traced."""
+  build = pit.pit_factory(TINY_PIT, image_size=32)
+  curves = dict(image_size=32, num_points=6, repeats=2, seed=3)
+  eager = complexity.curve_metrics(build, mode='eager', **curves)
+  graph = complexity.curve_metrics(build, mode='graph', **curves)
+  for metric in complexity.CURVE_METRICS:
+    assert np.all(np.isfinite(eager[metric].values)), metric
+    np.testing.assert_allclose(eager[metric].values, graph[metric].values, rtol=1e-5,
+                               err_msg=metric)
+  ntk = dict(image_size=32, repeats=2, seed=5, batch_size=4)
+  eager = complexity.ntk_condition_number(build, mode='eager', **ntk)
+  graph = complexity.ntk_condition_number(build, mode='graph', **ntk)
+  assert not graph.bad
+  np.testing.assert_allclose(eager.values, graph.values, rtol=1e-5)
+
+
+def test_a_factory_carries_its_macs_and_auto_weighs_them():
+  build = pit.pit_factory(TINY_PIT, image_size=32)
+  macs = pit_size.count_macs(TINY_PIT, image_size=32)
+  assert network.forward_macs(build, None, (32, 32, 3)) == macs
+  # A factory made from a topology carries what the topology's own path counts.
+  topology = arch_lib.as_topology(SEED)
+  assert (network.forward_macs(network.model_factory(topology), None, (64, 64, 3))
+          == network.forward_macs(topology, None, (64, 64, 3)))
+  for factory, shape in ((build, (32, 32, 3)), (network.model_factory(SEED), (64, 64, 3))):
+    batch = network.forward_macs(factory, None, shape) * 16
+    with mock.patch.object(network, 'EAGER_BATCH_MACS', batch):
+      assert network.eager_pays(factory, None, shape, 16, 1)
+      assert not network.eager_pays(factory, None, shape, 16, network.EAGER_REPEATS + 1)
+    with mock.patch.object(network, 'EAGER_BATCH_MACS', batch - 1):
+      assert not network.eager_pays(factory, None, shape, 16, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('above', [False, True])
+def test_auto_runs_a_small_pit_eagerly_and_one_above_the_bound_traced(above):
+  build = pit.pit_factory(TINY_PIT, image_size=32)
+  points, images = 4, 4  # 4 points on the curve, 3 distinct: a batch of 3 images
+  macs = pit_size.count_macs(TINY_PIT, image_size=32)
+  # Eager: a bound that holds the larger batch (the NTK's 4); traced: one below the smaller.
+  bound = macs * (points - 1) - 1 if above else macs * images
+  modes = []
+  compile_mode = network.compile_mode
+
+  def recorded(fn, mode):
+    modes.append(mode)
+    return compile_mode(fn, mode)
+  with mock.patch.object(network, 'EAGER_BATCH_MACS', bound), \
+       mock.patch.object(network, 'compile_mode', recorded):
+    auto = complexity.curvature(build, image_size=32, num_points=points, repeats=1)
+    ntk = complexity.ntk_condition_number(build, image_size=32, repeats=1, batch_size=images)
+  assert modes == (['graph', 'graph'] if above else ['eager', 'eager'])
+  chosen = modes[0]
+  assert auto.values == complexity.curvature(build, image_size=32, num_points=points,
+                                             repeats=1, mode=chosen).values
+  # Eagerly, 'auto' takes the whole (small) batch in one pass.
+  chunk = {'chunk_size': None} if chosen == 'eager' else {}
+  assert ntk.values == complexity.ntk_condition_number(
+      build, image_size=32, repeats=1, batch_size=images, mode=chosen, **chunk).values
