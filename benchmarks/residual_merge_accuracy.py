@@ -64,7 +64,10 @@ def load_pairs(plain: str, residual: str):
   keys = [k for k in tb if k in ta]
   if not keys:
     raise UserInputError(f'{plain} and {residual} trained no topology in common')
-  return [(k, ta[k], tb[k], ma.get(k), mb.get(k)) for k in keys]
+  # Measures are keyed by the measured network (depths and width written out, the trained
+  # record's `trained`), trainings by the sampled topology.
+  measured = lambda m, t: m.get(t.get('trained', t['key']))
+  return [(k, ta[k], tb[k], measured(ma, ta[k]), measured(mb, tb[k])) for k in keys]
 
 
 def _fmt(x, spec: str) -> str:

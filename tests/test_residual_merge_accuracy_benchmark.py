@@ -17,11 +17,12 @@ def _run(root, name, merge, accuracies, measures=None, **budget):
     json.dump({**BUDGET, 'merge': merge, **budget}, f)
   with open(os.path.join(run, 'trained.jsonl'), 'w') as f:
     for key, acc in accuracies.items():
-      f.write(json.dumps({'key': key, 'topology': key, 'accuracy': acc}) + '\n')
+      f.write(json.dumps({'key': key, 'topology': key, 'trained': key + '+',
+                          'accuracy': acc}) + '\n')
   if measures:
     with open(os.path.join(run, 'measures.jsonl'), 'w') as f:
       for key, (length, ntk) in measures.items():
-        f.write(json.dumps({'key': key, 'length': length, 'ntk': ntk}) + '\n')
+        f.write(json.dumps({'key': key + '+', 'length': length, 'ntk': ntk}) + '\n')
   return run
 
 

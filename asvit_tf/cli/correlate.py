@@ -172,7 +172,8 @@ def run_train(n: int, out_dir: str, train_settings, references, settings_kwargs,
   if n is None or n < 2:
     raise UserInputError(f'--n must be >= 2 with --train (a correlation needs two networks), '
                          f'got {n}')
-  settings = measure.Settings(space='asvit', **settings_kwargs)
+  # The sample is measured as it is trained: with the run's patch merging.
+  settings = measure.Settings(space='asvit', merge=train_settings.merge, **settings_kwargs)
   os.makedirs(out_dir, exist_ok=True)
   with lock.RunLock(out_dir):
     sample = train.sample_topologies(n, train_settings.seed)

@@ -39,15 +39,16 @@ def is_model(arch_or_factory) -> bool:
   return callable(getattr(arch_or_factory, 'features', None))
 
 
-def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -> Factory:
+def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None,
+                  merge: str = 'plain') -> Factory:
   """A `Factory` from a topology, topology string, variant name or a factory itself.
 
-  A topology gives `AsViT(topology with C=width, drop_path_rate=0)`; its classification
-  head is never built, as only `features` is called.
+  A topology gives `AsViT(topology with C=width, drop_path_rate=0, merge=merge)`; its
+  classification head is never built, as only `features` is called.
   """
   if callable(arch_or_factory):
-    if width is not None:
-      raise ValueError(f'width={width} applies to a topology, not to a model factory')
+    if width is not None or merge != 'plain':
+      raise ValueError(f'width={width}, merge={merge!r} apply to a topology, not to a factory')
     return arch_or_factory
   topology = arch_lib.as_topology(arch_or_factory)
   if width is not None:
@@ -56,8 +57,8 @@ def model_factory(arch_or_factory: ArchOrFactory, width: Optional[int] = None) -
 
   def build(use_layer_norm: bool) -> tf_keras.Model:
     return asvit.AsViT(topology, num_classes=1, drop_path_rate=0.0,
-                       use_layer_norm=use_layer_norm, name='measured')
-  return with_macs(build, lambda side: size.count_macs(topology, side, None))
+                       use_layer_norm=use_layer_norm, merge=merge, name='measured')
+  return with_macs(build, lambda side: size.count_macs(topology, side, None, merge=merge))
 
 
 def with_macs(factory: Factory, forward_macs: Callable[[int], int]) -> Factory:

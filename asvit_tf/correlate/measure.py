@@ -62,6 +62,7 @@ class Settings:
   num_points: int = 10
   batch_size: int = 16
   ntk_data: str = ''  # '' Gaussian noise, 'mnist5k', a folder of images or a TFDS name
+  merge: str = 'plain'  # an As-ViT's patch merging: 'residual' as `--train --residual_merge`
 
   def __post_init__(self):
     object.__setattr__(self, 'metrics', tuple(self.metrics))
@@ -73,30 +74,36 @@ class Settings:
     for name in ('image_size', 'repeats', 'num_points', 'batch_size'):
       if getattr(self, name) < 1:
         raise UserInputError(f'`{name}` must be >= 1, got {getattr(self, name)}')
+    size_lib.check_merge(self.merge, '`merge`')
+    if self.space == 'pit' and self.merge != 'plain':
+      raise UserInputError(f'`merge` {self.merge!r}: a PiT has no patch merging to change')
     if self.space == 'pit' and self.image_size < pit_size.PATCH_SIZE:
       raise UserInputError(f'`image_size` {self.image_size}: a PiT needs at least '
                        f'{pit_size.PATCH_SIZE} pixels (its patch)')
 
   def to_dict(self) -> Dict[str, object]:
-    return {**dataclasses.asdict(self), 'metrics': list(self.metrics)}
+    out = {**dataclasses.asdict(self), 'metrics': list(self.metrics)}
+    if self.merge == 'plain':  # as runs wrote it before the option, so they still resume
+      del out['merge']
+    return out
 
 
-def sizes(space: str, network) -> Dict[str, int]:
+def sizes(space: str, network, merge: str = 'plain') -> Dict[str, int]:
   """#params and MACs of the network as trained: a PiT at the benchmark's 224 px and 100
-  classes; an As-ViT's backbone (no head) at 224 px."""
+  classes; an As-ViT's backbone (no head) at 224 px, with its `merge`."""
   if space == 'pit':
     return {'params': pit_size.count_params(network), 'macs': pit_size.count_macs(network)}
-  return {'params': size_lib.estimate_params(network, num_classes=None),
-          'macs': size_lib.count_macs(network, 224, num_classes=None)}
+  return {'params': size_lib.estimate_params(network, num_classes=None, merge=merge),
+          'macs': size_lib.count_macs(network, 224, num_classes=None, merge=merge)}
 
 
-def factory(space: str, network, image_size: int):
-  """The measures' model factory of a network."""
+def factory(space: str, network, image_size: int, merge: str = 'plain'):
+  """The measures' model factory of a network (an As-ViT with its patch `merge`)."""
   if space == 'pit':
     from asvit_tf.models import pit  # pylint: disable=g-import-not-at-top
     return pit.pit_factory(network, image_size)
   from asvit_tf.complexity import network as network_lib  # pylint: disable=g-import-not-at-top
-  return network_lib.model_factory(network)
+  return network_lib.model_factory(network, merge=merge)
 
 
 def mnist_batch(image_size: int, batch_size: int, seed: int) -> np.ndarray:
@@ -134,7 +141,7 @@ def measure_network(settings: Settings, network, images: Optional[np.ndarray] = 
                     mode: str = 'auto') -> Dict[str, object]:
   """{metric: mean, 'ntk_bad', 'values': {metric: per repeat}, 'seconds': {...}}."""
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
-  build = factory(settings.space, network, settings.image_size)
+  build = factory(settings.space, network, settings.image_size, settings.merge)
   out, values, seconds = {}, {}, {}
   curves = [m for m in settings.metrics if m in CURVE_METRICS]
   if curves:
@@ -262,6 +269,6 @@ def measure_table(rows: List[table_lib.Row], settings: Settings, out_dir: str,
     record.update(row.given)
     if row.given and 'values' in record:  # a given measure's repeats are not known here
       record['values'] = {m: v for m, v in record['values'].items() if m not in row.given}
-    record.update(sizes(settings.space, row.network))
+    record.update(sizes(settings.space, row.network, settings.merge))
     out[row.key] = record
   return out
