@@ -19,16 +19,22 @@ SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
 CASES = [(TINY, 32), (SEED, 32), ('5,4,2|3,2,5|3,1,3|3,1,2|16,8', 40)]
 
 
+def _curves_eager_equal_traced(arch_or_build, rtol, **kwargs):
+  """Asserts the curve metrics agree eagerly and traced (finite); returns the traced ones."""
+  eager = complexity.curve_metrics(arch_or_build, mode='eager', **kwargs)
+  graph = complexity.curve_metrics(arch_or_build, mode='graph', **kwargs)
+  for metric in complexity.CURVE_METRICS:
+    assert np.all(np.isfinite(eager[metric].values)), metric
+    np.testing.assert_allclose(eager[metric].values, graph[metric].values, rtol=rtol,
+                               err_msg=metric)
+  return graph
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('arch,size', CASES)
 def test_curve_metrics_eager_equal_traced(arch, size):
   kwargs = dict(image_size=size, num_points=6, repeats=1, seed=3)
-  eager = complexity.curve_metrics(arch, mode='eager', **kwargs)
-  graph = complexity.curve_metrics(arch, mode='graph', **kwargs)
-  for metric in complexity.CURVE_METRICS:
-    assert np.all(np.isfinite(eager[metric].values)), metric
-    np.testing.assert_allclose(eager[metric].values, graph[metric].values, rtol=2e-4,
-                               err_msg=metric)
+  graph = _curves_eager_equal_traced(arch, 2e-4, **kwargs)
   # L^E alone runs by hand (`dual`): eager and traced agree with the accumulator's too.
   for mode in ('eager', 'graph'):
     alone = complexity.length_distortion(arch, mode=mode, **kwargs)
@@ -78,13 +84,7 @@ TINY_PIT = pit_size.PitArch(8, 2, (1, 1, 1), (1, 2, 2))
 def test_pit_measures_eager_equal_traced():
   """A PiT factory (correlate's networks) gives the same values eagerly and traced."""
   build = pit.pit_factory(TINY_PIT, image_size=32)
-  curves = dict(image_size=32, num_points=6, repeats=2, seed=3)
-  eager = complexity.curve_metrics(build, mode='eager', **curves)
-  graph = complexity.curve_metrics(build, mode='graph', **curves)
-  for metric in complexity.CURVE_METRICS:
-    assert np.all(np.isfinite(eager[metric].values)), metric
-    np.testing.assert_allclose(eager[metric].values, graph[metric].values, rtol=1e-5,
-                               err_msg=metric)
+  _curves_eager_equal_traced(build, 1e-5, image_size=32, num_points=6, repeats=2, seed=3)
   ntk = dict(image_size=32, repeats=2, seed=5, batch_size=4)
   eager = complexity.ntk_condition_number(build, mode='eager', **ntk)
   graph = complexity.ntk_condition_number(build, mode='graph', **ntk)
