@@ -72,16 +72,12 @@ def forward_macs(arch_or_factory: ArchOrFactory, width: Optional[int],
                  image_shape: Sequence[int]) -> Optional[int]:
   """MACs of one image's forward pass: counted for a topology, as carried by a factory
   (`with_macs`), None when not known (a factory without it, a given model)."""
-  side = max(int(s) for s in image_shape[:2])
   if is_model(arch_or_factory):
     return None
-  if callable(arch_or_factory):
-    count = getattr(arch_or_factory, 'forward_macs', None)
-    return None if count is None else int(count(side))
-  topology = arch_lib.as_topology(arch_or_factory)
-  if width is not None:
-    topology = topology.replace(width=int(width))
-  return size.count_macs(topology, side, None)
+  # A topology's factory counts its own MACs: one place counts an As-ViT's.
+  factory = arch_or_factory if callable(arch_or_factory) else model_factory(arch_or_factory, width)
+  count = getattr(factory, 'forward_macs', None)
+  return None if count is None else int(count(max(int(s) for s in image_shape[:2])))
 
 
 @contextlib.contextmanager

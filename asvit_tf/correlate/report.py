@@ -215,9 +215,10 @@ def write(out_dir: str, space: str, table: str, settings: Dict[str, object],
   result = {'space': space, 'table': table, 'n': len(records), 'settings': settings,
             'n_boot': n_boot, 'bootstrap_seed': seed, 'num_groups': num_groups,
             'correlations': correlated, 'networks': networks, **(extra or {})}
-  single = repeat_columns(records, settings['metrics'], settings['repeats'])
-  if settings['repeats'] > 1 and single[0]:
-    result[REPEATS_KEY] = repeats_1_vs_all(correlated, single, accuracy, n_boot, seed)
+  if settings['repeats'] > 1:
+    single = repeat_columns(records, settings['metrics'], settings['repeats'])
+    if single[0]:
+      result[REPEATS_KEY] = repeats_1_vs_all(correlated, single, accuracy, n_boot, seed)
   with open(os.path.join(out_dir, 'correlation.json'), 'w', encoding='utf-8') as f:
     json.dump(_strict(result), f, indent=1)
     f.write('\n')
