@@ -8,12 +8,14 @@ Weights are, as in the authors' code (the PyTorch parameters named 'weight'), th
 biases and LayerNorm offsets β are left out. `include_scales=False` leaves γ out too (the
 kernels only). LayerNorms stay in the network either way.
 
-On an As-ViT all g_i come from one batched forward and backward pass (`TappedGradients`):
-every kernel acts on each image's tokens as a matmul (a Dense layer, or the patch
-embedding's conv as a matmul of image patches), so with a_i its input and δ_i the gradient
-with respect to its output for image i, g_i = Σ_tokens a_i ⊗ δ_i = a_iᵀ δ_i: one batched
-matmul per kernel, as the weight gradient of ordinary training but without summing over the
-batch. A LayerNorm y = γ ⊙ x̂ + β, x̂ = (x − μ(x)) / √(σ²(x) + ε) over the last axis, gives
+On an As-ViT or a PiT all g_i come from one batched forward and backward pass
+(`TappedGradients`): every kernel acts on each image's tokens as a matmul (a Dense layer, or
+the patch embedding's conv as a matmul of image patches), so with a_i its input and δ_i the
+gradient with respect to its output for image i, g_i = Σ_tokens a_i ⊗ δ_i = a_iᵀ δ_i: one
+batched matmul per kernel, as the weight gradient of ordinary training but without summing
+over the batch. A PiT pooling's grouped conv (one input channel per output channel) is the
+same per input channel: its patches of that channel against δ of its output channels. A
+LayerNorm y = γ ⊙ x̂ + β, x̂ = (x − μ(x)) / √(σ²(x) + ε) over the last axis, gives
 ∂y_tc/∂γ_c = x̂_tc for every token t, so its γ's gradient is g_i = Σ_tokens x̂_i ⊙ δ_i
 with δ_i the gradient at its output. For any other model (`per_image_gradients`):
 `tf.vectorized_map` over the images of a per-image forward and backward pass, which
@@ -22,6 +24,7 @@ weight in float64 so that the full G is never concatenated.
 """
 from __future__ import annotations
 
+import functools
 import logging as logging_lib
 import time
 from typing import Optional, Tuple
@@ -102,20 +105,25 @@ def _chunked(fn, images, chunk_size: Optional[int], weights):
 
 
 class TappedGradients:
-  """Per-image kernel and LayerNorm-scale gradients of an As-ViT from one batched forward
-  and backward pass.
+  """Per-image kernel and LayerNorm-scale gradients of an As-ViT or a PiT from one batched
+  forward and backward pass.
 
-  The model's Dense layers, its LayerNorms and its patch embedding are tapped (their `call`
-  wrapped on the instance, until `untap`): while `__call__` traces, each records what its
-  weight's gradient needs, and one `GradientTape.gradient` of Σ_i Σ_j h_j(x_i) with
-  respect to every recorded output z gives every δ = ∂(Σ_i Σ_j h_j(x_i))/∂z. The batch rows
-  of every recorded tensor are images (windows and tokens of an image are contiguous), so
-  per image i:
+  The model's Dense layers, its LayerNorms, its patch embedding and (PiT) its poolings are
+  tapped (their `call`, or a PiT's `embed`, wrapped on the instance, until `untap`): while
+  `__call__` traces, each records what its weight's gradient needs, and one
+  `GradientTape.gradient` of Σ_i Σ_j h_j(x_i) with respect to every recorded output z gives
+  every δ = ∂(Σ_i Σ_j h_j(x_i))/∂z. The batch rows of every recorded tensor are images
+  (windows and tokens of an image are contiguous; a PiT's Dense layers see [B, tokens, d]),
+  so per image i:
 
   - a Dense kernel W (z = a W): g_i = a_iᵀ δ_i, a_i [tokens, in], δ_i [tokens, out];
   - the patch embedding's conv kernel: the same with a_i the image's patches, taken from the
-    padded images as the conv sees them (`tf.image.extract_patches`), and δ_i the gradient
-    at the conv's output (plus bias), which is its norm's input;
+    (As-ViT: padded) images as the conv sees them (`tf.image.extract_patches`), and δ_i the
+    gradient at the conv's output (plus bias): on an As-ViT its norm's input, on a PiT
+    `embed`'s output;
+  - a PiT pooling's grouped conv kernel [k, k, C, m] (output channel c·m + j reads input
+    channel c only): g_i[:, :, c, j] = Σ_positions P_i[p, :, :, c] δ_i[p, c·m + j], P_i the
+    k×k patches of the padded map at the conv's strides, δ_i the gradient at its output;
   - a LayerNorm's scale γ (z = γ ⊙ x̂ + β over the last axis: the blocks' over d, the patch
     embedding's over d, the patch merging's over the k²·d vector): ∂z_tc/∂γ_c = x̂_tc, so
     g_i = Σ_tokens x̂_i ⊙ δ_i, with x̂ = (x − μ) / √(σ² + ε) recomputed from the recorded
@@ -124,71 +132,78 @@ class TappedGradients:
   During that pass the attention layers run `attention.attention` (the maps group by group
   when traced, their backward written out), and their own core again after.
 
-  Only for `AsViT` models, whose layers keep each image's rows together (any Dense input's
-  leading axis is image-major); `covers(weights)` says whether every weight is a tapped
-  kernel or scale: if not, use `per_image_gradients`.
+  Only for `AsViT` and `PiT` models, whose layers keep each image's rows together (any
+  Dense input's leading axis is image-major); `covers(weights)` says whether every weight is
+  a tapped kernel or scale: if not, use `per_image_gradients`.
   """
 
   def __init__(self, model, layers=None):
     """Taps `model`; `layers`, when given, is its `submodules` walked already."""
     from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
+    from asvit_tf.models import pit  # pylint: disable=g-import-not-at-top
     import tf_keras  # pylint: disable=g-import-not-at-top
     if not self.applies_to(model):
-      raise ValueError(f'tapped gradients need an AsViT model, got {type(model).__name__}')
+      raise ValueError(f'tapped gradients need an AsViT or PiT model, got '
+                       f'{type(model).__name__}')
     self._records = None
     self._tapped = set()
     self._untaps = []
     layers = list(model.submodules) if layers is None else layers
     for layer in layers:
       if isinstance(layer, tf_keras.layers.Dense) and layer.built:
-        self._tap(layer, layer.kernel, 'dense')
+        self._tap(layer, layer.kernel, 'dense', lambda x, z: (x, z))
       elif isinstance(layer, blocks.PatchEmbedding) and layer.built:
         # The norm's input is the conv's output (plus its bias): its δ is the conv's.
-        self._tap(layer.norm, layer.conv_kernel, 'conv', embedding=layer)
+        patches = functools.partial(self._patches, layer)
+        self._tap(layer.norm, layer.conv_kernel, 'conv',
+                  lambda x, z, patches=patches: (patches, x))
+      elif isinstance(layer, pit.PitPooling) and layer.built:
+        # Its call returns (map, tokens): the conv's output (plus bias) is the map.
+        self._tap(layer, layer.conv_kernel, 'grouped', lambda x, z, pool=layer: ((pool, x), z[0]))
+    if isinstance(model, pit.PiT) and model.built:
+      self._tap(model, model.embed_kernel, 'conv', lambda x, z: (_pit_patches, z),
+                method='embed')
     for layer in layers:   # after the embedding's: a norm may be tapped twice
       if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
           and layer.scale):
-        self._tap(layer, layer.gamma, 'scale')
+        self._tap(layer, layer.gamma, 'scale', lambda x, z, norm=layer: ((norm, x), z))
     self._features = model.features
     self._attention = [layer for layer in layers
                        if isinstance(layer, blocks.SplitAttention)]
 
-  def _tap(self, layer, weight, kind, embedding=None):
-    """Wraps `layer.call` to record (weight, kind, a, z), z the tensor whose δ is taken:
-    'dense': the layer's input and output; 'conv' (the patch embedding's, tapped at its
-    norm): the embedding itself (its patches are taken from the images) and the norm's
-    input; 'scale' (a LayerNorm): the layer and its input (x̂ comes from both), its output.
-    """
-    call = layer.call
+  def _tap(self, layer, weight, kind, record, method='call'):
+    """Wraps `layer.<method>` to record (weight, kind, a, z) with (a, z) = record(its first
+    input, its output), z the tensor whose δ is taken. a is, by kind: 'dense': the layer's
+    input; 'conv': a function of the images giving the patches the conv reads (the As-ViT
+    embedding is tapped at its norm, z the norm's input); 'grouped' (a PiT pooling): the
+    layer and its map input; 'scale' (a LayerNorm): the layer and its input (x̂ comes from
+    both)."""
+    call = getattr(layer, method)
 
     def tapped(inputs, *args, **kwargs):
       out = call(inputs, *args, **kwargs)
       if self._records is not None:
-        if kind == 'dense':
-          self._records.append((weight, kind, inputs, out))
-        elif kind == 'conv':
-          self._records.append((weight, kind, embedding, inputs))
-        else:
-          self._records.append((weight, kind, (layer, inputs), out))
+        self._records.append((weight, kind, *record(inputs, out)))
       return out
-    own = 'call' in vars(layer)
-    layer.call = tapped
+    own = method in vars(layer)
+    setattr(layer, method, tapped)
     self._tapped.add(weight.ref())
-    self._untaps.append((layer, own, call))
+    self._untaps.append((layer, method, own, call))
 
   def untap(self):
-    """Gives every tapped layer its own `call` back: the model leaves as it came."""
-    for layer, own, call in reversed(self._untaps):
+    """Gives every tapped layer its own methods back: the model leaves as it came."""
+    for layer, method, own, call in reversed(self._untaps):
       if own:
-        layer.call = call
+        setattr(layer, method, call)
       else:
-        del layer.call
+        delattr(layer, method)
     self._untaps = []
 
   @staticmethod
   def applies_to(model) -> bool:
     from asvit_tf.models import asvit  # pylint: disable=g-import-not-at-top
-    return isinstance(model, asvit.AsViT)
+    from asvit_tf.models import pit  # pylint: disable=g-import-not-at-top
+    return isinstance(model, (asvit.AsViT, pit.PiT))
 
   def covers(self, weights) -> bool:
     return all(w.ref() in self._tapped for w in weights)
@@ -212,10 +227,23 @@ class TappedGradients:
     # float32 first, 1e-5 by 2.5e-13: 1e-11 of x̂ at a variance of 1e-2, in float64).
     return (x - mean) * tf.math.rsqrt(variance + tf.constant(layer.epsilon, x.dtype))
 
+  @staticmethod
+  def _grouped_gradient(pool, x, delta):
+    """g [b, k, k, C, m] of a PiT pooling's grouped conv kernel [k, k, C, m], from its map
+    input x [b, n, n, C] and δ [b, positions, C·m] at its output."""
+    b, c = x.shape[0], x.shape[-1]
+    k, s = pool.KERNEL, pool.STRIDE
+    patches = tf.image.extract_patches(pool.pad(x), [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1],
+                                       'VALID')  # [b, m, m, k·k·C], C fastest
+    patches = tf.reshape(patches, [b, -1, k * k, c])
+    delta = tf.reshape(delta, [b, -1, c, delta.shape[-1] // c])
+    return tf.einsum('bpkc,bpcm->bkcm', tf.cast(patches, delta.dtype), delta)
+
   def _factors(self, weights, images):
     """Per weight in `weights` that the pass reaches: (weight, kind, factors) for every time
     a tapped layer ran, with kind 'product' and factors (a, δ), a [b, tokens, in] and
-    δ [b, tokens, out] (g_i = a_iᵀ δ_i), or kind 'scale' and factors g [b, C]."""
+    δ [b, tokens, out] (g_i = a_iᵀ δ_i), or kind 'gradient' and factors g [b, ...] (a
+    LayerNorm scale's, a PiT pooling conv's)."""
     b = images.shape[0]
     self._records = []
     cores = [layer.core for layer in self._attention]
@@ -240,11 +268,13 @@ class TappedGradients:
       if kind == 'scale':
         layer, x = a
         x_hat = tf.reshape(self._normalised(layer, x), [b, -1, delta.shape[-1]])
-        out.append((weight, 'scale', tf.reduce_sum(tf.cast(x_hat, delta.dtype) * delta,
-                                                   axis=1)))   # [b, C]
+        out.append((weight, 'gradient', tf.reduce_sum(tf.cast(x_hat, delta.dtype) * delta,
+                                                      axis=1)))   # [b, C]
+      elif kind == 'grouped':
+        out.append((weight, 'gradient', self._grouped_gradient(*a, delta)))
       else:
         if kind == 'conv':
-          a = self._patches(a, images)
+          a = a(images)
         out.append((weight, 'product', (tf.reshape(a, [b, -1, a.shape[-1]]), delta)))
     return out
 
@@ -253,7 +283,7 @@ class TappedGradients:
     b = images.shape[0]
     sums = {}
     for weight, kind, factors in self._factors(weights, images):
-      g = factors if kind == 'scale' else tf.matmul(*factors, transpose_a=True)
+      g = factors if kind == 'gradient' else tf.matmul(*factors, transpose_a=True)
       key = weight.ref()
       sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
     out = []
@@ -272,7 +302,7 @@ class TappedGradients:
       factors.setdefault(weight.ref(), []).append((kind, f))
     theta = None
     for parts in factors.values():
-      if parts[0][0] == 'scale':
+      if parts[0][0] == 'gradient':
         term = kernel_matrix([tf.add_n([f for _, f in parts])])
       else:
         a = tf.concat([f[0] for _, f in parts], axis=1)  # a layer called twice: more tokens
@@ -281,6 +311,13 @@ class TappedGradients:
                 else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
       theta = term if theta is None else theta + term
     return theta
+
+
+def _pit_patches(images):
+  """[b, rows, cols, P·P·C] patches of a PiT's images as its embedding conv reads them."""
+  from asvit_tf.models import pit_size  # pylint: disable=g-import-not-at-top
+  p, s = pit_size.PATCH_SIZE, pit_size.PATCH_STRIDE
+  return tf.image.extract_patches(images, [1, p, p, 1], [1, s, s, 1], [1, 1, 1, 1], 'VALID')
 
 
 def token_gram_pays(a_shape, delta_shape) -> bool:
@@ -361,7 +398,7 @@ def _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
 def _tapped_or_none(model, weights, method: str,
                     layers=None) -> Optional['TappedGradients']:
   """`TappedGradients` on `model` (its `submodules` walked already: `layers`) when `method`
-  asks for taps ('taps', or 'auto' on an As-ViT whose taps cover `weights`), else None
+  asks for taps ('taps', or 'auto' on an As-ViT or PiT whose taps cover `weights`), else None
   (per-image gradients by vmap)."""
   if not (method == 'taps' or (method == 'auto' and TappedGradients.applies_to(model))):
     return None
@@ -369,8 +406,9 @@ def _tapped_or_none(model, weights, method: str,
   if not taps.covers(weights):
     taps.untap()
     if method == 'taps':
-      raise ValueError('method="taps" differentiates Dense and patch-embedding kernels '
-                       'and LayerNorm scales only; use method="vmap" or "auto"')
+      raise ValueError('method="taps" differentiates Dense, patch-embedding and PiT '
+                       'pooling kernels and LayerNorm scales only; use method="vmap" or '
+                       '"auto"')
     return None
   return taps
 
@@ -408,9 +446,9 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       backward passes scales with it; the values agree to float rounding. When 'auto'
       runs eagerly, the whole (small) batch goes at once.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
-      pass, As-ViT models only), 'vmap' (`per_image_gradients`, any model) or 'auto' (taps
-      on an As-ViT, else vmap): taps run one batched pass where vmap vectorises op by op
-      (docs/benchmarks.md compares them).
+      pass, As-ViT and PiT models only), 'vmap' (`per_image_gradients`, any model) or 'auto'
+      (taps on an As-ViT or PiT, else vmap): taps run one batched pass where vmap vectorises
+      op by op (docs/benchmarks.md compares them).
     share_embedding: draw the patch embedding's conv once and keep it for all repeats,
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.

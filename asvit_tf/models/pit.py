@@ -103,6 +103,8 @@ class PitPooling(tf_keras.layers.Layer):
   """Halves the map with a 3×3, stride-2, padding-1 conv whose groups = input width (output
   channel j reads input channel j // (d_out / d_in)), and maps the tokens with a Dense."""
 
+  KERNEL, STRIDE, PADDING = 3, 2, 1
+
   def __init__(self, width_in: int, width_out: int, **kwargs):
     super().__init__(**kwargs)
     self.width_in, self.width_out = int(width_in), int(width_out)
@@ -114,17 +116,23 @@ class PitPooling(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     # fan_in of a grouped conv: 3·3 taps of one input channel.
-    self.conv_kernel = self.add_weight('kernel', [3, 3, self.width_in, self.multiplier],
-                                       initializer=_uniform(9))
-    self.conv_bias = self.add_weight('bias', [self.width_out], initializer=_uniform(9))
+    k = self.KERNEL
+    self.conv_kernel = self.add_weight('kernel', [k, k, self.width_in, self.multiplier],
+                                       initializer=_uniform(k * k))
+    self.conv_bias = self.add_weight('bias', [self.width_out], initializer=_uniform(k * k))
     self.fc.build(tf.TensorShape([None, None, self.width_in]))
     super().build(input_shape)
 
+  def pad(self, grid):
+    """The map as the conv reads it: PADDING zeros on each side."""
+    p = self.PADDING
+    return tf.pad(grid, [[0, 0], [p, p], [p, p], [0, 0]])
+
   def call(self, grid, tokens):
     """grid [B, n, n, d_in], tokens [B, t, d_in] -> ([B, m, m, d_out], [B, t, d_out])."""
-    padded = tf.pad(grid, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    padded = self.pad(grid)
     kernel = tf.cast(self.conv_kernel, padded.dtype)
-    out = tf.nn.depthwise_conv2d(padded, kernel, [1, 2, 2, 1], 'VALID')
+    out = tf.nn.depthwise_conv2d(padded, kernel, [1, self.STRIDE, self.STRIDE, 1], 'VALID')
     return tf.nn.bias_add(out, tf.cast(self.conv_bias, out.dtype)), self.fc(tokens)
 
   def get_config(self):
@@ -189,6 +197,13 @@ class PiT(tf_keras.Model):
       raise UserInputError(f'this PiT was built for {self.image_size}x{self.image_size} images '
                        f'(its position embedding has that grid), got {h}x{w}')
 
+  def embed(self, images):
+    """The patch embedding's conv (PATCH_SIZE, stride PATCH_STRIDE, no padding) plus its
+    bias: [B, n, n, d0]. A method of its own so that the NTK's taps see its output."""
+    dtype = images.dtype
+    x = tf.nn.conv2d(images, tf.cast(self.embed_kernel, dtype), pit_size.PATCH_STRIDE, 'VALID')
+    return tf.nn.bias_add(x, tf.cast(self.embed_bias, dtype))
+
   def tokens(self, images, training=None):
     """The tokens after the last stage: [B, num_tokens, width of the last stage]."""
     if not self.built:
@@ -196,9 +211,7 @@ class PiT(tf_keras.Model):
     self._check(images)
     dtype = images.dtype
     d0, n = self.arch.widths[0], self.grids[0]
-    x = tf.nn.conv2d(images, tf.cast(self.embed_kernel, dtype), pit_size.PATCH_STRIDE, 'VALID')
-    x = tf.nn.bias_add(x, tf.cast(self.embed_bias, dtype))
-    x = x + tf.reshape(tf.cast(self.pos_embed, dtype), [1, n, n, d0])
+    x = self.embed(images) + tf.reshape(tf.cast(self.pos_embed, dtype), [1, n, n, d0])
     cls = tf.tile(tf.reshape(tf.cast(self.cls_token, dtype), [1, self.num_tokens, d0]),
                   [tf.shape(x)[0], 1, 1])
     t = self.num_tokens
