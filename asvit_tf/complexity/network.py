@@ -269,15 +269,18 @@ def check_mode(mode: str) -> str:
 
 
 def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
-               image_shape: Sequence[int], images: int, repeats: int) -> bool:
+               image_shape: Sequence[int], images: int, repeats: int,
+               batch_macs: Optional[float] = None) -> bool:
   """Whether mode='auto' runs a measure eagerly: at most EAGER_REPEATS repeats of a network
   whose cost is known (`forward_macs`: a topology, or a factory carrying it) and whose batch
-  of `images` is within EAGER_BATCH_MACS. A given model or a factory without its cost is
+  of `images` is within `batch_macs` (None: EAGER_BATCH_MACS; a measure whose eager pass
+  was measured apart passes its own bound). A given model or a factory without its cost is
   traced."""
   if repeats > EAGER_REPEATS:
     return False
   macs = forward_macs(arch_or_factory, width, image_shape)
-  return macs is not None and macs * images <= EAGER_BATCH_MACS
+  bound = EAGER_BATCH_MACS if batch_macs is None else batch_macs
+  return macs is not None and macs * images <= bound
 
 
 def compile_mode(fn, mode: str):

@@ -45,6 +45,13 @@ from asvit_tf.errors import UserInputError
 # (docs/benchmarks.md).
 DEFAULT_CHUNK = 4
 METHODS = ('auto', 'taps', 'vmap')
+# mode='auto' runs a PiT's tapped κ_Θ eagerly (at most network.EAGER_REPEATS repeats) while
+# its batch is within this many forward MACs (images × MACs of one image), instead of
+# network.EAGER_BATCH_MACS: the tapped pass is one plain batched forward and backward, whose
+# trace (~9 CPU-s per new PiT at 224 px) costs more than 5 eager repeats up to the median
+# PiT, where eager memory is still within the curves' traced peak (docs/benchmarks.md,
+# "κ_Θ of PiTs by taps"). As-ViT networks keep network.EAGER_BATCH_MACS.
+PIT_TAPS_EAGER_BATCH_MACS = 1.1e10
 
 
 class _QuietPforFallback(logging_lib.Filter):
@@ -167,6 +174,7 @@ class TappedGradients:
       if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
           and layer.scale):
         self._tap(layer, layer.gamma, 'scale', lambda x, z, norm=layer: ((norm, x), z))
+    self.on_pit = isinstance(model, pit.PiT)
     self._features = model.features
     self._attention = [layer for layer in layers
                        if isinstance(layer, blocks.SplitAttention)]
@@ -441,7 +449,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       its body at every repeat). 'auto' is eager for a topology (or a factory carrying
       its MACs, `network.with_macs`) of a small batch cost (`network.eager_pays`) measured
       at most `network.EAGER_REPEATS` times, where one trace costs more than the eager
-      repeats, and graph otherwise; the values agree to float rounding.
+      repeats (a PiT by taps: a batch within `PIT_TAPS_EAGER_BATCH_MACS`), and graph
+      otherwise; the values agree to float rounding.
     chunk_size: images per pass (None: the whole batch at once). The memory of the
       backward passes scales with it; the values agree to float rounding. When 'auto'
       runs eagerly, the whole (small) batch goes at once.
@@ -473,8 +482,9 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
 
   count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
-    mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats)
-            else 'graph')
+    bound = PIT_TAPS_EAGER_BATCH_MACS if taps is not None and taps.on_pit else None
+    mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats,
+                                              bound) else 'graph')
     if mode == 'eager':
       # One pass for the whole batch: its memory is bounded by `eager_pays`, and each eager
       # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
