@@ -141,7 +141,8 @@ class TappedGradients:
 
   Only for `AsViT` and `PiT` models, whose layers keep each image's rows together (any
   Dense input's leading axis is image-major); `covers(weights)` says whether every weight is
-  a tapped kernel or scale: if not, use `per_image_gradients`.
+  a tapped kernel or scale: if not, use `per_image_gradients`. `on_pit` says whether the
+  model is a PiT (mode='auto' weighs its eager pass by a bound of its own).
   """
 
   def __init__(self, model, layers=None):

@@ -8,7 +8,7 @@ import pytest
 from asvit_tf import arch as arch_lib
 from asvit_tf import complexity
 from asvit_tf.complexity import network
-from asvit_tf.complexity import ntk
+from asvit_tf.complexity import ntk as ntk_lib
 from asvit_tf.models import pit
 from asvit_tf.models import pit_size
 from tests.complexity.conftest import TINY
@@ -126,7 +126,7 @@ def test_auto_runs_a_small_pit_eagerly_and_one_above_the_bound_traced(above):
     return compile_mode(fn, mode)
   # The PiT's κ_Θ (by taps) has a bound of its own: set it as the curves'.
   with mock.patch.object(network, 'EAGER_BATCH_MACS', bound), \
-       mock.patch.object(ntk, 'PIT_TAPS_EAGER_BATCH_MACS', bound), \
+       mock.patch.object(ntk_lib, 'PIT_TAPS_EAGER_BATCH_MACS', bound), \
        mock.patch.object(network, 'compile_mode', recorded):
     auto = complexity.curvature(build, image_size=32, num_points=points, repeats=1)
     ntk = complexity.ntk_condition_number(build, image_size=32, repeats=1, batch_size=images)
