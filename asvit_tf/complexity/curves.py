@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from asvit_tf.complexity import dual
 from asvit_tf import seeding
+from asvit_tf.complexity import dual
+from asvit_tf.complexity import jet
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
@@ -220,18 +221,22 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   def features(images):
     return net.model.features(images, training=True)
 
-  # L^E alone, on an As-ViT: the tangent pushed through by hand (`dual`), one pass.
+  # By hand: L^E alone on an As-ViT pushes the tangent through (`dual`); κ or L^E_κ on an
+  # As-ViT or a PiT push the second-order jet through (`jet`); one plain pass, no autodiff.
   by_hand = not second_order and dual.supports(net.model)
+  by_jet = second_order and jet.supports(net.model)
   if mode == 'auto':
     eager = network_lib.eager_pays(arch_or_factory, width, shape,
                                    len(distinct_angles(theta_np)), repeats)
     mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
 
   def products(u0, u1, theta):
-    if by_hand:
-      _, v = dual.features_and_velocity(net.model, curve_points(u0, u1, theta),
-                                        curve_tangents(u0, u1, theta))
-      return point_products(v)
+    if by_hand or by_jet:
+      x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
+      if by_hand:
+        return point_products(dual.features_and_velocity(net.model, x, dx)[1])
+      _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
+      return point_products(v, a)
     _, v, a = derivatives(features, u0, u1, theta, second_order)
     return point_products(v, a)
   run = network_lib.compile_mode(products, mode)

@@ -40,9 +40,15 @@ def supports(model) -> bool:
           and model.encoder.drop_path_rate == 0.0)
 
 
-def _kernel(dense, t):
+def kernel(dense, t):
   """The Dense layer's linear part (its kernel, no bias) on the tangent."""
   return tf.matmul(t, tf.cast(dense.kernel, t.dtype))
+
+
+def gelu_slope(z):
+  """g'(z) = Φ(z) + z·φ(z), the slope of the exact GELU g(z) = z·Φ(z)."""
+  return (0.5 * (1.0 + tf.math.erf(z * _INV_SQRT_2))
+          + z * tf.exp(-0.5 * tf.square(z)) * _INV_SQRT_2PI)
 
 
 def _patch_embedding(layer, x, t):
@@ -52,17 +58,15 @@ def _patch_embedding(layer, x, t):
 def _attention(layer, x, t):
   to_windows, from_windows = layer.windows(*blocks.static_hw(x, 'SplitAttention'))
   q, k, v = layer.split_heads(layer.qkv(to_windows(x)))
-  dq, dk, dv = layer.split_heads(_kernel(layer.qkv, to_windows(t)))
+  dq, dk, dv = layer.split_heads(kernel(layer.qkv, to_windows(t)))
   o, do = attention.attention_with_tangent(q, k, v, dq, dk, dv)
   return (from_windows(layer.proj(layer.merge_heads(o))),
-          from_windows(_kernel(layer.proj, layer.merge_heads(do))))
+          from_windows(kernel(layer.proj, layer.merge_heads(do))))
 
 
 def _mlp(layer, x, t):
-  z, dz = layer.fc1(x), _kernel(layer.fc1, t)
-  gelu_slope = (0.5 * (1.0 + tf.math.erf(z * _INV_SQRT_2))
-                + z * tf.exp(-0.5 * tf.square(z)) * _INV_SQRT_2PI)
-  return (layer.fc2(tf.nn.gelu(z, approximate=False)), _kernel(layer.fc2, gelu_slope * dz))
+  z, dz = layer.fc1(x), kernel(layer.fc1, t)
+  return (layer.fc2(tf.nn.gelu(z, approximate=False)), kernel(layer.fc2, gelu_slope(z) * dz))
 
 
 def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
