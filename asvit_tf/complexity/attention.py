@@ -18,6 +18,12 @@ With s = q kᵀ (q carries the 1/√d scale), p = softmax(s), o = p v:
   = q̇_i·(p k)_i + q_i·(p k̇)_i, one matmul of [q̇, q, −c] and [k, k̇, 1]; ȯ = ṗ v + p v̇,
   where p k, p k̇, o and p v̇ come from one matmul of p with [k, k̇, v, v̇].
 
+- second-order jet, for velocities (q̇, k̇, v̇) and accelerations (q̈, k̈, v̈) (`jet`, for
+  curvature): ṡ = q̇ kᵀ + q k̇ᵀ and s̈ = q̈ kᵀ + 2q̇ k̇ᵀ + q k̈ᵀ, each one matmul of stacked
+  factors; with u = ṡ − Σ_j p ⊙ ṡ: ṗ = p ⊙ u and p̈ = p ⊙ (u² + s̈ − Σ_j p ⊙ s̈ − Σ_j p ⊙ u²)
+  (Σ_j ṗ ⊙ ṡ = Σ_j p ⊙ u², as Σ_j p ⊙ u = 0); ȯ = ṗ v + p v̇, ö = p̈ v + 2ṗ v̇ + p v̈, from p
+  times [v, v̇, v̈], ṗ times [v, 2v̇] and p̈ times v.
+
 These are the plain ops' results up to float rounding (tests: float64, to 1e-12).
 """
 from __future__ import annotations

@@ -8,9 +8,14 @@ pooled features of the network with LayerNorms removed, in training mode. The cu
 twice as the sum asks, and the network sees only the n − 1 distinct points. Those go
 through the network as one batch: one forward-mode pass with tangent 1 on every θ_k gives
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
-own θ only), and a second accumulator around the first gives a_k = d²h/dθ². For L^E alone
-on an As-ViT, `dual` pushes the tangent dx/dθ through the layers by hand instead: the same
-v_k, faster than the accumulator (docs/benchmarks.md).
+own θ only), and a second accumulator around the first gives a_k = d²h/dθ². What runs where:
+- L^E alone on an As-ViT: `dual` pushes the tangent dx/dθ through the layers by hand, the
+  same v_k faster than the accumulator;
+- κ or L^E_κ on an As-ViT or a PiT (LayerNorms removed, no drop path): `jet` pushes
+  (x, dx/dθ, d²x/dθ² = −x) through the layers by hand, (h, v, a) from one plain pass with no
+  autodiff, several times cheaper than tracing forward-over-forward;
+- any other model (or a given one with LayerNorms): the accumulators above.
+(docs/benchmarks.md has the times.)
 
 Per point, with vv = v·v, aa = a·a, va = v·a and D = vv·aa − va² (in float64):
   L^E   = Σ_k √vv
@@ -191,11 +196,14 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       `network.EAGER_REPEATS` times (`network.eager_pays`: one trace costs more than those
       eager repeats); otherwise graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
-      alone by the accumulator (other models), graph when κ or L^E_κ need
-      forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one
+      alone by the accumulator (other models), graph when κ or L^E_κ are asked (by the
+      jet on an As-ViT or a PiT, its attention maps group by group; else by
+      forward-over-forward). Chosen by measurement (docs/benchmarks.md): by hand, one
       trace is repaid by a measurement's repeats; by the accumulator, eager beats a trace
       at a few repeats and needs less memory; forward-over-forward in eager is slower and
-      needs far more memory than traced, on large networks.
+      needs far more memory than traced, on large networks; the jet, eager wins below the
+      batch bound (the seed at 64 px, the smallest PiT at 224 px) and traced above it (the
+      median PiT: less CPU and memory at 5 repeats).
 
   Each result's `seconds` is the wall time of the whole call.
   """

@@ -16,8 +16,14 @@ metrics measure (LayerNorms removed, no drop path):
   (`attention.attention_with_tangent`: map group by map group when traced).
 
 The activations themselves come from the model's own layers. `supports(model)` says whether a
-model is such a network; the curve metrics fall back to the accumulator otherwise, and for
-the second derivative that curvature needs.
+model is such a network; the curve metrics fall back to the accumulator otherwise. This runs
+for L^E alone; when κ or L^E_κ are asked, `jet` pushes the second derivative through too
+(the same layers, one pass for h, v and a).
+
+GELU's slope here uses c = 1/√2 exactly, where `tf.nn.gelu` in float64 uses 1/√2 rounded to
+float32: in float64, v then differs from autodiff's beyond float64 rounding (4e-13 relative
+on a tiny As-ViT, more where pre-activations are larger); `jet` follows TF's constant and
+agrees with autodiff to ~1e-15.
 """
 from __future__ import annotations
 
