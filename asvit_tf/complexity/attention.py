@@ -18,6 +18,12 @@ With s = q kᵀ (q carries the 1/√d scale), p = softmax(s), o = p v:
   = q̇_i·(p k)_i + q_i·(p k̇)_i, one matmul of [q̇, q, −c] and [k, k̇, 1]; ȯ = ṗ v + p v̇,
   where p k, p k̇, o and p v̇ come from one matmul of p with [k, k̇, v, v̇].
 
+- second-order jet, for velocities (q̇, k̇, v̇) and accelerations (q̈, k̈, v̈) (`jet`, for
+  curvature): ṡ = q̇ kᵀ + q k̇ᵀ and s̈ = q̈ kᵀ + 2q̇ k̇ᵀ + q k̈ᵀ, each one matmul of stacked
+  factors; with u = ṡ − Σ_j p ⊙ ṡ: ṗ = p ⊙ u and p̈ = p ⊙ (u² + s̈ − Σ_j p ⊙ s̈ − Σ_j p ⊙ u²)
+  (Σ_j ṗ ⊙ ṡ = Σ_j p ⊙ u², as Σ_j p ⊙ u = 0); ȯ = ṗ v + p v̇, ö = p̈ v + 2ṗ v̇ + p v̈, from p
+  times [v, v̇, v̈], ṗ times [v, 2v̇] and p̈ times v.
+
 These are the plain ops' results up to float rounding (tests: float64, to 1e-12).
 """
 from __future__ import annotations
@@ -127,3 +133,28 @@ def attention_with_tangent(q, k, v, dq, dk, dv) -> Tuple[tf.Tensor, tf.Tensor]:
   """(o, ȯ): softmax(q kᵀ)·v and its derivative along the tangents (q̇, k̇, v̇), all
   [..., tokens, d]; map group by map group inside a `tf.function`."""
   return _over_groups(_with_tangent, (q, k, v, dq, dk, dv), (v, v))
+
+
+def _with_jet(q, k, v, dq, dk, dv, ddq, ddk, ddv):
+  p = _probabilities(q, k)
+  ds = tf.matmul(tf.concat([dq, q], -1), tf.concat([k, dk], -1), transpose_b=True)
+  dds = tf.matmul(tf.concat([ddq, dq, q], -1), tf.concat([k, 2.0 * dk, ddk], -1),
+                  transpose_b=True)
+  u = ds - tf.reduce_sum(p * ds, axis=-1, keepdims=True)
+  pu = p * u
+  # p̈ = p ⊙ (u² + s̈ − Σ_j p s̈ − Σ_j ṗ ṡ), and Σ_j ṗ ṡ = Σ_j p u² (as Σ_j p u = 0).
+  w = u * u + dds - tf.reduce_sum(p * dds + pu * u, axis=-1, keepdims=True)
+  d_v = v.shape[-1]
+  pm = _times(p, tf.concat([v, dv, ddv], -1))
+  o, pdv, pddv = pm[..., :d_v], pm[..., d_v:2 * d_v], pm[..., 2 * d_v:]
+  dpm = _times(pu, tf.concat([v, 2.0 * dv], -1))
+  return (o, dpm[..., :d_v] + pdv,
+          _times(p * w, v) + dpm[..., d_v:] + pddv)
+
+
+def attention_with_jet(q, k, v, dq, dk, dv, ddq, ddk, ddv
+                       ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(o, ȯ, ö): softmax(q kᵀ)·v and its first and second derivatives along a path whose
+  inputs move with velocities (q̇, k̇, v̇) and accelerations (q̈, k̈, v̈), all
+  [..., tokens, d]; map group by map group inside a `tf.function`."""
+  return _over_groups(_with_jet, (q, k, v, dq, dk, dv, ddq, ddk, ddv), (v, v, v))

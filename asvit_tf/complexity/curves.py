@@ -8,9 +8,14 @@ pooled features of the network with LayerNorms removed, in training mode. The cu
 twice as the sum asks, and the network sees only the n − 1 distinct points. Those go
 through the network as one batch: one forward-mode pass with tangent 1 on every θ_k gives
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
-own θ only), and a second accumulator around the first gives a_k = d²h/dθ². For L^E alone
-on an As-ViT, `dual` pushes the tangent dx/dθ through the layers by hand instead: the same
-v_k, faster than the accumulator (docs/benchmarks.md).
+own θ only), and a second accumulator around the first gives a_k = d²h/dθ². What runs where:
+- L^E alone on an As-ViT: `dual` pushes the tangent dx/dθ through the layers by hand, the
+  same v_k faster than the accumulator;
+- κ or L^E_κ on an As-ViT or a PiT (LayerNorms removed, no drop path): `jet` pushes
+  (x, dx/dθ, d²x/dθ² = −x) through the layers by hand, (h, v, a) from one plain pass with no
+  autodiff, several times cheaper than tracing forward-over-forward;
+- any other model (or a given one with LayerNorms): the accumulators above.
+(docs/benchmarks.md has the times.)
 
 Per point, with vv = v·v, aa = a·a, va = v·a and D = vv·aa − va² (in float64):
   L^E   = Σ_k √vv
@@ -29,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from asvit_tf.complexity import dual
 from asvit_tf import seeding
+from asvit_tf.complexity import dual
+from asvit_tf.complexity import jet
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
@@ -190,11 +196,14 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       `network.EAGER_REPEATS` times (`network.eager_pays`: one trace costs more than those
       eager repeats); otherwise graph for L^E alone on an As-ViT (by
       hand: traced, its attention maps run group by group, `attention`), eager for L^E
-      alone by the accumulator (other models), graph when κ or L^E_κ need
-      forward-over-forward. Chosen by measurement (docs/benchmarks.md): by hand, one
+      alone by the accumulator (other models), graph when κ or L^E_κ are asked (by the
+      jet on an As-ViT or a PiT, its attention maps group by group; else by
+      forward-over-forward). Chosen by measurement (docs/benchmarks.md): by hand, one
       trace is repaid by a measurement's repeats; by the accumulator, eager beats a trace
       at a few repeats and needs less memory; forward-over-forward in eager is slower and
-      needs far more memory than traced, on large networks.
+      needs far more memory than traced, on large networks; the jet, eager wins below the
+      batch bound (the seed at 64 px, the smallest PiT at 224 px) and traced above it (the
+      median PiT: less CPU and memory at 5 repeats).
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -220,18 +229,22 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   def features(images):
     return net.model.features(images, training=True)
 
-  # L^E alone, on an As-ViT: the tangent pushed through by hand (`dual`), one pass.
+  # By hand: L^E alone on an As-ViT pushes the tangent through (`dual`); κ or L^E_κ on an
+  # As-ViT or a PiT push the second-order jet through (`jet`); one plain pass, no autodiff.
   by_hand = not second_order and dual.supports(net.model)
+  by_jet = second_order and jet.supports(net.model)
   if mode == 'auto':
     eager = network_lib.eager_pays(arch_or_factory, width, shape,
                                    len(distinct_angles(theta_np)), repeats)
     mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
 
   def products(u0, u1, theta):
-    if by_hand:
-      _, v = dual.features_and_velocity(net.model, curve_points(u0, u1, theta),
-                                        curve_tangents(u0, u1, theta))
-      return point_products(v)
+    if by_hand or by_jet:
+      x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
+      if by_hand:
+        return point_products(dual.features_and_velocity(net.model, x, dx)[1])
+      _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
+      return point_products(v, a)
     _, v, a = derivatives(features, u0, u1, theta, second_order)
     return point_products(v, a)
   run = network_lib.compile_mode(products, mode)

@@ -16,8 +16,14 @@ metrics measure (LayerNorms removed, no drop path):
   (`attention.attention_with_tangent`: map group by map group when traced).
 
 The activations themselves come from the model's own layers. `supports(model)` says whether a
-model is such a network; the curve metrics fall back to the accumulator otherwise, and for
-the second derivative that curvature needs.
+model is such a network; the curve metrics fall back to the accumulator otherwise. This runs
+for L^E alone; when κ or L^E_κ are asked, `jet` pushes the second derivative through too
+(the same layers, one pass for h, v and a).
+
+GELU's slope here uses c = 1/√2 exactly, where `tf.nn.gelu` in float64 uses 1/√2 rounded to
+float32: in float64, v then differs from autodiff's beyond float64 rounding (4e-13 relative
+on a tiny As-ViT, more where pre-activations are larger); `jet` follows TF's constant and
+agrees with autodiff to ~1e-15.
 """
 from __future__ import annotations
 
@@ -40,9 +46,15 @@ def supports(model) -> bool:
           and model.encoder.drop_path_rate == 0.0)
 
 
-def _kernel(dense, t):
+def kernel(dense, t):
   """The Dense layer's linear part (its kernel, no bias) on the tangent."""
   return tf.matmul(t, tf.cast(dense.kernel, t.dtype))
+
+
+def gelu_slope(z):
+  """g'(z) = Φ(z) + z·φ(z), the slope of the exact GELU g(z) = z·Φ(z)."""
+  return (0.5 * (1.0 + tf.math.erf(z * _INV_SQRT_2))
+          + z * tf.exp(-0.5 * tf.square(z)) * _INV_SQRT_2PI)
 
 
 def _patch_embedding(layer, x, t):
@@ -52,17 +64,15 @@ def _patch_embedding(layer, x, t):
 def _attention(layer, x, t):
   to_windows, from_windows = layer.windows(*blocks.static_hw(x, 'SplitAttention'))
   q, k, v = layer.split_heads(layer.qkv(to_windows(x)))
-  dq, dk, dv = layer.split_heads(_kernel(layer.qkv, to_windows(t)))
+  dq, dk, dv = layer.split_heads(kernel(layer.qkv, to_windows(t)))
   o, do = attention.attention_with_tangent(q, k, v, dq, dk, dv)
   return (from_windows(layer.proj(layer.merge_heads(o))),
-          from_windows(_kernel(layer.proj, layer.merge_heads(do))))
+          from_windows(kernel(layer.proj, layer.merge_heads(do))))
 
 
 def _mlp(layer, x, t):
-  z, dz = layer.fc1(x), _kernel(layer.fc1, t)
-  gelu_slope = (0.5 * (1.0 + tf.math.erf(z * _INV_SQRT_2))
-                + z * tf.exp(-0.5 * tf.square(z)) * _INV_SQRT_2PI)
-  return (layer.fc2(tf.nn.gelu(z, approximate=False)), _kernel(layer.fc2, gelu_slope * dz))
+  z, dz = layer.fc1(x), kernel(layer.fc1, t)
+  return (layer.fc2(tf.nn.gelu(z, approximate=False)), kernel(layer.fc2, gelu_slope(z) * dz))
 
 
 def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:

@@ -116,7 +116,8 @@ class TappedGradients:
   forward and backward pass.
 
   The model's Dense layers, its LayerNorms, its patch embedding and (PiT) its poolings are
-  tapped (their `call`, or a PiT's `embed`, wrapped on the instance, until `untap`): while
+  tapped (their `call`, a PiT's `embedding_conv` and its poolings' `conv` wrapped on the
+  instance, until `untap`): while
   `__call__` traces, each records what its weight's gradient needs, and one
   `GradientTape.gradient` of Σ_i Σ_j h_j(x_i) with respect to every recorded output z gives
   every δ = ∂(Σ_i Σ_j h_j(x_i))/∂z. The batch rows of every recorded tensor are images
@@ -127,7 +128,7 @@ class TappedGradients:
   - the patch embedding's conv kernel: the same with a_i the image's patches, taken from the
     (As-ViT: padded) images as the conv sees them (`tf.image.extract_patches`), and δ_i the
     gradient at the conv's output (plus bias): on an As-ViT its norm's input, on a PiT
-    `embed`'s output;
+    `embedding_conv`'s output;
   - a PiT pooling's grouped conv kernel [k, k, C, m] (output channel c·m + j reads input
     channel c only): g_i[:, :, c, j] = Σ_positions P_i[p, :, :, c] δ_i[p, c·m + j], P_i the
     k×k patches of the padded map at the conv's strides, δ_i the gradient at its output;
@@ -166,11 +167,11 @@ class TappedGradients:
         self._tap(layer.norm, layer.conv_kernel, 'conv',
                   lambda x, z, patches=patches: (patches, x))
       elif isinstance(layer, pit.PitPooling) and layer.built:
-        # Its call returns (map, tokens): the conv's output (plus bias) is the map.
-        self._tap(layer, layer.conv_kernel, 'grouped', lambda x, z, pool=layer: ((pool, x), z[0]))
+        self._tap(layer, layer.conv_kernel, 'grouped', lambda x, z, pool=layer: ((pool, x), z),
+                  method='conv')
     if isinstance(model, pit.PiT) and model.built:
       self._tap(model, model.embed_kernel, 'conv', lambda x, z: (_pit_patches, z),
-                method='embed')
+                method='embedding_conv')
     for layer in layers:   # after the embedding's: a norm may be tapped twice
       if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
           and layer.scale):

@@ -79,13 +79,21 @@ class PitBlock(tf_keras.layers.Layer):
     self.fc2.build(tf.TensorShape([None, None, self.hidden]))
     super().build(input_shape)
 
+  def split_heads(self, qkv):
+    """[B, T, 3·width] -> (q·head_dim^-0.5, k, v), each [B, heads, T, head_dim]."""
+    qkv = tf.reshape(qkv, [-1, qkv.shape[1], 3, self.num_heads, self.head_dim])
+    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+    return q * self.head_dim ** -0.5, k, v
+
+  def merge_heads(self, out):
+    """[B, heads, T, head_dim] -> [B, T, width]."""
+    out = tf.transpose(out, [0, 2, 1, 3])  # [B, T, heads, hd]
+    return tf.reshape(out, [-1, out.shape[1], self.width])
+
   def attention(self, x):
-    t = x.shape[1]
-    qkv = tf.reshape(self.qkv(x), [-1, t, 3, self.num_heads, self.head_dim])
-    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B, heads, T, hd]
-    weights = tf.nn.softmax(tf.matmul(q * self.head_dim ** -0.5, k, transpose_b=True), -1)
-    out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])  # [B, T, heads, hd]
-    return self.proj(tf.reshape(out, [-1, t, self.width]))
+    q, k, v = self.split_heads(self.qkv(x))
+    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), -1)
+    return self.proj(self.merge_heads(tf.matmul(weights, v)))
 
   def call(self, x, training=None):
     x = x + self.drop_path(self.attention(self.norm1(x)), training=training)
@@ -128,11 +136,15 @@ class PitPooling(tf_keras.layers.Layer):
     p = self.PADDING
     return tf.pad(grid, [[0, 0], [p, p], [p, p], [0, 0]])
 
+  def conv(self, grid):
+    """The pooling conv of grid [B, n, n, d_in] without its bias: [B, m, m, d_out]."""
+    kernel = tf.cast(self.conv_kernel, grid.dtype)
+    return tf.nn.depthwise_conv2d(self.pad(grid), kernel, [1, self.STRIDE, self.STRIDE, 1],
+                                  'VALID')
+
   def call(self, grid, tokens):
     """grid [B, n, n, d_in], tokens [B, t, d_in] -> ([B, m, m, d_out], [B, t, d_out])."""
-    padded = self.pad(grid)
-    kernel = tf.cast(self.conv_kernel, padded.dtype)
-    out = tf.nn.depthwise_conv2d(padded, kernel, [1, self.STRIDE, self.STRIDE, 1], 'VALID')
+    out = self.conv(grid)
     return tf.nn.bias_add(out, tf.cast(self.conv_bias, out.dtype)), self.fc(tokens)
 
   def get_config(self):
@@ -197,33 +209,46 @@ class PiT(tf_keras.Model):
       raise UserInputError(f'this PiT was built for {self.image_size}x{self.image_size} images '
                        f'(its position embedding has that grid), got {h}x{w}')
 
-  def embed(self, images):
-    """The patch embedding's conv (PATCH_SIZE, stride PATCH_STRIDE, no padding) plus its
-    bias: [B, n, n, d0]. A method of its own so that the NTK's taps see its output."""
-    dtype = images.dtype
-    x = tf.nn.conv2d(images, tf.cast(self.embed_kernel, dtype), pit_size.PATCH_STRIDE, 'VALID')
-    return tf.nn.bias_add(x, tf.cast(self.embed_bias, dtype))
-
   def tokens(self, images, training=None):
     """The tokens after the last stage: [B, num_tokens, width of the last stage]."""
     if not self.built:
       self.build(images.shape)
     self._check(images)
-    dtype = images.dtype
-    d0, n = self.arch.widths[0], self.grids[0]
-    x = self.embed(images) + tf.reshape(tf.cast(self.pos_embed, dtype), [1, n, n, d0])
-    cls = tf.tile(tf.reshape(tf.cast(self.cls_token, dtype), [1, self.num_tokens, d0]),
-                  [tf.shape(x)[0], 1, 1])
-    t = self.num_tokens
+    x, cls = self.embed(images)
     for i, stage in enumerate(self.stages):
       if i:
         x, cls = self.pools[i - 1](x, cls)
-      n, d = self.grids[i], self.arch.widths[i]
-      seq = tf.concat([cls, tf.reshape(x, [-1, n * n, d])], axis=1)
+      seq = self.sequence(i, x, cls)
       for block in stage:
         seq = block(seq, training=training)
-      cls, x = seq[:, :t], tf.reshape(seq[:, t:], [-1, n, n, d])
+      x, cls = self.grid_and_tokens(i, seq)
     return cls
+
+  def embedding_conv(self, images):
+    """The patch embedding's conv without its bias: [B, n, n, d0]."""
+    kernel = tf.cast(self.embed_kernel, images.dtype)
+    return tf.nn.conv2d(images, kernel, pit_size.PATCH_STRIDE, 'VALID')
+
+  def embed(self, images):
+    """(map [B, n, n, d0], class tokens [B, num_tokens, d0]): the conv with its bias plus
+    the position embedding, and the class token(s)."""
+    dtype = images.dtype
+    d0, n = self.arch.widths[0], self.grids[0]
+    x = tf.nn.bias_add(self.embedding_conv(images), tf.cast(self.embed_bias, dtype))
+    x = x + tf.reshape(tf.cast(self.pos_embed, dtype), [1, n, n, d0])
+    cls = tf.tile(tf.reshape(tf.cast(self.cls_token, dtype), [1, self.num_tokens, d0]),
+                  [tf.shape(x)[0], 1, 1])
+    return x, cls
+
+  def sequence(self, stage: int, grid, tokens):
+    """[class tokens; map tokens]: [B, num_tokens + n², d] from the stage's grid and tokens."""
+    n, d = self.grids[stage], self.arch.widths[stage]
+    return tf.concat([tokens, tf.reshape(grid, [-1, n * n, d])], axis=1)
+
+  def grid_and_tokens(self, stage: int, seq):
+    """The inverse of `sequence`: (grid [B, n, n, d], class tokens [B, num_tokens, d])."""
+    n, d, t = self.grids[stage], self.arch.widths[stage], self.num_tokens
+    return tf.reshape(seq[:, t:], [-1, n, n, d]), seq[:, :t]
 
   def features(self, images, training=None):
     """The class token before the final LayerNorm: [B, width of the last stage]."""
