@@ -1,4 +1,5 @@
 """Shared fixtures of the complexity tests: tiny models with closed forms."""
+import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -41,3 +42,14 @@ class LinearFeatures(tf_keras.Model):
 def linear_factory(w1, w2=None, bias=False):
   """A `factory(use_layer_norm)` for `LinearFeatures` (it has no LayerNorm)."""
   return lambda use_layer_norm: LinearFeatures(w1, w2, bias)
+
+
+def assert_per_image_gradients_close(weights, expected, *got, rtol):
+  """Each of `got` (lists of per-image gradients, one per weight) equals `expected` to
+  `rtol`, relative to each weight's largest expected value, which must not be 0."""
+  for w, want, *others in zip(weights, expected, *got):
+    want = want.numpy()
+    scale = np.abs(want).max()
+    assert scale > 0, w.name
+    for g in others:
+      np.testing.assert_allclose(g.numpy(), want, rtol=rtol, atol=rtol * scale, err_msg=w.name)

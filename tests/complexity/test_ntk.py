@@ -15,6 +15,7 @@ from asvit_tf.complexity import ntk
 from asvit_tf.complexity import reference
 from asvit_tf.layers import blocks
 from tests.complexity.conftest import TINY
+from tests.complexity.conftest import assert_per_image_gradients_close
 from tests.complexity.conftest import linear_factory
 
 
@@ -150,13 +151,7 @@ def test_tapped_scale_gradients_match_autodiff(float64, arch, size):
   finally:
     taps.untap()
   autodiff = ntk.per_image_gradients(features, weights, images)
-  for w, a, b, c in zip(weights, autodiff, tapped, chunked):
-    scale = np.abs(a.numpy()).max()
-    assert scale > 0, w.name
-    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12 * scale,
-                               err_msg=w.name)
-    np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-12, atol=1e-12 * scale,
-                               err_msg=w.name)
+  assert_per_image_gradients_close(weights, autodiff, tapped, chunked, rtol=1e-12)
   theta = ntk.kernel_matrix(tapped).numpy()
   authors = reference.authors_ntk(features, weights, images)
   np.testing.assert_allclose(theta, authors, rtol=1e-12, atol=1e-12 * np.abs(authors).max())

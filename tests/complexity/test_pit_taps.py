@@ -13,6 +13,7 @@ from asvit_tf.complexity import ntk
 from asvit_tf.models import pit
 from asvit_tf.models import pit_size
 from tests.complexity.conftest import TINY
+from tests.complexity.conftest import assert_per_image_gradients_close
 
 SIZE = 48   # a 5×5 embedding grid, pooled to 3×3 and 2×2: the padding reaches odd edges
 # Poolings that widen each input channel to 2 and 1 outputs; one that widens to 3 and 2.
@@ -60,13 +61,7 @@ def test_tapped_gradients_of_a_pit_match_autodiff(float64, arch):
     assert 'embedding_conv' not in vars(net.model)
     assert not any({'call', 'conv'} & set(vars(layer)) for layer in net.layers)
     expected = [autodiff[w.ref()] for w in selected]
-    for w, a, b, c in zip(selected, expected, tapped, chunked):
-      scale = np.abs(a.numpy()).max()
-      assert scale > 0, w.name
-      np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-10 * scale,
-                                 err_msg=w.name)
-      np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-10, atol=1e-10 * scale,
-                                 err_msg=w.name)
+    assert_per_image_gradients_close(selected, expected, tapped, chunked, rtol=1e-10)
     theta_expected = ntk.kernel_matrix(expected).numpy()
     np.testing.assert_allclose(theta.numpy(), theta_expected, rtol=1e-10,
                                atol=1e-10 * np.abs(theta_expected).max())
