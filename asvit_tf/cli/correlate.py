@@ -142,6 +142,8 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
       raise UserInputError(f'--table is required for --space={space} (a JSON-lines file of '
                        '{"topology": ..., "accuracy": ...})')
     table = correlate.PIT_C100
+  # The bundled table by its place in the package, not this machine's path.
+  shown = (correlate.PIT_C100_NAME if table == correlate.PIT_C100 else table)
   if limit is not None and limit < 2:
     raise UserInputError(f'--limit must be >= 2 (a correlation needs two networks), got {limit}')
   if n_boot < 1 or num_groups < 1:
@@ -152,7 +154,7 @@ def run(table: str, space: str, out_dir: str, settings_kwargs, limit=None, data_
     rows = rows[:limit]
   ordered = _measured(rows, settings, out_dir, data_dir, mode, progress, ray, workers)
   accuracy = {c: [r.accuracy[c] for r in rows] for c in rows[0].accuracy}
-  result = report.write(out_dir, space, table, settings.to_dict(), ordered, accuracy, n_boot,
+  result = report.write(out_dir, space, shown, settings.to_dict(), ordered, accuracy, n_boot,
                         bootstrap_seed, num_groups)
   logging.info('wrote %s/correlation.{json,md} and scatter plots', out_dir)
   return result

@@ -136,3 +136,17 @@ def test_real_image_ntk_batch_is_seeded_mnist_digits():
   assert a[0, 0, 0, 0] == pytest.approx(-0.485 / 0.229, rel=1e-5)
   assert a.max() > 1.0
   assert measure.ntk_images('', 32, 4, 3) is None  # Gaussian noise
+
+
+def test_the_bundled_table_is_named_by_its_place_in_the_package(tmp_path):
+  """A report of the default table names it as a user finds it in the repository, not by
+  this machine's path (reports are published in docs/)."""
+  from asvit_tf.cli import correlate as correlate_cli  # pylint: disable=g-import-not-at-top
+  settings = dict(metrics=('length',), image_size=32, repeats=1, num_points=4, batch_size=4)
+  result = correlate_cli.run('', 'pit', str(tmp_path), settings, limit=2, n_boot=10,
+                             num_groups=1, progress=False)
+  assert result['table'] == 'asvit_tf/correlate/data/vit_bench_101_pit_c100.json'
+  assert os.path.exists(os.path.join(REPO, result['table']))
+  md = open(tmp_path / 'correlation.md').read()
+  assert '2 networks from `asvit_tf/correlate/data/vit_bench_101_pit_c100.json`' in md
+  assert os.path.dirname(correlate.DATA_DIR) not in md
