@@ -14,12 +14,12 @@ import time
 from absl import app
 from absl import flags
 
+from asvit_tf import correlate
 from asvit_tf.complexity import ntk
+from asvit_tf.correlate import table
 from asvit_tf.models import pit
 from asvit_tf.models import pit_size
 
-_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'asvit_tf',
-                     'correlate', 'data', 'vit_bench_101_pit_c100.json')
 _RECORD = flags.DEFINE_integer('record', 59, 'index of the PiT in the ViT-Bench-101 table')
 _METHOD = flags.DEFINE_enum('method', 'auto', list(ntk.METHODS), 'per-image gradients by')
 _MODE = flags.DEFINE_enum('mode', 'auto', ['auto', 'eager', 'graph'], 'eager or traced')
@@ -28,8 +28,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'independent initialisations')
 
 def main(argv):
   del argv
-  with open(_DATA) as f:
-    arch = pit_size.from_dict(json.load(f)['records'][_RECORD.value]['arch'])
+  arch = table.read_table(correlate.PIT_C100, 'pit')[_RECORD.value].network
   # Eager, the whole batch in one pass, as mode='auto' runs it eagerly.
   chunk = {'chunk_size': None} if _MODE.value == 'eager' else {}
   kwargs = dict(method=_METHOD.value, mode=_MODE.value, **chunk)

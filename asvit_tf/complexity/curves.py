@@ -239,13 +239,13 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
 
   def products(u0, u1, theta):
-    if by_hand or by_jet:
-      x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
-      if by_hand:
-        return point_products(dual.features_and_velocity(net.model, x, dx)[1])
-      _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
+    if not (by_hand or by_jet):
+      _, v, a = derivatives(features, u0, u1, theta, second_order)
       return point_products(v, a)
-    _, v, a = derivatives(features, u0, u1, theta, second_order)
+    x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
+    if by_hand:
+      return point_products(dual.features_and_velocity(net.model, x, dx)[1])
+    _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
     return point_products(v, a)
   run = network_lib.compile_mode(products, mode)
 
