@@ -224,14 +224,42 @@ def _tau(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
   return None if math.isnan(t) else round(t, 6)
 
 
+def draw_noise(draws: Sequence[Optional[Sequence[float]]]) -> Optional[Dict]:
+  """How far a step's draws resolve its candidates by one metric, from each candidate's
+  per-draw values: the median over candidates of the standard error of its mean (the draws'
+  sample s.d. / √n), the s.d. of the candidates' means, and their ratio. A ratio near 0: new
+  draws keep the ranking; near or above 1: the ranking is mostly the draws'. None without
+  two candidates of at least two finite draws each, or if the means are all equal."""
+  finite = [[v for v in d if v is not None and math.isfinite(v)] for d in draws if d]
+  finite = [d for d in finite if len(d) >= 2]
+  if len(finite) < 2:
+    return None
+  means = [sum(d) / len(d) for d in finite]
+  errors = sorted(_sd(d) / math.sqrt(len(d)) for d in finite)
+  mid = len(errors) // 2
+  se = errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+  spread = _sd(means)
+  if spread == 0:
+    return None
+  return {'se': se, 'spread': spread, 'ratio': se / spread}
+
+
+def _sd(values: Sequence[float]) -> float:
+  mean = sum(values) / len(values)
+  return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
                 ntks: Sequence[Optional[float]], tie_break: str,
-                recorded_tie_break: Optional[str] = None) -> Dict:
+                recorded_tie_break: Optional[str] = None,
+                draws: Optional[Dict[str, Sequence]] = None) -> Dict:
   """One step's comparison: the recorded choice and ranking against those of `lengths` and
   `ntks` (per candidate, in the record's order) selected with `tie_break`.
 
   The recorded ranking is re-selected from the recorded metrics (with `recorded_tie_break`,
-  or `tie_break` if unknown); its choice is the one the record accepted.
+  or `tie_break` if unknown); its choice is the one the record accepted. `draws`, when the
+  candidates were measured: {'length': [per-draw values per candidate], 'ntk': [...]}, for
+  the step's `noise` (`draw_noise` of each metric).
   """
   cands = record['candidates']
   order = candidate_order(record)
@@ -254,17 +282,26 @@ def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
           'same': new.index == recorded, 'new_tied': len(new.tied),
           'new_tie_break': new.tie_break, 'tau': taus,
           'recorded_choice_new_rank_sum': new.rank_sum[recorded],
-          'new_best_rank_sum': min(new.rank_sum), 'rows': rows}
+          'new_best_rank_sum': min(new.rank_sum), 'rows': rows,
+          'noise': {k: draw_noise(v) for k, v in draws.items()} if draws else None}
 
 
 def _fmt_tau(t: Optional[float]) -> str:
   return '–' if t is None else f'{t:+.2f}'
 
 
+def _fmt_noise(noise: Optional[Dict]) -> str:
+  return '–' if not noise else f'{noise["ratio"]:.2f}'
+
+
 def markdown(report: Dict) -> str:
-  """The per-step table of a report, with a line on the settings above it."""
+  """The per-step table of a report, with a line on the settings above it (and, for measured
+  candidates, the draws' noise per metric below it)."""
   header = ('step', 'cand.', 'recorded choice', 're-ranked choice', 'same', 'τ rank sum',
             'τ L^E', 'τ κ_Θ', 'rank sum of the recorded choice (best)')
+  noisy = any(s.get('noise') for s in report['steps'])
+  if noisy:
+    header += ('noise L^E', 'noise κ_Θ')
   rows = []
   for s in report['steps']:
     new = s['new_choice']
@@ -272,11 +309,17 @@ def markdown(report: Dict) -> str:
       new += f' (tie of {s["new_tied"]} → {s["new_tie_break"]})'
     rows.append((s['step'], s['candidates'], s['recorded_choice'], new,
                  'yes' if s['same'] else '**no**', *(_fmt_tau(s['tau'][k]) for k in TAUS),
-                 f'{s["recorded_choice_new_rank_sum"]} ({s["new_best_rank_sum"]})'))
+                 f'{s["recorded_choice_new_rank_sum"]} ({s["new_best_rank_sum"]})')
+                + ((_fmt_noise(s['noise'] and s['noise']['length']),
+                    _fmt_noise(s['noise'] and s['noise']['ntk'])) if noisy else ()))
   same = sum(s['same'] for s in report['steps'])
   lines = [f'Re-ranked: {report["what"]}.',
            f'Same choice at {same} of {len(report["steps"])} steps.', '',
            family.markdown_table(header, rows)]
+  if noisy:
+    lines += ['', 'Noise: per metric, the median standard error of a candidate\'s mean over its '
+              'draws divided by the standard deviation of the candidates\' means (near 0: new '
+              'draws keep the ranking; near or above 1: the ranking is mostly the draws\').']
   return '\n'.join(lines)
 
 
@@ -348,13 +391,15 @@ def _report(run: GrowRun, records, config, changes: Changes, metrics: Dict) -> D
   steps = []
   for r in records:
     got = [metrics.get((r['step'], c['arch']), c) for c in r['candidates']]
+    draws = ({k: [g.get(f'{k}_values') for g in got] for k in ('length', 'ntk')}
+             if metrics else None)
     steps.append(rerank_step(r, [g['length'] for g in got], [g['ntk'] for g in got],
-                             tie_break, recorded_tie))
+                             tie_break, recorded_tie, draws))
   settings = {'recorded': measuring_settings(run.config) if run.config else None,
               'recorded_tie_break': recorded_tie, 'tie_break': tie_break,
               'new': measuring_settings(config) if config else None,
               'measured': bool(metrics)}
-  return {'grow': os.path.abspath(run.path), 'what': _describe(run, config, changes,
+  return {'grow': run.path, 'what': _describe(run, config, changes,
                                                                  bool(metrics)),
           'settings': settings, 'steps': steps}
 

@@ -155,6 +155,51 @@ def test_another_image_size_reaches_the_evaluator_and_keeps_the_real_candidates(
                         progress=False)
 
 
+def _three_draws(topology, seed):
+  """fake_measure's metrics as the mean of three draws 0.5 apart (κ_Θ) and 0.01 apart (L^E)."""
+  m = fake_measure(topology, seed)
+  return dataclasses.replace(m, length_values=[m.length - 0.01, m.length, m.length + 0.01],
+                             ntk_values=[m.ntk - 0.5, m.ntk, m.ntk + 0.5])
+
+
+def test_draw_noise_is_the_median_standard_error_over_the_spread_of_the_means():
+  noise = rescore.draw_noise([[1.0, 3.0], [5.0, 7.0], [0.0, 4.0, 8.0]])
+  # standard errors 1, 1, 4/√3 → median 1; means 2, 6, 4 → s.d. 2
+  assert noise == pytest.approx({'se': 1.0, 'spread': 2.0, 'ratio': 0.5})
+  # a non-finite draw is left out; a candidate of one draw has no standard error
+  assert rescore.draw_noise([[1.0, 3.0, float('nan')], [5.0, 7.0], [9.0]]) == pytest.approx(
+      {'se': 1.0, 'spread': 8 ** 0.5, 'ratio': 8 ** -0.5})
+  for draws in ([[1.0, 3.0], [2.0]], [[1.0, 3.0], None], [[1.0, 3.0], [3.0, 1.0]]):
+    assert rescore.draw_noise(draws) is None
+
+
+def test_a_measured_step_reports_how_far_its_draws_resolve_the_candidates(grow_dir, tmp_path):
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(grow_dir, [1, 2], out, rescore.Changes(repeats=3),
+                               measure=_three_draws, progress=False)
+  for step in report['steps']:
+    lines = [r['new'] for r in step['rows']]
+    for key, half_gap in (('length', 0.01), ('ntk', 0.5)):
+      noise = step['noise'][key]
+      # every candidate's draws are m - gap, m, m + gap: s.e. = gap / √3
+      assert noise['se'] == pytest.approx(half_gap / 3 ** 0.5)
+      means = [line[key] for line in lines]
+      mean = sum(means) / len(means)
+      spread = (sum((v - mean) ** 2 for v in means) / (len(means) - 1)) ** 0.5
+      assert noise['spread'] == pytest.approx(spread)
+      assert noise['ratio'] == pytest.approx(noise['se'] / spread)
+  table = open(os.path.join(out, rescore.REPORT_MD)).read()
+  assert '| noise L^E | noise κ_Θ |' in table
+  ratio = report['steps'][0]['noise']['ntk']['ratio']
+  assert f'| {report["steps"][0]["noise"]["length"]["ratio"]:.2f} | {ratio:.2f} |' in table
+  # from the records alone there are no draws: no noise columns
+  again = rescore.run_rescore(grow_dir, [1], str(tmp_path / 't'),
+                              rescore.Changes(tie_break='authors'), measure=_never,
+                              progress=False)
+  assert again['steps'][0]['noise'] is None
+  assert 'noise' not in open(os.path.join(tmp_path, 't', rescore.REPORT_MD)).read()
+
+
 @pytest.mark.parametrize('steps, changes, message', [
     ([9], rescore.Changes(tie_break='ours'), r'`steps` 9: .* holds steps 1..3 with candidates'),
     ([0], rescore.Changes(tie_break='ours'), r'`steps` 0: .*step 0, the start, has none'),
