@@ -8,10 +8,11 @@ metrics (no measuring); --ntk_data, --repeats, --seed, --share_embedding or --im
 --remeasure, with the recorded setting) re-measures them first. --image_size changes only the
 side L^E and κ_Θ are measured at: parameters and MACs stay the records' (at 224×224). Every
 flag left out keeps the recorded value. Per step it reports the recorded choice against the
-re-ranked one and the Kendall-τ of the two rankings (rank sums, L^E, κ_Θ): OUT/rescore.md
-(also printed), rescore.json and rescore.png. Measurements go to OUT/measures.jsonl, one line
-per candidate: the same command again resumes a killed run; other measuring settings into the
-same OUT are refused.
+re-ranked one and the Kendall-τ of the two rankings (rank sums, L^E, κ_Θ) and, when it
+measured, how far each metric's draws resolve the candidates (noise: s.e. of a mean / s.d.
+of the means): OUT/rescore.md (also printed), rescore.json and rescore.png. Measurements go
+to OUT/measures.jsonl, one line per candidate: the same command again resumes a killed run;
+other measuring settings into the same OUT are refused.
 The comparison follows the recorded path: it does not grow further from a changed choice.
 """
 from __future__ import annotations
