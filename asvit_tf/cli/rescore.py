@@ -1,7 +1,8 @@
 """`asvit rescore --grow_dir=DIR --steps=1-4 --output_dir=OUT [changes]`: does another setting
 rank a grow's candidates as the recorded one did?
 
-Takes the grow run in DIR (its grow.jsonl and grow_state.json) and, for exactly the
+Takes the grow run in DIR (its grow.jsonl and grow_state.json, or a grow.jsonl kept apart
+with --grow_settings naming its setting) and, for exactly the
 candidates of the given steps (same topologies, proxy widths, per-step seeds),
 re-selects them under the changed setting: --tie_break alone re-selects from the recorded
 metrics (no measuring); --ntk_data, --repeats, --seed, --share_embedding or --image_size (or
@@ -31,6 +32,10 @@ def define_flags():
   """Defines the flags of this command (the dispatcher calls it before parsing)."""
   flags.DEFINE_string('grow_dir', '', 'Output dir of `asvit grow` (grow.jsonl and '
                       'grow_state.json; a bare grow.jsonl allows only --tie_break).')
+  flags.DEFINE_string('grow_settings', '', 'For a grow.jsonl kept without its run directory '
+                      '(as docs/family_grow.jsonl): a JSON file of the setting it was grown '
+                      'with (a grow_state.json, or its "config"), e.g. '
+                      'docs/family_grow_settings.json.')
   flags.DEFINE_string('steps', '', 'Grow steps to re-rank: numbers and ranges, e.g. 1,2,5 or '
                       '1-4.')
   flags.DEFINE_string('output_dir', '', 'Where the measurements and the report go (and a '
@@ -69,13 +74,14 @@ def main(argv):
     if not FLAGS[name].value.strip():
       raise UserInputError(f'--{name} is required')
   changes = changes_from_flags()
-  run = rescore.load_grow(FLAGS.grow_dir)
+  run = rescore.load_grow(FLAGS.grow_dir, FLAGS.grow_settings)
   config, measuring = rescore.new_config(run, changes)
   evaluator = cli_flags.evaluator(('length', 'ntk'), config) if measuring else None
   try:
     report = rescore.run_rescore(FLAGS.grow_dir, rescore.parse_steps(FLAGS.steps),
                                  FLAGS.output_dir, changes, evaluator=evaluator,
-                                 workers=cli_flags.workers(), progress=FLAGS.progress)
+                                 workers=cli_flags.workers(), progress=FLAGS.progress,
+                                 grow_settings=FLAGS.grow_settings)
   finally:
     if evaluator is not None:
       evaluator.close()

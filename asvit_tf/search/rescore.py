@@ -88,21 +88,45 @@ class GrowRun:
   config: Optional[grow.GrowConfig]
 
 
-def load_grow(path: str) -> GrowRun:
+def load_grow(path: str, settings: str = '') -> GrowRun:
   """The grow run in `path` (its directory, or its grow.jsonl with grow_state.json beside it;
-  without that file the recorded setting is unknown and only the tie-break can be changed)."""
+  without that file the recorded setting is unknown and only the tie-break can be changed).
+
+  `settings`: for records without their grow_state.json (a grow.jsonl kept apart from its run,
+  as the docs keep them), a JSON file of the setting they were grown with: a grow_state.json,
+  or its 'config' alone."""
   records = family.read_records(path)
   if not any(r.get('candidates') for r in records):
     raise UserInputError(f'`grow_dir` {path} holds no grow step with candidates (a grow record '
                          'of step >= 1 lists them)')
   directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
   state = state_lib.read_state(directory, 'grow')
+  if state is not None and settings:
+    raise UserInputError(f'`grow_settings`: {path} has its own {GROW_STATE}; leave '
+                         '`grow_settings` out')
+  if settings:
+    state = _read_settings(settings)
   if state is None:
     return GrowRun(path, records, None)
   saved = state.get('config', {})
   fields = {f.name for f in dataclasses.fields(grow.GrowConfig)}
   values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
   return GrowRun(path, records, grow.GrowConfig(**values))
+
+
+def _read_settings(path: str) -> Dict:
+  """{'config': ...} from a grow_state.json or a bare config; one line if it is neither."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'`grow_settings` {path}: cannot read it ({e})') from None
+  if isinstance(saved, dict) and isinstance(saved.get('config'), dict):
+    saved = saved['config']
+  if not isinstance(saved, dict) or 'arch' not in saved:
+    raise UserInputError(f'`grow_settings` {path}: not a grow setting (a grow_state.json, or '
+                         'its "config" with at least "arch")')
+  return {'config': saved}
 
 
 def parse_steps(text: str) -> List[int]:
@@ -146,8 +170,8 @@ def new_config(run: GrowRun, changes: Changes) -> Tuple[Optional[grow.GrowConfig
   if run.config is None:
     if measuring or changes.remeasure:
       raise UserInputError(f'`grow_dir` {run.path}: no {GROW_STATE} beside the records, so the '
-                           'recorded setting is unknown; re-measuring needs it (only '
-                           '`tie_break` can be changed without)')
+                           'recorded setting is unknown; re-measuring needs it, or '
+                           '`grow_settings` (only `tie_break` can be changed without)')
     return None, False
   updates = dict(measuring)
   if changes.tie_break is not None:
@@ -350,15 +374,15 @@ def run_rescore(grow_path: str, steps: Sequence[int], output_dir: str,
                 changes: Changes = Changes(),
                 evaluator: Optional[measure_lib.Evaluator] = None,
                 measure: Optional[measure_lib.MeasureFn] = None, workers: int = 1,
-                progress: bool = True) -> Dict:
+                progress: bool = True, grow_settings: str = '') -> Dict:
   """Re-ranks `steps` of the grow run in `grow_path` under `changes`; writes and returns the
   report (dict: 'what', 'settings', 'steps': one `rerank_step` each).
 
   Measures only if a measuring setting changes (or `changes.remeasure`): with `evaluator`,
   else `measure` in this process, else the search's default evaluator of the new setting
-  with `workers` processes (closed at the end).
+  with `workers` processes (closed at the end). `grow_settings`: as `load_grow`'s.
   """
-  run = load_grow(grow_path)
+  run = load_grow(grow_path, grow_settings)
   records = check_steps(run, steps)
   config, measuring = new_config(run, changes)
   output_dir = state_lib.prepare_output_dir(output_dir)

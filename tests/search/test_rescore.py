@@ -230,6 +230,32 @@ def test_missing_records_and_settings_are_one_line_errors(tmp_path):
     rescore.run_rescore(str(tmp_path / 'empty'), [1], str(tmp_path / 'r'))
 
 
+def test_records_kept_apart_are_re_measured_with_their_settings_file(grow_dir, tmp_path):
+  path, archs = _tied_step(tmp_path)
+  settings = tmp_path / 'settings.json'
+  settings.write_text(json.dumps({'arch': GROW.arch, 'image_size': 32, 'repeats': 1, 'seed': 3}))
+  out = str(tmp_path / 'r')
+  report = rescore.run_rescore(path, [1], out, rescore.Changes(seed=4), measure=fake_measure,
+                               progress=False, grow_settings=str(settings))
+  assert report['what'] == 'seed 3 → 4, re-measured'
+  assert report['settings']['recorded']['image_size'] == 32
+  lines = _records(os.path.join(out, rescore.MEASURES_FILE))
+  assert sorted(line['arch'] for line in lines) == sorted(archs)
+  assert {line['seed'] for line in lines} == {seeding.seed(4, 1)}
+  # a whole grow_state.json serves as well
+  state = json.load(open(os.path.join(grow_dir, 'grow_state.json')))
+  settings.write_text(json.dumps(state))
+  assert rescore.load_grow(path, str(settings)).config == GROW
+  # a run with its own state, or a file that is no setting: one line each
+  with pytest.raises(UserInputError,
+                     match='has its own grow_state.json; leave `grow_settings` out'):
+    rescore.load_grow(grow_dir, str(settings))
+  for text, message in (('{"repeats": 1}', 'not a grow setting'), ('[1', 'cannot read it')):
+    settings.write_text(text)
+    with pytest.raises(UserInputError, match=message):
+      rescore.load_grow(path, str(settings))
+
+
 def test_parse_steps():
   assert rescore.parse_steps('3, 1-2,3') == [1, 2, 3]
   for text in ('a', '4-2', '1,,2'):
