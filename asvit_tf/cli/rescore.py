@@ -2,11 +2,11 @@
 rank a grow's candidates as the recorded one did?
 
 Takes the grow run in DIR (its grow.jsonl and grow_state.json, or a grow.jsonl kept apart
-with --grow_settings naming its setting) and, for exactly the
-candidates of the given steps (same topologies, proxy widths, per-step seeds),
-re-selects them under the changed setting: --tie_break alone re-selects from the recorded
-metrics (no measuring); --ntk_data, --repeats, --seed, --share_embedding or --image_size (or
---remeasure, with the recorded setting) re-measures them first. --image_size changes only the
+with --grow_settings naming its setting) and, for exactly the candidates of the given steps
+(same topologies, proxy widths, per-step seeds), re-selects them under the changed setting:
+--tie_break alone re-selects from the recorded metrics (no measuring); --ntk_data, --repeats,
+--seed, --share_embedding or --image_size (or --remeasure, with the recorded setting)
+re-measures them first. --image_size changes only the
 side L^E and κ_Θ are measured at: parameters and MACs stay the records' (at 224×224). Every
 flag left out keeps the recorded value. Per step it reports the recorded choice against the
 re-ranked one and the Kendall-τ of the two rankings (rank sums, L^E, κ_Θ) and, when it
@@ -31,7 +31,8 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defines the flags of this command (the dispatcher calls it before parsing)."""
   flags.DEFINE_string('grow_dir', '', 'Output dir of `asvit grow` (grow.jsonl and '
-                      'grow_state.json; a bare grow.jsonl allows only --tie_break).')
+                      'grow_state.json; a bare grow.jsonl allows only --tie_break, '
+                      'unless --grow_settings gives its setting).')
   flags.DEFINE_string('grow_settings', '', 'For a grow.jsonl kept without its run directory '
                       '(as docs/family_grow.jsonl): a JSON file of the setting it was grown '
                       'with (a grow_state.json, or its "config"), e.g. '

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
@@ -258,19 +259,11 @@ def draw_noise(draws: Sequence[Optional[Sequence[float]]]) -> Optional[Dict]:
   finite = [d for d in finite if len(d) >= 2]
   if len(finite) < 2:
     return None
-  means = [sum(d) / len(d) for d in finite]
-  errors = sorted(_sd(d) / math.sqrt(len(d)) for d in finite)
-  mid = len(errors) // 2
-  se = errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
-  spread = _sd(means)
+  se = statistics.median(statistics.stdev(d) / math.sqrt(len(d)) for d in finite)
+  spread = statistics.stdev(statistics.fmean(d) for d in finite)
   if spread == 0:
     return None
   return {'se': se, 'spread': spread, 'ratio': se / spread}
-
-
-def _sd(values: Sequence[float]) -> float:
-  mean = sum(values) / len(values)
-  return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
@@ -423,8 +416,7 @@ def _report(run: GrowRun, records, config, changes: Changes, metrics: Dict) -> D
               'recorded_tie_break': recorded_tie, 'tie_break': tie_break,
               'new': measuring_settings(config) if config else None,
               'measured': bool(metrics)}
-  return {'grow': run.path, 'what': _describe(run, config, changes,
-                                                                 bool(metrics)),
+  return {'grow': run.path, 'what': _describe(run, config, changes, bool(metrics)),
           'settings': settings, 'steps': steps}
 
 
