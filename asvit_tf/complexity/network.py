@@ -288,9 +288,7 @@ def compile_mode(fn, mode: str):
 
   Forward mode dispatches one small traced JVP function per op: eager pays that dispatch
   at every call, a trace pays it once but costs seconds per new network. What wins was
-  measured (docs/benchmarks.md): each measure's 'auto' picks it. Traced without AutoGraph:
-  no measure branches on a tensor's value, and converting their code cost ~8 % of a κ_Θ
-  trace at 224 px.
+  measured (docs/benchmarks.md): each measure's 'auto' picks it.
   """
   if mode == 'eager':
     return fn
