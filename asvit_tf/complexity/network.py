@@ -294,7 +294,7 @@ def compile_mode(fn, mode: str):
     return fn
   if mode not in ('graph', 'xla'):
     raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
-  traced = tf.function(fn, jit_compile=mode == 'xla', autograph=False)
+  traced = tf.function(fn, jit_compile=mode == 'xla')
   concrete = []
 
   def call(*tensors):
