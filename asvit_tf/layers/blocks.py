@@ -102,6 +102,15 @@ class DropPath(tf_keras.layers.Layer):
     return {**super().get_config(), 'rate': self.rate}
 
 
+def dilated_kernel(kernel, dilation: int):
+  """[K, K, C, W] → [d(K−1)+1, d(K−1)+1, C, W]: the taps d apart, zeros between them."""
+  k, _, c, w = kernel.shape
+  x = tf.reshape(kernel, [k, 1, k, 1, c, w])
+  x = tf.pad(x, [[0, 0], [0, dilation - 1], [0, 0], [0, dilation - 1], [0, 0], [0, 0]])
+  size = dilation * (k - 1) + 1
+  return tf.reshape(x, [k * dilation, k * dilation, c, w])[:size, :size]
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class PatchEmbedding(tf_keras.layers.Layer):
   """Zero-pad, K×K conv with stride s and dilation d, then LayerNorm.
@@ -147,11 +156,16 @@ class PatchEmbedding(tf_keras.layers.Layer):
     return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
 
   def conv(self, padded):
-    """The conv of padded images, without its bias: [B, rows, cols, width]."""
+    """The conv of padded images, without its bias: [B, rows, cols, width].
+
+    A dilation d > 1 is applied to the kernel itself (d − 1 zeros between its taps, an
+    ordinary strided conv of the dilated kernel): TensorFlow's CPU kernels without oneDNN
+    have no gradient of a dilated conv's filter ("do not yet support dilation rates larger
+    than 1"), which progressive re-tokenization trains through."""
     kernel = tf.cast(self.conv_kernel, padded.dtype)
-    # The raw op accepts stride > 1 together with dilation > 1 (Keras Conv2D does not).
-    return tf.nn.conv2d(padded, kernel, strides=self.stride, padding='VALID',
-                        dilations=self.dilation)
+    if self.dilation > 1:
+      kernel = dilated_kernel(kernel, self.dilation)
+    return tf.nn.conv2d(padded, kernel, strides=self.stride, padding='VALID')
 
   def call(self, images):
     x = self.conv(self.pad(images))

@@ -290,3 +290,32 @@ def test_patch_embedding_kernel_and_bias_are_uniform_in_fan_in_bounds(width, ker
   if big.size > 10**5:   # flat: each tenth of [−b, b] holds a tenth of the samples
     counts, _ = np.histogram(big, bins=10, range=(-bound, bound))
     np.testing.assert_allclose(counts / big.size, 0.1, atol=0.005)
+
+
+@pytest.mark.parametrize('dilation, stride', [(2, 3), (3, 2)])
+def test_a_dilated_patch_embedding_equals_the_dilated_conv_and_has_a_kernel_gradient(
+    dilation, stride):
+  """The kernel dilated by hand gives tf.nn.conv2d's dilated conv, and its kernel gradient
+  (which TensorFlow's CPU kernels without oneDNN do not have for a dilated conv) is the
+  correlation of the input taps d apart with the output gradient, summed by hand."""
+  rng = np.random.default_rng(dilation)
+  x = rng.normal(size=(2, 23, 23, 3))
+  k = rng.normal(size=(3, 3, 3, 4))
+  layer = layers.PatchEmbedding(4, 3, stride=stride, dilation=dilation, use_layer_norm=False)
+  layer.build((None, 23, 23, 3))
+  layer.conv_kernel.assign(k.astype(np.float32))
+  xt = tf.constant(x, tf.float64)
+  native = tf.nn.conv2d(xt, tf.constant(k), strides=stride, padding='VALID', dilations=dilation)
+  with tf.GradientTape() as tape:
+    out = layer.conv(xt)
+    g = tf.constant(rng.normal(size=out.shape))
+    loss = tf.reduce_sum(out * g)
+  np.testing.assert_allclose(out.numpy(), native.numpy(), rtol=1e-5, atol=1e-5)
+  grad = tape.gradient(loss, layer.conv_kernel).numpy()
+  want = np.zeros_like(k)
+  rows, cols = out.shape[1:3]
+  for i in range(3):
+    for j in range(3):
+      taps = x[:, i * dilation:, j * dilation:][:, :rows * stride:stride, :cols * stride:stride]
+      want[i, j] = np.einsum('bpqc,bpqw->cw', taps[:, :rows, :cols], g.numpy())
+  np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6)
