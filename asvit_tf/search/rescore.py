@@ -105,18 +105,16 @@ def load_grow(path: str, settings: str = '') -> GrowRun:
   if state is not None and settings:
     raise UserInputError(f'`grow_settings`: {path} has its own {GROW_STATE}; leave '
                          '`grow_settings` out')
-  if settings:
-    state = _read_settings(settings)
-  if state is None:
+  if state is None and not settings:
     return GrowRun(path, records, None)
-  saved = state.get('config', {})
+  saved = _read_settings(settings) if settings else state.get('config', {})
   fields = {f.name for f in dataclasses.fields(grow.GrowConfig)}
   values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
   return GrowRun(path, records, grow.GrowConfig(**values))
 
 
 def _read_settings(path: str) -> Dict:
-  """{'config': ...} from a grow_state.json or a bare config; one line if it is neither."""
+  """The grow config in a grow_state.json or a bare config; one line if it is neither."""
   try:
     with open(path) as f:
       saved = json.load(f)
@@ -127,7 +125,7 @@ def _read_settings(path: str) -> Dict:
   if not isinstance(saved, dict) or 'arch' not in saved:
     raise UserInputError(f'`grow_settings` {path}: not a grow setting (a grow_state.json, or '
                          'its "config" with at least "arch")')
-  return {'config': saved}
+  return saved
 
 
 def parse_steps(text: str) -> List[int]:
