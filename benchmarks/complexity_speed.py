@@ -19,7 +19,8 @@ topology, the public measure (`length_distortion`, `curvature`, `ntk_condition_n
 repeat, its defaults) called on a network not measured before in a process that has
 measured another topology first (so TensorFlow's own start-up is not counted): build,
 trace when traced, and measure. Beside it the authors' PyTorch code timed on this CPU
-(`AUTHORS_SECONDS`, from issue 19), and their ratio.
+(`AUTHORS_SECONDS_BY_MACHINE`: issue 19's machine, or `--authors_times=epyc`), and their
+ratio.
 
   python benchmarks/complexity_speed.py            # the full run (As-ViT Large: long)
   python benchmarks/complexity_speed.py --quick    # the seed at 64 px; docs untouched
@@ -39,11 +40,19 @@ from benchmarks import _report  # pylint: disable=g-import-not-at-top
 
 SEED = 'asvit_seed'
 LARGE = 'asvit_large'
-# The authors' PyTorch code per new network, eager on 2 threads of this CPU (issue 19: the
-# seed at C=32, depths 1,1,1,1, 10 curve points, 16 NTK images, one repeat): seconds by
-# (measure, image size).
-AUTHORS_SECONDS = {('length', 64): 7.17, ('ntk', 64): 0.51, ('curvature', 64): 14.8,
-                   ('length', 224): 289.0, ('ntk', 224): 19.9}
+# The authors' PyTorch code per new network, eager on 2 threads (the seed at C=32, depths
+# 1,1,1,1, 10 curve points, 16 NTK images, one repeat): seconds by (measure, image size), per
+# machine it was timed on (`--authors_times`). 'issue19': the machine of issue 19's table.
+# 'epyc': the 2-core "AMD EPYC" machine of 2026-12-02 (a 2048² float32 matmul at 79 GFLOP/s in
+# TensorFlow), quiet, torch 2.13.0+cpu (docs/benchmarks.md, "The authors' code on the same
+# machine").
+AUTHORS_SECONDS_BY_MACHINE = {
+    'issue19': {('length', 64): 7.17, ('ntk', 64): 0.51, ('curvature', 64): 14.8,
+                ('length', 224): 289.0, ('ntk', 224): 19.9},
+    'epyc': {('length', 64): 14.7, ('ntk', 64): 1.33, ('curvature', 64): 36.7,
+             ('length', 224): 394.0, ('ntk', 224): 44.7},
+}
+AUTHORS_SECONDS = AUTHORS_SECONDS_BY_MACHINE['issue19']
 NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk')
 # A topology measured first in each per-new-network process: not the measured one.
 _WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
@@ -186,15 +195,17 @@ def _new_network(metric: str, arch: str, image_size: int, num_points: int,
           'value': float(result.mean), 'peak_gb': _peak_rss_gb()}
 
 
-def new_network_rows(arch, image_size, r) -> list:
+def new_network_rows(arch, image_size, r, authors_seconds=None) -> list:
   """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
-  our further repeat (the warm column of the main table, when it was run)."""
+  our further repeat (the warm column of the main table, when it was run). `authors_seconds`:
+  one of `AUTHORS_SECONDS_BY_MACHINE` (default: issue 19's)."""
+  authors_seconds = AUTHORS_SECONDS if authors_seconds is None else authors_seconds
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
                                    ('κ', 'curvature', 'curvature'),
                                    ('κ_Θ', 'ntk', 'ntk_taps')):
     got = r.get(f'new_{metric}', {})
-    new, authors = got.get('new'), AUTHORS_SECONDS.get((metric, image_size))
+    new, authors = got.get('new'), authors_seconds.get((metric, image_size))
     cpu = '—' if got.get('new_cpu') is None else f'{got["new_cpu"]:.2f} s'
     rows.append([arch, f'{label} @{image_size}', _s(authors), _s(new), cpu,
                  _x(authors, new), _s(r.get(warm_task, {}).get('warm')),
@@ -284,6 +295,9 @@ def main():
                       'run resumes where it stopped')
   parser.add_argument('--per_new_network', action='store_true',
                       help='only the per-new-network table (issue 19) of each topology')
+  parser.add_argument('--authors_times', default='issue19',
+                      choices=sorted(AUTHORS_SECONDS_BY_MACHINE),
+                      help="whose machine's times of the authors' code the ratios use")
   parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--arch', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -331,7 +345,8 @@ def main():
       results[task] = cache[key]
     if not args.per_new_network:
       rows += summarise(arch, results)
-    new_rows += new_network_rows(arch, args.image_size, results)
+    new_rows += new_network_rows(arch, args.image_size, results,
+                                 AUTHORS_SECONDS_BY_MACHINE[args.authors_times])
   load = max(load, os.getloadavg()[0])
   header = ['topology', 'measure', 'cold (1st call)', 'warm (1 repeat)', 'reference',
             'reference / warm', 'vs plain forward', 'peak RSS']
