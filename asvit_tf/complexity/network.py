@@ -295,7 +295,7 @@ def compile_mode(fn, mode: str):
   if mode not in ('graph', 'xla'):
     raise UserInputError(f'mode must be one of {MODES}, got {mode!r}')
   # Without AutoGraph: the measures' Python control flow is on shapes and settings only, and
-  # converting it cost ~8 % of a new network's κ_Θ at 224 px (docs/benchmarks.md).
+  # converting it cost ~17–27 % of a new network's κ_Θ at 224 px (docs/benchmarks.md).
   traced = tf.function(fn, jit_compile=mode == 'xla', autograph=False)
   concrete = []
 
