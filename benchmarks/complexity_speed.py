@@ -52,7 +52,6 @@ AUTHORS_SECONDS_BY_MACHINE = {
     'epyc': {('length', 64): 14.7, ('ntk', 64): 1.33, ('curvature', 64): 36.7,
              ('length', 224): 394.0, ('ntk', 224): 44.7},
 }
-AUTHORS_SECONDS = AUTHORS_SECONDS_BY_MACHINE['issue19']
 NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk')
 # A topology measured first in each per-new-network process: not the measured one.
 _WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
@@ -195,11 +194,10 @@ def _new_network(metric: str, arch: str, image_size: int, num_points: int,
           'value': float(result.mean), 'peak_gb': _peak_rss_gb()}
 
 
-def new_network_rows(arch, image_size, r, authors_seconds=None) -> list:
+def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
   our further repeat (the warm column of the main table, when it was run). `authors_seconds`:
-  one of `AUTHORS_SECONDS_BY_MACHINE` (default: issue 19's)."""
-  authors_seconds = AUTHORS_SECONDS if authors_seconds is None else authors_seconds
+  one of `AUTHORS_SECONDS_BY_MACHINE`."""
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
                                    ('κ', 'curvature', 'curvature'),
