@@ -49,10 +49,15 @@ def choice_text(choice: Optional[Dict]) -> str:
 
 
 def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None) -> str:
-  """Markdown table: one row per accepted model of the series."""
+  """Markdown table: one row per accepted model of the series. When a step records the
+  draws' noise (`grow.step_noise`: the candidates were measured with several repeats), two
+  columns give its ratio per metric: near or above 1, the draws decided that metric's
+  ranking of the step's candidates more than the candidates did."""
   marks = marks or {}
+  noisy = any(r.get('noise') for r in records)
   header = ('step', 'choice', 'topology (real width)', 'blocks', 'C', 'params (M)',
-            'MACs (G)', 'L^E (proxy)', 'κ_Θ (proxy)')
+            'MACs (G)', 'L^E (proxy)', 'κ_Θ (proxy)') + (
+                ('noise L^E', 'noise κ_Θ') if noisy else ())
   rows = []
   for r in records:
     c = r.get('choice')
@@ -60,9 +65,12 @@ def series_table(records: Sequence[Dict], marks: Optional[Dict[int, str]] = None
     if c and c.get('tie_break'):
       choice += f' (tie → {c["tie_break"]})'
     step = str(r['step']) + (f' **{marks[r["step"]]}**' if r['step'] in marks else '')
+    noise = r.get('noise') or {}
     rows.append((step, choice, f'`{r["arch"]}`', sum(r['depths']), r['width'],
                  f'{r["params"] / 1e6:.2f}', f'{r["macs"] / 1e9:.2f}',
-                 fmt(r.get('length'), '.4g'), fmt(r.get('ntk'), '.4g')))
+                 fmt(r.get('length'), '.4g'), fmt(r.get('ntk'), '.4g')) + (
+                     tuple(fmt((noise.get(m) or {}).get('ratio'), '.2f')
+                           for m in ('length', 'ntk')) if noisy else ()))
   return markdown_table(header, rows)
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -428,6 +429,31 @@ class GrowResult:
     return [r['arch'] for r in self.records]
 
 
+def draw_noise(draws: Sequence[Optional[Sequence[float]]]) -> Optional[Dict]:
+  """How far a step's draws resolve its candidates by one metric, from each candidate's
+  per-draw values: the median over candidates of the standard error of its mean (the draws'
+  sample s.d. / √n), the s.d. of the candidates' means, and their ratio. A ratio near 0: new
+  draws keep the ranking; near or above 1: the ranking is mostly the draws'. None without
+  two candidates of at least two finite draws each, or if the means are all equal."""
+  finite = [[v for v in d if v is not None and math.isfinite(v)] for d in draws if d]
+  finite = [d for d in finite if len(d) >= 2]
+  if len(finite) < 2:
+    return None
+  se = statistics.median(statistics.stdev(d) / math.sqrt(len(d)) for d in finite)
+  spread = statistics.stdev(statistics.fmean(d) for d in finite)
+  if spread == 0:
+    return None
+  return {'se': se, 'spread': spread, 'ratio': se / spread}
+
+
+def step_noise(results: Sequence[Dict]) -> Optional[Dict]:
+  """A step's `draw_noise` per metric ('length', 'ntk') from its candidates' per-draw values
+  ('length_values', 'ntk_values'); None when neither metric has one (one repeat, or
+  measurements that carry no draws)."""
+  noise = {m: draw_noise([r.get(f'{m}_values') for r in results]) for m in ('length', 'ntk')}
+  return noise if any(noise.values()) else None
+
+
 def _model_record(step, proxy: arch_lib.Topology, metrics: Dict, config) -> Dict:
   """The record of an accepted model (`proxy`: at proxy width)."""
   h, real = proxy.width, proxy.replace(width=WIDTH_FACTOR * proxy.width)
@@ -461,6 +487,9 @@ def _candidate_records(base, kept, results, sel: Selection, kinds: bool) -> List
               'length': r['length'], 'ntk': r['ntk'], 'bad': r['bad'],
               'rank_length': sel.rank_length[i], 'rank_ntk': sel.rank_ntk[i],
               'rank_sum': sel.rank_sum[i]}
+    for name in ('length_values', 'ntk_values'):
+      if r.get(name) is not None:
+        record[name] = r[name]
     out.append({**record, **_kind_fields(c, base)} if kinds else record)
   return out
 
@@ -540,7 +569,9 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
 
   def take(self, key: str, measurement: measure_lib.Measurement):
     m = measurement.cleaned()
-    self.state['pending'][key] = {'length': m.length, 'ntk': m.ntk, 'bad': m.bad}
+    self.state['pending'][key] = {'length': m.length, 'ntk': m.ntk, 'bad': m.bad,
+                                  'length_values': m.length_values,
+                                  'ntk_values': m.ntk_values}
 
   def _accept(self) -> Dict:
     """The record of the current step's accepted model."""
@@ -563,6 +594,9 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     record.update(choice={**choice, **_kind_fields(chosen, base)} if kinds else choice,
                   candidates=_candidate_records(base, kept, results, sel, kinds),
                   dropped=len(self._step['dropped']))
+    noise = step_noise(results)
+    if noise:
+      record['noise'] = noise
     return record
 
   def conclude(self) -> Dict:
@@ -605,6 +639,10 @@ class GrowStrategy(run_lib.OpenEndedStrategy):
     if _records_kinds(config):
       title += (f' Candidate kinds: {", ".join(config.candidate_kinds)} (an MLP candidate '
                 f'raises one stage\'s expansion E by 1, up to {MAX_EXPANSION}).')
+    if any(r.get('noise') for r in records):
+      title += (' Noise: per metric, the median standard error of a candidate\'s mean over '
+                'the repeats / the s.d. of the candidates\' means; near or above 1, the '
+                'draws decided that ranking more than the candidates did.')
     if final:
       title += f'\n\nStopped: {self.state["stop_reason"]}.'
     text = f'# Scaling series of {config.arch}\n\n{title}\n\n'

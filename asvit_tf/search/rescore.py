@@ -32,7 +32,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
@@ -247,23 +246,6 @@ def _tau(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
   return None if math.isnan(t) else round(t, 6)
 
 
-def draw_noise(draws: Sequence[Optional[Sequence[float]]]) -> Optional[Dict]:
-  """How far a step's draws resolve its candidates by one metric, from each candidate's
-  per-draw values: the median over candidates of the standard error of its mean (the draws'
-  sample s.d. / √n), the s.d. of the candidates' means, and their ratio. A ratio near 0: new
-  draws keep the ranking; near or above 1: the ranking is mostly the draws'. None without
-  two candidates of at least two finite draws each, or if the means are all equal."""
-  finite = [[v for v in d if v is not None and math.isfinite(v)] for d in draws if d]
-  finite = [d for d in finite if len(d) >= 2]
-  if len(finite) < 2:
-    return None
-  se = statistics.median(statistics.stdev(d) / math.sqrt(len(d)) for d in finite)
-  spread = statistics.stdev(statistics.fmean(d) for d in finite)
-  if spread == 0:
-    return None
-  return {'se': se, 'spread': spread, 'ratio': se / spread}
-
-
 def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
                 ntks: Sequence[Optional[float]], tie_break: str,
                 recorded_tie_break: Optional[str] = None,
@@ -274,7 +256,7 @@ def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
   The recorded ranking is re-selected from the recorded metrics (with `recorded_tie_break`,
   or `tie_break` if unknown); its choice is the one the record accepted. `draws`, when the
   candidates were measured: {'length': [per-draw values per candidate], 'ntk': [...]}, for
-  the step's `noise` (`draw_noise` of each metric).
+  the step's `noise` (`grow.draw_noise` of each metric).
   """
   cands = record['candidates']
   order = candidate_order(record)
@@ -298,7 +280,7 @@ def rerank_step(record: Dict, lengths: Sequence[Optional[float]],
           'new_tie_break': new.tie_break, 'tau': taus,
           'recorded_choice_new_rank_sum': new.rank_sum[recorded],
           'new_best_rank_sum': min(new.rank_sum), 'rows': rows,
-          'noise': {k: draw_noise(v) for k, v in draws.items()} if draws else None}
+          'noise': {k: grow.draw_noise(v) for k, v in draws.items()} if draws else None}
 
 
 def _fmt_tau(t: Optional[float]) -> str:

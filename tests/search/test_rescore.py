@@ -163,14 +163,14 @@ def _three_draws(topology, seed):
 
 
 def test_draw_noise_is_the_median_standard_error_over_the_spread_of_the_means():
-  noise = rescore.draw_noise([[1.0, 3.0], [5.0, 7.0], [0.0, 4.0, 8.0]])
+  noise = grow.draw_noise([[1.0, 3.0], [5.0, 7.0], [0.0, 4.0, 8.0]])
   # standard errors 1, 1, 4/√3 → median 1; means 2, 6, 4 → s.d. 2
   assert noise == pytest.approx({'se': 1.0, 'spread': 2.0, 'ratio': 0.5})
   # a non-finite draw is left out; a candidate of one draw has no standard error
-  assert rescore.draw_noise([[1.0, 3.0, float('nan')], [5.0, 7.0], [9.0]]) == pytest.approx(
+  assert grow.draw_noise([[1.0, 3.0, float('nan')], [5.0, 7.0], [9.0]]) == pytest.approx(
       {'se': 1.0, 'spread': 8 ** 0.5, 'ratio': 8 ** -0.5})
   for draws in ([[1.0, 3.0], [2.0]], [[1.0, 3.0], None], [[1.0, 3.0], [3.0, 1.0]]):
-    assert rescore.draw_noise(draws) is None
+    assert grow.draw_noise(draws) is None
 
 
 def test_a_measured_step_reports_how_far_its_draws_resolve_the_candidates(grow_dir, tmp_path):
