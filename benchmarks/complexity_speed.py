@@ -45,12 +45,15 @@ LARGE = 'asvit_large'
 # machine it was timed on (`--authors_times`). 'issue19': the machine of issue 19's table.
 # 'epyc': the 2-core "AMD EPYC" machine of 2026-12-02 (a 2048² float32 matmul at 79 GFLOP/s in
 # TensorFlow), quiet, torch 2.13.0+cpu (docs/benchmarks.md, "The authors' code on the same
-# machine").
+# machine"). 'epyc2': the same model of CPU on the evening of 2026-12-02, running faster
+# (2048² matmul 123 GFLOP/s, eager op 0.063 ms against 0.25 ms: `machine_speed`), quiet.
 AUTHORS_SECONDS_BY_MACHINE = {
     'issue19': {('length', 64): 7.17, ('ntk', 64): 0.51, ('curvature', 64): 14.8,
                 ('length', 224): 289.0, ('ntk', 224): 19.9},
     'epyc': {('length', 64): 14.7, ('ntk', 64): 1.33, ('curvature', 64): 36.7,
              ('length', 224): 394.0, ('ntk', 224): 44.7},
+    'epyc2': {('length', 64): 7.45, ('ntk', 64): 0.71, ('curvature', 64): 17.7,
+              ('length', 224): 252.0, ('ntk', 224): 35.5},
 }
 NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk')
 # A topology measured first in each per-new-network process: not the measured one.
@@ -82,6 +85,8 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
   from asvit_tf.complexity import ntk  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import reference  # pylint: disable=g-import-not-at-top
 
+  if task == 'speed':
+    return {'speed': machine_speed()}
   if task in NEW_NETWORK_TASKS:
     return _new_network(task[len('new_'):], arch, image_size, num_points, batch_size)
   shape = (image_size, image_size, 3)
@@ -179,25 +184,49 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
 def _new_network(metric: str, arch: str, image_size: int, num_points: int,
                  batch_size: int) -> dict:
   """Seconds (wall and this process's CPU) of one public measure on a new network, after a
-  first measure of `_WARM_UP` in this process."""
+  first measure of `_WARM_UP` in this process; then the same measure with 3 repeats on
+  another new network of the same topology: (its time − the first) / 2 is what a further
+  repeat costs, the rest of the first the fixed cost of a new network (build, trace)."""
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
   if metric == 'ntk':
-    measure = lambda a: complexity.ntk_condition_number(a, image_size=image_size, repeats=1,
-                                                        batch_size=batch_size)
+    measure = lambda a, r=1: complexity.ntk_condition_number(a, image_size=image_size,
+                                                             repeats=r, batch_size=batch_size)
   else:
     fn = complexity.length_distortion if metric == 'length' else complexity.curvature
-    measure = lambda a: fn(a, image_size=image_size, num_points=num_points, repeats=1)
+    measure = lambda a, r=1: fn(a, image_size=image_size, num_points=num_points, repeats=r)
   measure(_WARM_UP)
   wall, cpu = time.perf_counter(), time.process_time()
   result = measure(arch)
-  return {'new': time.perf_counter() - wall, 'new_cpu': time.process_time() - cpu,
-          'value': float(result.mean), 'peak_gb': _peak_rss_gb()}
+  new, new_cpu = time.perf_counter() - wall, time.process_time() - cpu
+  wall = time.perf_counter()
+  measure(arch, 3)
+  further = max(0.0, (time.perf_counter() - wall - new) / 2)
+  return {'new': new, 'new_cpu': new_cpu, 'further': further, 'value': float(result.mean),
+          'peak_gb': _peak_rss_gb()}
+
+
+def machine_speed() -> str:
+  """This machine's speed in two figures, to tell which authors' times apply: a 2048²
+  float32 matmul (GFLOP/s, TensorFlow's threads) and one small eager op (ms)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = tf.random.stateless_normal([2048, 2048], seed=[0, 0])
+  tf.matmul(a, a).numpy()
+  start = time.perf_counter()
+  for _ in range(10):
+    tf.matmul(a, a).numpy()
+  gflops = 10 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+  x = tf.constant(1.0)
+  start = time.perf_counter()
+  for _ in range(2000):
+    x = x + 1.0
+  op_ms = (time.perf_counter() - start) / 2000 * 1e3
+  return f'2048² matmul {gflops:.0f} GFLOP/s, eager op {op_ms:.3f} ms'
 
 
 def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
-  our further repeat (the warm column of the main table, when it was run). `authors_seconds`:
-  one of `AUTHORS_SECONDS_BY_MACHINE`."""
+  our further repeat (measured beside the new network, else the main table's warm column).
+  `authors_seconds`: one of `AUTHORS_SECONDS_BY_MACHINE`."""
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
                                    ('κ', 'curvature', 'curvature'),
@@ -205,8 +234,9 @@ def new_network_rows(arch, image_size, r, authors_seconds) -> list:
     got = r.get(f'new_{metric}', {})
     new, authors = got.get('new'), authors_seconds.get((metric, image_size))
     cpu = '—' if got.get('new_cpu') is None else f'{got["new_cpu"]:.2f} s'
+    further = got.get('further', r.get(warm_task, {}).get('warm'))
     rows.append([arch, f'{label} @{image_size}', _s(authors), _s(new), cpu,
-                 _x(authors, new), _s(r.get(warm_task, {}).get('warm')),
+                 _x(authors, new), _s(further),
                  '—' if got.get('value') is None else f'{got["value"]:.6g}'])
   return rows
 
@@ -215,7 +245,7 @@ def run_worker(task, arch, args) -> dict:
   """Runs `worker` in a fresh process (own memory peak; an OOM kill is reported)."""
   cmd = [sys.executable, os.path.abspath(__file__), '--worker', task, '--arch', arch,
          '--image_size', str(args.image_size), '--num_points', str(args.num_points),
-         '--batch_size', str(args.batch_size), '--coords', str(args.coords)]
+         '--batch_size', str(args.batch_size), '--coords', str(args.coords or 0)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   start = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -316,6 +346,7 @@ def main():
            'forward', 'reference_length', 'reference_curvature', 'ntk_taps', 'ntk', 'ntk_loop')
   tasks = NEW_NETWORK_TASKS if args.per_new_network else tasks + NEW_NETWORK_TASKS
   load = os.getloadavg()[0]
+  speed = run_worker('speed', '-', args).get('speed', 'not measured')
   start = time.perf_counter()
   rows, new_rows = [], []
   cache = {}
@@ -354,7 +385,8 @@ def main():
   table = new_table if args.per_new_network else (
       _report.markdown_table(header, rows) + '\n\nPer new network (issue 19):\n\n' + new_table)
   print(table)
-  print(f'total {time.perf_counter() - start:.0f} s, load average up to {load:.1f}')
+  print(f'total {time.perf_counter() - start:.0f} s, load average up to {load:.1f}; '
+        f'this machine: {speed}')
   if args.no_write:
     return
   body = (
@@ -375,7 +407,8 @@ def main():
       'process that measured another topology first (what a search pays per topology), '
       'beside the authors\' PyTorch code timed on this CPU (issue 19).\n\n'
       f'Load average during the run up to {load:.1f} on {os.cpu_count()} cores (other jobs '
-      'were running): absolute times are pessimistic and noisy; ratios less so.\n'
+      'were running): absolute times are pessimistic and noisy; ratios less so. This '
+      f'machine: {speed}.\n'
       + (f'\n{args.note}\n' if args.note else '') + '\n' + table)
   _report.write_section('complexity_speed', 'Complexity measures: speed and memory', body)
 
