@@ -44,7 +44,7 @@ from asvit_tf.errors import UserInputError
 # batch at once (the seed, a late grow candidate) and are no slower on the seed
 # (docs/benchmarks.md).
 DEFAULT_CHUNK = 4
-METHODS = ('auto', 'taps', 'vmap')
+METHODS = ('auto', 'taps', 'vmap', 'units')
 # mode='auto' runs a PiT's tapped κ_Θ eagerly (at most network.EAGER_REPEATS repeats) while
 # its batch is within this many forward MACs (images × MACs of one image), instead of
 # network.EAGER_BATCH_MACS: the tapped pass is one plain batched forward and backward, whose
@@ -459,7 +459,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT and PiT models only), 'vmap' (`per_image_gradients`, any model) or 'auto'
       (taps on an As-ViT or PiT, else vmap): taps run one batched pass where vmap vectorises
-      op by op (docs/benchmarks.md compares them).
+      op by op (docs/benchmarks.md compares them). 'units' (As-ViT only; `units`): Θ as
+      by taps, from each unit (patch embedding, merging, block) traced once per kind of unit
+      and kept across networks, so a new network made of units measured before pays no
+      trace; the whole batch at once, `mode` and `chunk_size` unused.
     share_embedding: draw the patch embedding's conv once and keep it for all repeats,
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
@@ -480,7 +483,13 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
-  taps = _tapped_or_none(net.model, weights, method, net.layers)
+  if method == 'units':
+    from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
+    if not units.supports(net.model):
+      raise UserInputError('method="units" measures As-ViT networks without drop path or '
+                           'remat only; use method="auto"')
+  taps = None if method == 'units' else _tapped_or_none(net.model, weights, method,
+                                                        net.layers)
 
   count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
@@ -497,12 +506,15 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   whole_eager = mode == 'eager' and (chunk_size is None or chunk_size >= count)
 
   def kernel(batch):
+    if method == 'units':
+      return units.kernel_matrix(net.model, batch, include_scales)
     if taps is not None and whole_eager:
       return taps.kernel_matrix(weights, batch)
     if taps is not None:
       return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
     return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
-  run = network_lib.compile_mode(kernel, mode)
+  # The units trace themselves, once per kind of unit across networks.
+  run = kernel if method == 'units' else network_lib.compile_mode(kernel, mode)
 
   values = []
   try:
