@@ -18,7 +18,8 @@ Per new network (issue 19; `--per_new_network`): what a search or a grow pays fo
 topology, the public measure (`length_distortion`, `curvature`, `ntk_condition_number`, one
 repeat, its defaults) called on a network not measured before in a process that has
 measured another topology first (so TensorFlow's own start-up is not counted): build,
-trace when traced, and measure. Beside it the authors' PyTorch code timed on this CPU
+trace when traced, and measure; κ_Θ also by `method='units'` (traces kept across networks,
+so the warm-up's units serve the next). Beside it the authors' PyTorch code timed on this CPU
 (`AUTHORS_SECONDS_BY_MACHINE`: issue 19's machine, or `--authors_times=epyc`), and their
 ratio.
 
@@ -55,7 +56,7 @@ AUTHORS_SECONDS_BY_MACHINE = {
     'epyc2': {('length', 64): 7.45, ('ntk', 64): 0.71, ('curvature', 64): 17.7,
               ('length', 224): 252.0, ('ntk', 224): 35.5},
 }
-NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk')
+NEW_NETWORK_TASKS = ('new_length', 'new_curvature', 'new_ntk', 'new_ntk_units')
 # A topology measured first in each per-new-network process: not the measured one.
 _WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
 
@@ -184,13 +185,15 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
 def _new_network(metric: str, arch: str, image_size: int, num_points: int,
                  batch_size: int) -> dict:
   """Seconds (wall and this process's CPU) of one public measure on a new network, after a
-  first measure of `_WARM_UP` in this process; then the same measure with 3 repeats on
-  another new network of the same topology: (its time − the first) / 2 is what a further
+  first measure of `_WARM_UP` in this process; then the same measure on a second new
+  network of the topology ('again': with method='units', one whose every unit was traced
+  before) and with 3 repeats on a third: (its time − the second's) / 2 is what a further
   repeat costs, the rest of the first the fixed cost of a new network (build, trace)."""
   from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
-  if metric == 'ntk':
-    measure = lambda a, r=1: complexity.ntk_condition_number(a, image_size=image_size,
-                                                             repeats=r, batch_size=batch_size)
+  if metric in ('ntk', 'ntk_units'):
+    method = 'units' if metric == 'ntk_units' else 'auto'
+    measure = lambda a, r=1: complexity.ntk_condition_number(
+        a, image_size=image_size, repeats=r, batch_size=batch_size, method=method)
   else:
     fn = complexity.length_distortion if metric == 'length' else complexity.curvature
     measure = lambda a, r=1: fn(a, image_size=image_size, num_points=num_points, repeats=r)
@@ -199,10 +202,13 @@ def _new_network(metric: str, arch: str, image_size: int, num_points: int,
   result = measure(arch)
   new, new_cpu = time.perf_counter() - wall, time.process_time() - cpu
   wall = time.perf_counter()
+  measure(arch)
+  again = time.perf_counter() - wall
+  wall = time.perf_counter()
   measure(arch, 3)
-  further = max(0.0, (time.perf_counter() - wall - new) / 2)
-  return {'new': new, 'new_cpu': new_cpu, 'further': further, 'value': float(result.mean),
-          'peak_gb': _peak_rss_gb()}
+  further = max(0.0, (time.perf_counter() - wall - again) / 2)
+  return {'new': new, 'new_cpu': new_cpu, 'again': again, 'further': further,
+          'value': float(result.mean), 'peak_gb': _peak_rss_gb()}
 
 
 def machine_speed() -> str:
@@ -230,13 +236,16 @@ def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
                                    ('κ', 'curvature', 'curvature'),
-                                   ('κ_Θ', 'ntk', 'ntk_taps')):
+                                   ('κ_Θ', 'ntk', 'ntk_taps'),
+                                   ('κ_Θ (units)', 'ntk_units', None)):
     got = r.get(f'new_{metric}', {})
-    new, authors = got.get('new'), authors_seconds.get((metric, image_size))
+    new = got.get('new')
+    authors = authors_seconds.get((metric.split('_')[0], image_size))
     cpu = '—' if got.get('new_cpu') is None else f'{got["new_cpu"]:.2f} s'
-    further = got.get('further', r.get(warm_task, {}).get('warm'))
+    further = got.get('further', r.get(warm_task, {}).get('warm') if warm_task else None)
     rows.append([arch, f'{label} @{image_size}', _s(authors), _s(new), cpu,
-                 _x(authors, new), _s(further),
+                 _x(authors, new), _s(got.get('again')), _x(authors, got.get('again')),
+                 _s(further),
                  '—' if got.get('value') is None else f'{got["value"]:.6g}'])
   return rows
 
@@ -381,7 +390,8 @@ def main():
             'reference / warm', 'vs plain forward', 'peak RSS']
   new_table = _report.markdown_table(
       ['topology', 'measure', "authors' code", 'ours per new network', 'its CPU time',
-       "authors' / ours", 'ours per further repeat', 'value'], new_rows)
+       "authors' / ours", 'a 2nd network of it', "authors' / 2nd", 'ours per further repeat',
+       'value'], new_rows)
   table = new_table if args.per_new_network else (
       _report.markdown_table(header, rows) + '\n\nPer new network (issue 19):\n\n' + new_table)
   print(table)
