@@ -320,15 +320,38 @@ def releasing_custom_gradients():
   process. The traced function holds its backward already, so the entries are dropped once
   the trace is done.
   """
+  with custom_gradients_registered() as names:
+    try:
+      yield
+    finally:
+      release_custom_gradients(names)
+
+
+@contextlib.contextmanager
+def custom_gradients_registered():
+  """Yields a list that receives, on leaving, the names of the gradient functions
+  `tf.custom_gradient` registered inside (for `release_custom_gradients` once no backward
+  pass needs them any more)."""
+  registry = _gradient_registry()
+  before = set(registry)
+  names = []
+  try:
+    yield names
+  finally:
+    names.extend(n for n in registry if n not in before and n.startswith('CustomGradient-'))
+
+
+def release_custom_gradients(names):
+  """Unregisters the named gradient functions (see `custom_gradients_registered`)."""
+  registry = _gradient_registry()
+  for name in names:
+    registry.pop(name, None)
+
+
+def _gradient_registry():
   # pylint: disable-next=g-direct-tensorflow-import,g-import-not-at-top
   from tensorflow.python.framework import ops
-  registry = ops._gradient_registry._registry  # pylint: disable=protected-access
-  before = set(registry)
-  try:
-    yield
-  finally:
-    for name in [n for n in registry if n not in before and n.startswith('CustomGradient-')]:
-      del registry[name]
+  return ops._gradient_registry._registry  # pylint: disable=protected-access
 
 
 @contextlib.contextmanager

@@ -76,6 +76,10 @@ class _Unit:
     self.kinds: List[str] = []
     self._tap()
     x_spec = tf.TensorSpec(input_shape, dtype)
+    with network_lib.custom_gradients_registered() as self._registered:
+      self._trace(x_spec)
+
+  def _trace(self, x_spec):
     # A first trace finds the tapped outputs' shapes; the second takes their zero inputs.
     probe = tf.function(lambda x: self._run(x, None), autograph=False)
     outputs = probe.get_concrete_function(x_spec).structured_outputs
@@ -210,6 +214,12 @@ def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
     total = tf.reduce_sum(tf.reduce_mean(x, axis=[1, 2]))   # Σ_i Σ_j of `AsViT.features`
   deltas = tape.gradient(total, [z for _, e, _ in saved for z in e],
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  for unit, _ in plan:
+    # The attention's gradient functions registered while tracing: each unit's backward
+    # pass holds what it needs once built (by the gradient above), so the global registry
+    # lets them go; kept there, they would hold every trace for the life of the process.
+    network_lib.release_custom_gradients(unit._registered)   # pylint: disable=protected-access
+    unit._registered = []   # pylint: disable=protected-access
   theta, start = None, 0
   for unit, e, a in saved:
     kernels, scales = unit.theta(a, deltas[start:start + len(e)])

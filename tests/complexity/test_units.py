@@ -52,8 +52,11 @@ def test_theta_equals_the_per_image_gradients_kernel(float64):
 @pytest.mark.slow
 def test_one_trace_per_kind_of_unit_kept_across_networks():
   kwargs = dict(image_size=40, repeats=1, seed=0, batch_size=3)
+  registered = set(network._gradient_registry())
   complexity.ntk_condition_number(SHALLOW, method='units', **kwargs)
   assert len(units._CACHE) == 8   # embedding, 3 merges, 4 blocks
+  # the attention's gradient functions registered while tracing are let go once used
+  assert set(network._gradient_registry()) == registered
   traces = {key: unit.forward for key, unit in units._CACHE.items()}
   complexity.ntk_condition_number(DEEP, method='units', **kwargs)
   # DEEP has SHALLOW's units and a second block in stages 1 and 3: two new units only
