@@ -320,11 +320,12 @@ def releasing_custom_gradients():
   process. The traced function holds its backward already, so the entries are dropped once
   the trace is done.
   """
-  with custom_gradients_registered() as names:
-    try:
+  names = []
+  try:
+    with custom_gradients_registered() as names:
       yield
-    finally:
-      release_custom_gradients(names)
+  finally:
+    release_custom_gradients(names)   # filled once the inner context has closed
 
 
 @contextlib.contextmanager

@@ -423,6 +423,18 @@ def _tapped_or_none(model, weights, method: str,
   return taps
 
 
+def _units_or_none(model, method: str):
+  """The `units` module for method='units' (UserInputError if it cannot measure `model`),
+  else None."""
+  if method != 'units':
+    return None
+  from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
+  if not units.supports(model):
+    raise UserInputError('method="units" measures As-ViT networks without drop path or remat '
+                         'only; use method="auto"')
+  return units
+
+
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = True,
@@ -483,13 +495,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
-  if method == 'units':
-    from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
-    if not units.supports(net.model):
-      raise UserInputError('method="units" measures As-ViT networks without drop path or '
-                           'remat only; use method="auto"')
-  taps = None if method == 'units' else _tapped_or_none(net.model, weights, method,
-                                                        net.layers)
+  units = _units_or_none(net.model, method)
+  taps = None if units else _tapped_or_none(net.model, weights, method, net.layers)
 
   count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
@@ -506,15 +513,14 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   whole_eager = mode == 'eager' and (chunk_size is None or chunk_size >= count)
 
   def kernel(batch):
-    if method == 'units':
+    if units:
       return units.kernel_matrix(net.model, batch, include_scales)
     if taps is not None and whole_eager:
       return taps.kernel_matrix(weights, batch)
     if taps is not None:
       return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
     return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
-  # The units trace themselves, once per kind of unit across networks.
-  run = kernel if method == 'units' else network_lib.compile_mode(kernel, mode)
+  run = kernel if units else network_lib.compile_mode(kernel, mode)   # units trace themselves
 
   values = []
   try:
