@@ -1,4 +1,5 @@
 """End-to-end search and grow on hand-made metrics: outputs, resume, refusals, SIGKILL."""
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from asvit_tf.search import family
 from asvit_tf.search import grow
 from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import reinforce
+from asvit_tf.errors import UserInputError
 from tests.search.fakes import fake_measure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -122,6 +124,32 @@ def test_a_directory_in_use_is_refused_at_once(tmp_path):
       grow.run_grow(GROW, str(tmp_path), measure=fake_measure, progress=False)
   assert not os.path.exists(tmp_path / 'grow_state.json')
   grow.run_grow(GROW, str(tmp_path), measure=fake_measure, progress=False)  # released
+
+
+@pytest.mark.parametrize('kind', ['search', 'grow'])
+def test_records_without_their_state_are_refused_and_kept(tmp_path, kind):
+  # A run whose state file was deleted (or records copied without it): a new run into that
+  # directory would overwrite the records at once; it is refused and the file left as it was.
+  out = str(tmp_path)
+  if kind == 'search':
+    run = lambda: reinforce.run_search(SEARCH, out, measure=fake_measure, progress=False,
+                                       tensorboard=False, plot_every=0)
+  else:
+    run = lambda: grow.run_grow(dataclasses.replace(GROW, max_steps=1), out,
+                                measure=fake_measure, progress=False)
+  run()
+  log, state = tmp_path / f'{kind}.jsonl', tmp_path / f'{kind}_state.json'
+  records = log.read_text()
+  state.unlink()
+  with pytest.raises(UserInputError, match=rf'{kind}.jsonl holds \d+ records of a {kind} run '
+                     rf'but .* has no {kind}_state.json to resume it from, .* move {kind}.jsonl '
+                     'away, or use another `output_dir`'):
+    run()
+  assert log.read_text() == records and not state.exists()
+  log.write_text('')  # an empty log holds nothing to lose: the run starts afresh
+  run()
+  parse = lambda text: _strip([json.loads(line) for line in text.splitlines()])
+  assert parse(log.read_text()) == parse(records)
 
 
 def test_resume_with_another_configuration_is_refused(tmp_path):
