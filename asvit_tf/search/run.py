@@ -166,6 +166,7 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
                                dataclasses.asdict(type(config)()))
   fresh = strategy.fresh_state()
   if state is None:
+    refuse_records_without_state(strategy, output_dir)
     state = fresh
   try:
     missing = [k for k in fresh if k not in state]
@@ -180,19 +181,19 @@ def _open(strategy: Strategy, output_dir: str, config) -> Dict:
 
 
 def refuse_records_without_state(strategy: Strategy, output_dir: str):
-  """One line if `output_dir` holds records of a run of this kind but not its saved state.
+  """One line if `output_dir`, which holds no saved state of this kind, holds its records.
 
   A run saves its state before it writes its records, so records without a state are not
   this directory's own fresh start: the state was deleted, or the records were copied here
   without it. A new run would overwrite them at once; it is refused instead.
   """
-  state_name = state_lib.state_file(strategy.kind)
   log_path = os.path.join(output_dir, strategy.log_file)
-  if os.path.exists(os.path.join(output_dir, state_name)) or not os.path.exists(log_path):
+  if not os.path.exists(log_path):
     return
   with open(log_path) as f:
     count = sum(1 for line in f if line.strip())
   if count:
+    state_name = state_lib.state_file(strategy.kind)
     raise UserInputError(f'{log_path} holds {count} records of a {strategy.kind} run but '
                          f'{output_dir} has no {state_name} to resume it from, and a new run '
                          f'would overwrite them: move {strategy.log_file} away, or use '
@@ -275,7 +276,6 @@ def drive(strategy: Strategy, config, output_dir: str,
   """
   output_dir = state_lib.prepare_output_dir(output_dir)
   with lock_lib.RunLock(output_dir):
-    refuse_records_without_state(strategy, output_dir)
     state = _open(strategy, output_dir, config)
     # The JSONL may be one step behind the state if a kill fell between the two writes.
     state_lib.write_jsonl(os.path.join(output_dir, strategy.log_file), state['records'])

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from asvit_tf import arch as arch_lib
+from asvit_tf.errors import UserInputError
 from asvit_tf.search import family
 from asvit_tf.search import grow
 from asvit_tf.search import lock as lock_lib
 from asvit_tf.search import reinforce
-from asvit_tf.errors import UserInputError
 from tests.search.fakes import fake_measure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
