@@ -33,6 +33,8 @@ COMMANDS = {
     'demo': ('asvit_tf.cli.demo', 'run an exported detector on an image and draw the result'),
     'compare_searches': ('asvit_tf.cli.compare_searches', 'seed searches (REINFORCE, '
                          'evolution) compared at equal measurements on their pooled ranks'),
+    'compare_families': ('asvit_tf.cli.compare_families', 'scaling runs side by side at '
+                         'the paper\'s three sizes: MACs against the paper\'s, a plot'),
     'correlate': ('asvit_tf.cli.correlate', 'do the measures rank networks as training does? '
                   'tau/rho against a ground-truth table'),
 }

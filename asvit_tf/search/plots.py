@@ -5,7 +5,7 @@ matplotlib with the Agg backend (no display); every PNG is written atomically.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from asvit_tf.search import state as state_lib
 
@@ -212,5 +212,32 @@ def plot_best_so_far(curves: Mapping[str, Sequence[int]], union_size: int, path:
   ax.legend(fontsize=8)
   if title:
     ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_families(runs: Sequence[Tuple[str, Sequence[Mapping]]],
+                  references: Sequence[Tuple[str, float, float]],
+                  members: Sequence[Sequence[Mapping]], path: str, band: float = 0.15):
+  """MACs (G) against parameters (M) along each run's steps (label, records); each
+  reference (name, params, MACs) as a star with a bar of ±`band` of its MACs; per run the
+  `members` (records' params and MACs) nearest the references ringed in its colour."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  for (label, records), chosen in zip(runs, members):
+    line, = ax.plot([r['params'] / 1e6 for r in records], [r['macs'] / 1e9 for r in records],
+                    'o-', ms=3, lw=1.2, label=label)
+    ax.plot([m['params'] / 1e6 for m in chosen], [m['macs'] / 1e9 for m in chosen], 'o',
+            ms=10, mfc='none', mec=line.get_color(), mew=1.5)
+  for i, (name, params, macs) in enumerate(references):
+    ax.errorbar([params / 1e6], [macs / 1e9], yerr=[[band * macs / 1e9], [band * macs / 1e9]],
+                fmt='*', color='black', ms=12, capsize=5,
+                label=f'paper / authors (±{band * 100:.0f} % MACs)' if i == 0 else None)
+    ax.annotate(name, (params / 1e6, macs / 1e9), textcoords='offset points', xytext=(8, -12),
+                fontsize=9)
+  ax.set(xlabel='parameters (M)', ylabel='MACs at 224×224 (G)',
+         title='scaling runs against the paper\'s sizes (ringed: the member nearest each)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc='upper left')
   fig.tight_layout()
   _save(fig, path)
