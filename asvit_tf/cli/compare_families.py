@@ -10,6 +10,8 @@ beside it.
 """
 from __future__ import annotations
 
+import shlex
+
 from absl import flags
 
 from asvit_tf.errors import UserInputError
@@ -35,8 +37,9 @@ COMMAND_FLAGS = ('runs', 'labels', 'out', 'sizes')
 
 
 def command_line() -> str:
-  """This command as given: its flags that were set, in the order they are defined."""
-  given = [FLAGS[name].serialize() for name in COMMAND_FLAGS if FLAGS[name].present]
+  """This command as given (its flags that were set, in the order they are defined), quoted
+  for a shell: labels often hold spaces."""
+  given = [shlex.quote(FLAGS[name].serialize()) for name in COMMAND_FLAGS if FLAGS[name].present]
   return ' '.join(['asvit compare_families'] + given)
 
 

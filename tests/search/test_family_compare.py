@@ -104,15 +104,17 @@ def test_the_command_writes_report_json_and_plot_and_refuses_in_one_line(tmp_pat
   a = write_jsonl(tmp_path / 'a.jsonl', series([(29, 5.3), (52, 8.9), (88, 23)]))
   b = write_jsonl(tmp_path / 'b.jsonl', series([(20, 5), (40, 12)]))
   out = str(tmp_path / 'rep' / 'families.md')
-  done = _cli(f'--runs={a},{b}', '--labels=A,B', f'--out={out}')
+  done = _cli(f'--runs={a},{b}', "--labels=A,B's run", f'--out={out}')
   assert done.returncode == 0, done.stderr
   assert done.stdout == open(out).read()
-  assert f'Made by `asvit compare_families --runs={a},{b} --labels=A,B --out={out}`.' \
-      in done.stdout
-  assert '| B | step 0: 20.00 M, 5.00 G, **−6 %** | not reached | not reached | 1 of 1 ' \
-         '(largest 40.00 M) |' in done.stdout
+  # the command as a shell takes it back
+  assert f'Made by `asvit compare_families --runs={a},{b} \'--labels=A,B\'"\'"\'s run\' ' \
+         f'--out={out}`.' in done.stdout
+  assert "| B's run | step 0: 20.00 M, 5.00 G, **−6 %** | not reached | not reached | 1 of 1 " \
+         "(largest 40.00 M) |" in done.stdout
   saved = json.load(open(out[:-3] + '.json'))
-  assert [r['label'] for r in saved['runs']] == ['A', 'B'] and saved['runs'][0]['within'] == 3
+  assert [r['label'] for r in saved['runs']] == ['A', "B's run"]
+  assert saved['runs'][0]['within'] == 3
   with open(out[:-3] + '.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   bad = _cli(f'--runs={a},{tmp_path}', f'--out={out}')
