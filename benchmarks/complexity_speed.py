@@ -229,6 +229,19 @@ def machine_speed() -> str:
   return f'2048² matmul {gflops:.0f} GFLOP/s, eager op {op_ms:.3f} ms'
 
 
+def authors_seconds_for(machine: str, json_files: str) -> dict:
+  """The authors' seconds per new network by (measure, image size): `machine`'s, replaced by
+  the wall times in `json_files` (benchmarks/authors_code_speed.py --json) where they have
+  them."""
+  seconds = dict(AUTHORS_SECONDS_BY_MACHINE[machine])
+  for path in filter(None, json_files.split(',')):
+    with open(path) as f:
+      timed = json.load(f)
+    for measure, got in timed['measures'].items():
+      seconds[(measure, timed['image_size'])] = got['wall']
+  return seconds
+
+
 def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
   our further repeat (measured beside the new network, else the main table's warm column).
@@ -335,6 +348,10 @@ def main():
   parser.add_argument('--authors_times', default='issue19',
                       choices=sorted(AUTHORS_SECONDS_BY_MACHINE),
                       help="whose machine's times of the authors' code the ratios use")
+  parser.add_argument('--authors_json', default='',
+                      help="comma-separated JSON files of benchmarks/authors_code_speed.py: "
+                      "the authors' code timed in the same minutes (overrides --authors_times "
+                      'for the measures and sizes they hold)')
   parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--arch', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -384,7 +401,7 @@ def main():
     if not args.per_new_network:
       rows += summarise(arch, results)
     new_rows += new_network_rows(arch, args.image_size, results,
-                                 AUTHORS_SECONDS_BY_MACHINE[args.authors_times])
+                                 authors_seconds_for(args.authors_times, args.authors_json))
   load = max(load, os.getloadavg()[0])
   header = ['topology', 'measure', 'cold (1st call)', 'warm (1 repeat)', 'reference',
             'reference / warm', 'vs plain forward', 'peak RSS']
