@@ -20,11 +20,11 @@ L^E and κ loop over coordinates: the 256 features of the seed's last stage, one
 each (κ: two) per batch of curve points. `--coords=N` keeps the first N and extrapolates their
 time linearly to all (building, copy, forward passes counted once); the value is then partial.
 
-  python3.11 -m venv /tmp/torchenv
-  /tmp/torchenv/bin/pip install torch==2.13.0 numpy scipy   # the CPU build on this disk
-  /tmp/torchenv/bin/python benchmarks/authors_code_speed.py --authors_dir=/work/authors_asvit
-  /tmp/torchenv/bin/python benchmarks/authors_code_speed.py --authors_dir=/work/authors_asvit \\
-      --image_size=224 --coords=4 --json=/tmp/authors_224.json
+  python3.11 -m venv ../torchenv   # outside the repository
+  ../torchenv/bin/pip install torch==2.13.0 numpy scipy   # the CPU build on this disk
+  ../torchenv/bin/python benchmarks/authors_code_speed.py --authors_dir=../AsViT   # their checkout
+  ../torchenv/bin/python benchmarks/authors_code_speed.py --authors_dir=../AsViT \\
+      --image_size=224 --coords=4 --json=authors_224.json
   python benchmarks/complexity_speed.py --per_new_network --archs=asvit_seed \\
       --image_size=64 --no_write   # ours, in the same minutes
 """

@@ -245,7 +245,7 @@ def authors_seconds_for(machine: str, json_files: str) -> dict:
 def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   """Rows of the per-new-network table of one topology: ours, the authors', their ratio, and
   our further repeat (measured beside the new network, else the main table's warm column).
-  `authors_seconds`: one of `AUTHORS_SECONDS_BY_MACHINE`."""
+  `authors_seconds`: by (measure, image size), as `authors_seconds_for` gives them."""
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
                                    ('κ', 'curvature', 'curvature'),
