@@ -257,14 +257,17 @@ def resolve(text: str, name: str = 'ARCH') -> Topology:
 
 
 # Named variants (the models registry builds them by these names). The paper gives As-ViT
-# Small and Base by size only (29.0 M and 52.6 M params); ours are the steps of our own
-# paper-preset scaling run of the official seed closest to those sizes, made under the old
-# initialisation (docs/family_old_init.md).
+# Small and Base by size only (29.0 M and 52.6 M params); asvit_small and asvit_base are the
+# steps of our own paper-preset scaling run of the official seed closest to those sizes, made
+# under the old initialisation (docs/family_old_init.md). asvit_base_seed2 is step 7 of the
+# same grow under the authors' initialisation with --seed=2 (docs/scaling_study.md): the
+# Base-sized member nearest the paper's Base in both parameters and MACs of all our grows.
 SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
 VARIANTS = {
     'asvit_seed': '8,2,3,1|4,1,2,1|4,1,4,1|4,1,6,1|32,32',
     'asvit_small': '8,2,3,4|4,1,2,1|4,1,4,3|4,1,6,2|32,92',
     'asvit_base': '8,2,3,6|4,1,2,1|4,1,4,3|4,1,6,2|32,128',
+    'asvit_base_seed2': '8,2,3,3|4,1,2,4|4,1,4,1|4,1,6,3|32,104',
     'asvit_large': '8,2,3,5|4,1,2,2|4,1,4,5|4,1,6,2|32,180',
 }
 
