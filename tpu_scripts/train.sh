@@ -2,15 +2,15 @@
 # As-ViT ImageNet training with progressive re-tokenization on a Cloud TPU.
 #   tpu_scripts/train.sh --variant=large --model_dir=gs://BUCKET/asvit/large --tpu=local [--dry_run]
 source "$(dirname "$0")/_common.sh"
-opt variant large 'small, base or large: picks official_configs/asvit_VARIANT_imagenet_tpu.yaml'
+opt variant large 'small, base, base_seed2 or large: picks official_configs/asvit_VARIANT_imagenet_tpu.yaml'
 opt model_dir '' 'checkpoints and summaries, a gs:// path on TPU (required)'
 opt tpu local 'TPU name or address for TPUClusterResolver (local on a TPU VM)'
 opt mode train_and_eval 'Model Garden mode'
 opt params_override '' 'extra Model Garden overrides, e.g. task.train_data.input_path=gs://...'
 parse_args "$@"
 require model_dir
-case ${OPT[variant]} in small|base|large) ;; *)
-  echo "error: --variant must be small, base or large, got '${OPT[variant]}'" >&2; exit 2 ;;
+case ${OPT[variant]} in small|base|base_seed2|large) ;; *)
+  echo "error: --variant must be small, base, base_seed2 or large, got '${OPT[variant]}'" >&2; exit 2 ;;
 esac
 config="official_configs/asvit_${OPT[variant]}_imagenet_tpu.yaml"
 if [[ -z ${OPT[tpu_vm]} && ! -f "$(dirname "$0")/../$config" ]]; then

@@ -15,7 +15,7 @@ from asvit_tf.garden.configs import validate_experiment
 from asvit_tf.models import size
 from tests.garden._training import REPO, TINY_ARCH, TINY_YAML, run_asvit
 
-# Every ImageNet TPU YAML that ships (small and base come with the scaling run's family).
+# Every ImageNet TPU YAML that ships (small, base and base_seed2 come with our scaling runs).
 TPU_VARIANTS = tuple(sorted(p.name[len('asvit_'):-len('_imagenet_tpu.yaml')]
                             for p in (REPO / 'official_configs').glob('asvit_*_imagenet_tpu.yaml')))
 

@@ -32,7 +32,7 @@ def test_train_command():
   assert os.path.exists(os.path.join(REPO, argv[4].split('=', 1)[1]))
 
 
-@pytest.mark.parametrize('variant', ['small', 'base'])
+@pytest.mark.parametrize('variant', ['small', 'base', 'base_seed2'])
 def test_train_command_of_each_variant(variant):
   argv = _dry('train.sh', f'--variant={variant}', '--model_dir=gs://bucket/run')
   config = f'official_configs/asvit_{variant}_imagenet_tpu.yaml'
@@ -64,7 +64,8 @@ def test_remote_launch_through_gcloud_runs_the_same_command_on_all_workers():
 
 @pytest.mark.parametrize('script, args, message', [
     ('train.sh', [], '--model_dir is required'),
-    ('train.sh', ['--model_dir=x', '--variant=huge'], "--variant must be small, base or large"),
+    ('train.sh', ['--model_dir=x', '--variant=huge'],
+     '--variant must be small, base, base_seed2 or large'),
     ('search.sh', [], '--output_dir is required'),
     ('export.sh', ['--model_dir=x'], '--export_dir is required'),
     ('grow.sh', ['--output_dir=x', '--bogus=1'], 'unknown flag --bogus'),
