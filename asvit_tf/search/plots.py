@@ -227,8 +227,10 @@ def plot_families(runs: Sequence[Tuple[str, Sequence[Mapping]]],
   for (label, records), chosen in zip(runs, members):
     line, = ax.plot([r['params'] / 1e6 for r in records], [r['macs'] / 1e9 for r in records],
                     'o-', ms=3, lw=1.2, label=label)
+    # In the run's colour, given: a plot without one would take the next colour of the
+    # cycle, and every other run would share a colour with another from the sixth on.
     ax.plot([m['params'] / 1e6 for m in chosen], [m['macs'] / 1e9 for m in chosen], 'o',
-            ms=10, mfc='none', mec=line.get_color(), mew=1.5)
+            ms=10, mfc='none', color=line.get_color(), mew=1.5)
   for i, (name, params, macs) in enumerate(references):
     ax.errorbar([params / 1e6], [macs / 1e9], yerr=[[band * macs / 1e9], [band * macs / 1e9]],
                 fmt='*', color='black', ms=12, capsize=5,

@@ -130,3 +130,19 @@ def test_labels_and_sizes_that_do_not_fit_are_refused(tmp_path):
   assert [r.label for r in family_compare.load_runs([a, a], ['A', 'B'])] == ['A', 'B']
   with pytest.raises(UserInputError, match='`sizes` must give 3 parameter counts'):
     family_compare.compare(family_compare.load_runs([a]), [29e6, 52e6])
+
+
+def test_the_plot_gives_every_run_its_own_colour(tmp_path, monkeypatch):
+  from asvit_tf.search import plots  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(plots, '_save', lambda fig, path: saved.append(fig))
+  runs = [(f'run {i}', series([(2 + i, 0.5), (30 + i, 5 + i), (90, 20 + i)])) for i in range(7)]
+  plots.plot_families(runs, [('Small', 29e6, 5.3e9)], [records[1:2] for _, records in runs],
+                      str(tmp_path / 'families.png'))
+  ax = saved[0].axes[0]
+  lines = [line for line in ax.get_lines() if line.get_label().startswith('run ')]
+  assert len(lines) == 7
+  colours = [line.get_color() for line in lines]
+  assert len(set(colours)) == 7, colours
+  rings = [line for line in ax.get_lines() if line.get_markerfacecolor() == 'none']
+  assert [ring.get_markeredgecolor() for ring in rings] == colours
