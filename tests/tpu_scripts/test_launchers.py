@@ -1,4 +1,5 @@
 """The Cloud TPU launchers print the exact command with --dry_run."""
+import glob
 import os
 import shlex
 import subprocess
@@ -7,6 +8,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Every ImageNet TPU config is a variant of train.sh.
+VARIANTS = sorted(os.path.basename(p)[len('asvit_'):-len('_imagenet_tpu.yaml')] for p in glob.glob(
+    os.path.join(REPO, 'official_configs', 'asvit_*_imagenet_tpu.yaml')))
 
 
 def _run(script, *args):
@@ -32,7 +36,7 @@ def test_train_command():
   assert os.path.exists(os.path.join(REPO, argv[4].split('=', 1)[1]))
 
 
-@pytest.mark.parametrize('variant', ['small', 'base', 'base_seed2'])
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_train_command_of_each_variant(variant):
   argv = _dry('train.sh', f'--variant={variant}', '--model_dir=gs://bucket/run')
   config = f'official_configs/asvit_{variant}_imagenet_tpu.yaml'
@@ -65,7 +69,7 @@ def test_remote_launch_through_gcloud_runs_the_same_command_on_all_workers():
 @pytest.mark.parametrize('script, args, message', [
     ('train.sh', [], '--model_dir is required'),
     ('train.sh', ['--model_dir=x', '--variant=huge'],
-     '--variant must be small, base, base_seed2 or large'),
+     '--variant must be one of base, base_seed2, large, small'),
     ('search.sh', [], '--output_dir is required'),
     ('export.sh', ['--model_dir=x'], '--export_dir is required'),
     ('grow.sh', ['--output_dir=x', '--bogus=1'], 'unknown flag --bogus'),
