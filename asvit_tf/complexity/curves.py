@@ -10,7 +10,8 @@ through the network as one batch: one forward-mode pass with tangent 1 on every 
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
 own θ only), and a second accumulator around the first gives a_k = d²h/dθ². What runs where:
 - L^E alone on an As-ViT: `dual` pushes the tangent dx/dθ through the layers by hand, the
-  same v_k faster than the accumulator;
+  same v_k faster than the accumulator; by default unit by unit (`units`: each patch
+  embedding, merging and block traced once per kind and kept across networks);
 - κ or L^E_κ on an As-ViT or a PiT (LayerNorms removed, no drop path): `jet` pushes
   (x, dx/dθ, d²x/dθ² = −x) through the layers by hand, (h, v, a) from one plain pass with no
   autodiff, several times cheaper than tracing forward-over-forward;
@@ -38,10 +39,12 @@ from asvit_tf import seeding
 from asvit_tf.complexity import dual
 from asvit_tf.complexity import jet
 from asvit_tf.complexity import network as network_lib
+from asvit_tf.complexity import units
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
 
 CURVE_METRICS = ('length', 'curvature', 'curvature_length')
+METHODS = ('auto', 'units', 'network')
 _NEEDS_SECOND_ORDER = ('curvature', 'curvature_length')
 
 
@@ -163,8 +166,8 @@ def check_curve(curve):
 def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                   num_points: int = 10, repeats: int = 5, seed: int = 0,
                   metrics: Sequence[str] = CURVE_METRICS, *, width: Optional[int] = None,
-                  mode: str = 'auto', curve=None,
-                  share_embedding: bool = False) -> Dict[str, MetricResult]:
+                  mode: str = 'auto', curve=None, share_embedding: bool = False,
+                  method: str = 'auto') -> Dict[str, MetricResult]:
   """Several curve metrics from one pass per repeat: {metric: MetricResult}.
 
   Args:
@@ -204,12 +207,21 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       needs far more memory than traced, on large networks; the jet, eager wins below the
       batch bound (the seed at 64 px, the smallest PiT at 224 px) and traced above it (the
       median PiT: less CPU and memory at 5 repeats).
+    method: 'network' (the paths above: the whole network as one function, run as `mode`
+      says), 'units' (L^E alone on an As-ViT: the tangent pushed through by hand as by
+      `dual`, each unit — patch embedding, merging, block — traced once per kind and kept
+      across networks, `units.features_and_velocity`, so a network made of units met before
+      pays no trace; `mode` unused) or 'auto': units where they apply and `mode` is 'auto',
+      else network. The units won at 64 and 224 px on a new network and per repeat
+      (docs/benchmarks.md); the values are the same to float rounding.
 
   Each result's `seconds` is the wall time of the whole call.
   """
   metrics = tuple(metrics)
   _check_metrics(metrics)
   network_lib.check_mode(mode)
+  if method not in METHODS:
+    raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
   if repeats < 1:
     raise UserInputError(f'repeats must be >= 1, got {repeats}')
   theta_np = angles(num_points)
@@ -233,6 +245,11 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   # As-ViT or a PiT push the second-order jet through (`jet`); one plain pass, no autodiff.
   by_hand = not second_order and dual.supports(net.model)
   by_jet = second_order and jet.supports(net.model)
+  units_apply = by_hand and units.supports(net.model)
+  if method == 'units' and not units_apply:
+    raise UserInputError('method="units" measures L^E alone on an As-ViT without '
+                         'LayerNorms, drop path or remat; use method="auto"')
+  by_units = method == 'units' or (method == 'auto' and mode == 'auto' and units_apply)
   if mode == 'auto':
     eager = network_lib.eager_pays(arch_or_factory, width, shape,
                                    len(distinct_angles(theta_np)), repeats)
@@ -243,11 +260,14 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       _, v, a = derivatives(features, u0, u1, theta, second_order)
       return point_products(v, a)
     x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
+    if by_units:
+      return point_products(units.features_and_velocity(net.model, x, dx)[1])
     if by_hand:
       return point_products(dual.features_and_velocity(net.model, x, dx)[1])
     _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
     return point_products(v, a)
-  run = network_lib.compile_mode(products, mode)
+  # The units trace themselves; the rest is one function, traced or not as `mode` says.
+  run = products if by_units else network_lib.compile_mode(products, mode)
 
   theta = tf.constant(distinct_angles(theta_np), net.dtype)
   for r in range(repeats):

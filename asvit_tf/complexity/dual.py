@@ -75,20 +75,25 @@ def _mlp(layer, x, t):
   return (layer.fc2(tf.nn.gelu(z, approximate=False)), kernel(layer.fc2, gelu_slope(z) * dz))
 
 
+def unit_with_velocity(layer, x, t) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(y, ẏ) of one unit of such a network (`AsViTEncoder.units`: its patch embedding, a
+  patch merging or a block) on x and its tangent t."""
+  if isinstance(layer, blocks.PatchEmbedding):
+    return _patch_embedding(layer, x, t)
+  if isinstance(layer, blocks.TransformerBlock):
+    a, da = _attention(layer.attn, x, t)        # norm1 is the identity
+    x, t = x + a, t + da
+    m, dm = _mlp(layer.mlp, x, t)               # norm2 is the identity
+    return x + m, t + dm
+  return layer(x), layer(t)                     # a merging: linear (no bias, no norm)
+
+
 def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
   """(h, ḣ): `model.features(images, training=True)` [B, F] and its derivative along
   `tangents` (images' direction of motion, same shape). `model` must pass `supports`."""
   if not supports(model):
     raise ValueError('features_and_velocity needs an AsViT without LayerNorm and drop path')
-  encoder = model.encoder
-  x, t = _patch_embedding(encoder.patch_embed, images, tangents)
-  for i, stage in enumerate(encoder.stages):
-    if i:
-      merge = encoder.merges[i - 1]
-      x, t = merge(x), merge(t)                 # linear: no bias, no norm, shortcut too
-    for block in stage:
-      a, da = _attention(block.attn, x, t)      # norm1 is the identity
-      x, t = x + a, t + da
-      m, dm = _mlp(block.mlp, x, t)             # norm2 is the identity
-      x, t = x + m, t + dm
+  x, t = images, tangents
+  for layer in model.encoder.units():
+    x, t = unit_with_velocity(layer, x, t)
   return tf.reduce_mean(x, axis=[1, 2]), tf.reduce_mean(t, axis=[1, 2])

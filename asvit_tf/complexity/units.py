@@ -1,4 +1,5 @@
-"""κ_Θ's Θ from traced units kept across networks (`ntk_condition_number(method='units')`).
+"""κ_Θ's Θ and L^E's velocity from traced units kept across networks
+(`ntk_condition_number(method='units')`, `curve_metrics`' default for L^E alone).
 
 A traced measure pays its trace for every new network, though networks of a search or a grow
 are made of few kinds of pieces: an As-ViT is its patch embedding, its patch mergings and its
@@ -17,6 +18,10 @@ forward pass, each traced unit adds an input e_z (zeros) at every such z, z + e_
 eager `GradientTape` over the units' calls then gives δ_z = ∂total/∂e_z, through each unit's
 own traced backward. Each unit's share of Θ comes from one more traced function per kind.
 
+L^E's velocity ḣ (`features_and_velocity`) needs no backward pass: each unit's traced
+function maps (x, ẋ) to (y, ẏ) as `dual` does, and one template per kind serves every place
+in the network (the weights of the place are assigned right before its call).
+
 Only for `AsViT` models without drop path or remat (`supports`); the whole batch goes
 through at once (no chunks). Values equal the other methods' to float rounding.
 """
@@ -30,6 +35,7 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf.complexity import attention
+from asvit_tf.complexity import dual
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity import ntk
 from asvit_tf.layers import blocks
@@ -51,13 +57,17 @@ def supports(model) -> bool:
 
 def units_of(model) -> List[tf_keras.layers.Layer]:
   """The units of an As-ViT in the order its forward pass runs them."""
-  encoder = model.encoder
-  out = [encoder.patch_embed]
-  for i, stage in enumerate(encoder.stages):
-    if i:
-      out.append(encoder.merges[i - 1])
-    out.extend(stage)
-  return out
+  return model.encoder.units()
+
+
+def _template(layer, input_shape: Tuple[int, ...]):
+  """A new layer of `layer`'s config, built for `input_shape` with zero weights."""
+  config = dict(layer.get_config())
+  config.pop('name', None)
+  with network_lib.recorded_initial_values(undrawn=True):
+    template = type(layer).from_config(config)
+    blocks.build_in_scope(template, tf.TensorShape([None, *input_shape[1:]]))
+  return template
 
 
 class _Unit:
@@ -66,11 +76,7 @@ class _Unit:
   weight's gradient needs besides δ) and `theta(a, δ) -> [b, b]` float64."""
 
   def __init__(self, layer, input_shape: Tuple[int, ...], dtype: tf.DType):
-    config = dict(layer.get_config())
-    config.pop('name', None)
-    with network_lib.recorded_initial_values(undrawn=True):
-      self.layer = type(layer).from_config(config)
-      blocks.build_in_scope(self.layer, tf.TensorShape([None, *input_shape[1:]]))
+    self.layer = _template(layer, input_shape)
     self.weights = list(self.layer.trainable_weights)
     self._records, self._e = None, None
     self.kinds: List[str] = []
@@ -154,7 +160,21 @@ class _Unit:
     return kernels, scales
 
 
-_CACHE: 'collections.OrderedDict[tuple, _Unit]' = collections.OrderedDict()
+class _VelocityUnit:
+  """A template of one kind of unit (LayerNorms removed) and its traced
+  `forward(x, ẋ) -> (y, ẏ)`: the unit's output and its derivative along ẋ (`dual`)."""
+
+  def __init__(self, layer, input_shape: Tuple[int, ...], dtype: tf.DType):
+    self.layer = _template(layer, input_shape)
+    self.weights = list(self.layer.trainable_weights)
+    spec = tf.TensorSpec(input_shape, dtype)
+    self.forward = tf.function(
+        lambda x, t: dual.unit_with_velocity(self.layer, x, t),
+        autograph=False).get_concrete_function(spec, spec)
+    self.output_shape = tuple(self.forward.structured_outputs[0].shape)
+
+
+_CACHE: 'collections.OrderedDict[tuple, object]' = collections.OrderedDict()
 
 
 def _kind(layer, input_shape: Tuple[int, ...], dtype: tf.DType) -> tuple:
@@ -164,17 +184,22 @@ def _kind(layer, input_shape: Tuple[int, ...], dtype: tf.DType) -> tuple:
           tuple(input_shape), dtype.name)
 
 
-def _plan(model, input_shape: Tuple[int, ...], dtype: tf.DType) -> List[Tuple[_Unit, object]]:
-  """(template, the model's layer) per unit, in order; templates from the cache or new."""
+def _plan(model, input_shape: Tuple[int, ...], dtype: tf.DType,
+          unit_class=None) -> List[Tuple[object, object]]:
+  """(template, the model's layer) per unit, in order; templates of `unit_class` (default
+  `_Unit`) from the cache or new. A `_Unit` is kept per place among the network's units of
+  its kind (its backward pass reads its own weights); a `_VelocityUnit` once per kind (the
+  network's weights are assigned into it right before each call)."""
+  unit_class = unit_class or _Unit
   seen = collections.Counter()
   plan, shape = [], tuple(input_shape)
   for layer in units_of(model):
-    kind = _kind(layer, shape, dtype)
-    key = kind + (seen[kind],)
+    kind = (unit_class.__name__,) + _kind(layer, shape, dtype)
+    key = kind + ((seen[kind],) if unit_class is _Unit else ())
     seen[kind] += 1
     unit = _CACHE.get(key)
     if unit is None:
-      unit = _CACHE[key] = _Unit(layer, shape, dtype)
+      unit = _CACHE[key] = unit_class(layer, shape, dtype)
       while len(_CACHE) > MAX_UNITS:
         _CACHE.popitem(last=False)
     else:
@@ -182,6 +207,15 @@ def _plan(model, input_shape: Tuple[int, ...], dtype: tf.DType) -> List[Tuple[_U
     plan.append((unit, layer))
     shape = unit.output_shape
   return plan
+
+
+def _assign(unit, layer):
+  """The layer's weights, as they are now, into its unit's template."""
+  weights = layer.trainable_weights
+  if [w.shape for w in weights] != [t.shape for t in unit.weights]:
+    raise ValueError(f'unit {layer.name}: its weights do not match its template\'s')
+  for template, weight in zip(unit.weights, weights):
+    template.assign(weight)
 
 
 def clear_cache():
@@ -199,11 +233,7 @@ def kernel_matrix(model, images, include_scales: bool = True) -> tf.Tensor:
 def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
   plan = _plan(model, tuple(images.shape), images.dtype)
   for unit, layer in plan:
-    weights = layer.trainable_weights
-    if [w.shape for w in weights] != [t.shape for t in unit.weights]:
-      raise ValueError(f'unit {layer.name}: its weights do not match its template\'s')
-    for template, weight in zip(unit.weights, weights):
-      template.assign(weight)
+    _assign(unit, layer)
   with tf.GradientTape(watch_accessed_variables=False) as tape:
     x, saved = images, []
     for unit, _ in plan:
@@ -227,3 +257,19 @@ def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
     term = kernels + scales if include_scales else kernels
     theta = term if theta is None else theta + term
   return theta
+
+
+def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(h, ḣ) as `dual.features_and_velocity` gives them, [B, F] each, from the units of
+  `model` (an As-ViT without LayerNorms: `dual.supports`) traced once per kind and kept, its
+  weights as they are now. L^E of `curves.curve_metrics(method='units')`."""
+  if not (dual.supports(model) and supports(model)):
+    raise ValueError('units.features_and_velocity needs a built AsViT without LayerNorm, '
+                     'drop path or remat')
+  images = tf.convert_to_tensor(images)
+  with network_lib.without_grappler():   # as traced measures: their first runs skip it
+    x, t = images, tf.convert_to_tensor(tangents, images.dtype)
+    for unit, layer in _plan(model, tuple(images.shape), images.dtype, _VelocityUnit):
+      _assign(unit, layer)
+      x, t = unit.forward(x, t)
+  return tf.reduce_mean(x, axis=[1, 2]), tf.reduce_mean(t, axis=[1, 2])

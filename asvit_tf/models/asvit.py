@@ -167,6 +167,16 @@ class AsViTEncoder(tf_keras.layers.Layer):
         build_in_scope(block, tf.TensorShape([None, None, None, widths[i]]))
     super().build(input_shape)
 
+  def units(self) -> list:
+    """Its patch embedding, patch mergings and blocks, in the order its forward pass runs
+    them (each maps the previous one's output to the next one's input)."""
+    out = [self.patch_embed]
+    for i, blocks in enumerate(self.stages):
+      if i:
+        out.append(self.merges[i - 1])
+      out.extend(blocks)
+    return out
+
   def call(self, images, training=None):
     x = self.patch_embed(images)
     maps = []

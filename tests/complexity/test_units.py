@@ -1,10 +1,11 @@
-"""κ_Θ by traced units kept across networks (method='units', issue 19): the values of the
-tapped pass, one trace per kind of unit, and the networks it refuses."""
+"""κ_Θ and L^E by traced units kept across networks (method='units', issue 19; L^E's default):
+the values of the other paths, one trace per kind of unit, and the networks refused."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from asvit_tf import complexity
+from asvit_tf.complexity import dual
 from asvit_tf.complexity import network
 from asvit_tf.complexity import ntk
 from asvit_tf.complexity import units
@@ -97,3 +98,69 @@ def test_other_networks_are_refused():
   factory = pit.pit_factory(pit_size.PitArch(4, 2, (1, 1, 1), (1, 2, 2)), 48)
   with pytest.raises(UserInputError, match='As-ViT networks'):
     complexity.ntk_condition_number(factory, image_size=48, repeats=1, method='units')
+
+
+# L^E: the tangent pushed through unit by unit (`units.features_and_velocity`).
+RESIDUAL_FIXED = dict(merge='residual', window_policy='fixed', window_reference_size=40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', [DEEP, SHALLOW])
+def test_length_by_units_gives_the_whole_network_values(float64, arch):
+  kwargs = dict(image_size=40, num_points=6, repeats=2, seed=3)
+  got = complexity.length_distortion(arch, method='units', **kwargs).values
+  for mode in ('eager', 'graph'):
+    want = complexity.length_distortion(arch, method='network', mode=mode, **kwargs).values
+    np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=mode)
+  # 'auto' takes the units for L^E alone on an As-ViT
+  assert complexity.length_distortion(arch, **kwargs).values == got
+
+
+@pytest.mark.parametrize('options', [{}, RESIDUAL_FIXED])
+def test_velocity_by_units_equals_the_whole_network_pass(float64, options):
+  model = asvit.AsViT(DEEP, num_classes=1, use_layer_norm=False, **options)
+  model(np.zeros((1, 40, 40, 3)))
+  rng = np.random.default_rng(4)
+  x, t = (tf.constant(rng.normal(size=(3, 40, 40, 3))) for _ in range(2))
+  h, v = units.features_and_velocity(model, x, t)
+  want_h, want_v = dual.features_and_velocity(model, x, t)
+  np.testing.assert_allclose(h.numpy(), want_h.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(v.numpy(), want_v.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(h.numpy(), model.features(x, training=True).numpy(), rtol=1e-12)
+
+
+def test_length_traces_one_unit_per_kind_kept_across_networks():
+  kwargs = dict(image_size=40, num_points=4, repeats=1, seed=0, method='units')
+  complexity.length_distortion(SHALLOW, **kwargs)
+  assert len(units._CACHE) == 8   # embedding, 3 merges, 4 blocks
+  traces = {key: unit.forward for key, unit in units._CACHE.items()}
+  # DEEP's second blocks in stages 1 and 3 are of kinds met: the same traces serve them
+  deep = complexity.length_distortion(DEEP, **kwargs).values
+  assert len(units._CACHE) == 8
+  assert all(units._CACHE[key].forward is f for key, f in traces.items())
+  assert deep != complexity.length_distortion(SHALLOW, **kwargs).values
+  # and the values are those of a fresh process's traces
+  units.clear_cache()
+  assert complexity.length_distortion(DEEP, **kwargs).values == deep
+
+
+def test_length_of_a_given_model_by_units_keeps_its_weights():
+  model = asvit.AsViT(SHALLOW, num_classes=1, use_layer_norm=False)
+  model(np.zeros((1, 40, 40, 3), 'float32'))
+  before = [w.numpy().copy() for w in model.weights]
+  got = complexity.length_distortion(model, image_size=40, num_points=5, repeats=1,
+                                     method='units')
+  want = complexity.length_distortion(model, image_size=40, num_points=5, repeats=1,
+                                      method='network', mode='graph')
+  np.testing.assert_allclose(got.values, want.values, rtol=1e-5)
+  assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
+
+
+def test_length_by_units_refuses_what_it_cannot_measure():
+  with pytest.raises(UserInputError, match='L\\^E alone on an As-ViT'):
+    complexity.curve_metrics(SHALLOW, image_size=40, repeats=1, method='units')
+  factory = pit.pit_factory(pit_size.PitArch(4, 2, (1, 1, 1), (1, 2, 2)), 48)
+  with pytest.raises(UserInputError, match='L\\^E alone on an As-ViT'):
+    complexity.length_distortion(factory, image_size=48, repeats=1, method='units')
+  with pytest.raises(UserInputError, match='method must be one of'):
+    complexity.length_distortion(SHALLOW, image_size=40, repeats=1, method='taps')

@@ -32,12 +32,21 @@ def _search_space_topologies(n: int):
   return list(drawn.values())
 
 
+# Kinds of unit the worker keeps (`units.MAX_UNITS`, 256 by default): one topology's L^E
+# units (embedding, 3 merges, 4 blocks), so every new topology evicts the last one's, and
+# what an evicted unit held must be let go for the memory to stay bounded.
+KEPT_UNITS = 8
+
+
 def _setup_worker():
   """Forces the traced measures, the path of the paper preset (224 px), at 32 px: the eager
   path that 32 px takes by default traces nothing per network, so it cannot keep a graph
-  (benchmarks/worker_memory.py measures both)."""
+  (benchmarks/worker_memory.py measures both). L^E's units trace once per kind of unit and
+  keep it: at most KEPT_UNITS here."""
   from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top
+  from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
   network.EAGER_REPEATS = 0
+  units.MAX_UNITS = KEPT_UNITS
   _measures[:] = [measure_lib.make_measure((m,), image_size=32, repeats=1)
                   for m in ('length', 'ntk')]
 
