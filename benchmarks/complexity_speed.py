@@ -18,8 +18,9 @@ Per new network (issue 19; `--per_new_network`): what a search or a grow pays fo
 topology, the public measure (`length_distortion`, `curvature`, `ntk_condition_number`, one
 repeat, its defaults) called on a network not measured before in a process that has
 measured another topology first (so TensorFlow's own start-up is not counted): build,
-trace when traced, and measure; L^E and κ_Θ also by `method='units'` (traces kept across
-networks, so the warm-up's units serve the next). Beside it the authors' PyTorch code timed on this CPU
+trace when traced, and measure (L^E's default goes unit by unit, traces kept across networks,
+so the warm-up's units serve the next); L^E also by `method='network'` (the whole network,
+traced per network: the default before), κ_Θ also by `method='units'`. Beside it the authors' PyTorch code timed on this CPU
 (`AUTHORS_SECONDS_BY_MACHINE`: issue 19's machine, or `--authors_times=epyc`), and their
 ratio.
 
@@ -56,7 +57,7 @@ AUTHORS_SECONDS_BY_MACHINE = {
     'epyc2': {('length', 64): 7.45, ('ntk', 64): 0.71, ('curvature', 64): 17.7,
               ('length', 224): 252.0, ('ntk', 224): 35.5},
 }
-NEW_NETWORK_TASKS = ('new_length', 'new_length_units', 'new_curvature', 'new_ntk',
+NEW_NETWORK_TASKS = ('new_length', 'new_length_network', 'new_curvature', 'new_ntk',
                      'new_ntk_units')
 # A topology measured first in each per-new-network process: not the measured one.
 _WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
@@ -197,7 +198,7 @@ def _new_network(metric: str, arch: str, image_size: int, num_points: int,
         a, image_size=image_size, repeats=r, batch_size=batch_size, method=method)
   else:
     fn = complexity.curvature if metric == 'curvature' else complexity.length_distortion
-    kwargs = {'method': 'units'} if metric == 'length_units' else {}
+    kwargs = {'method': 'network'} if metric == 'length_network' else {}
     measure = lambda a, r=1: fn(a, image_size=image_size, num_points=num_points, repeats=r,
                                 **kwargs)
   measure(_WARM_UP)
@@ -251,7 +252,7 @@ def new_network_rows(arch, image_size, r, authors_seconds) -> list:
   `authors_seconds`: by (measure, image size), as `authors_seconds_for` gives them."""
   rows = []
   for label, metric, warm_task in (('L^E', 'length', 'length_dual'),
-                                   ('L^E (units)', 'length_units', None),
+                                   ('L^E (whole network)', 'length_network', None),
                                    ('κ', 'curvature', 'curvature'),
                                    ('κ_Θ', 'ntk', 'ntk_taps'),
                                    ('κ_Θ (units)', 'ntk_units', None)):
