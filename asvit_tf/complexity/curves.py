@@ -238,36 +238,9 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     logging.warning('curve metrics of a given model with LayerNorms: measured with them '
                     '(the authors measure without; build it with use_layer_norm=False)')
 
-  def features(images):
-    return net.model.features(images, training=True)
-
-  # By hand: L^E alone on an As-ViT pushes the tangent through (`dual`); κ or L^E_κ on an
-  # As-ViT or a PiT push the second-order jet through (`jet`); one plain pass, no autodiff.
-  by_hand = not second_order and dual.supports(net.model)
-  by_jet = second_order and jet.supports(net.model)
-  units_apply = by_hand and units.supports(net.model)
-  if method == 'units' and not units_apply:
-    raise UserInputError('method="units" measures L^E alone on an As-ViT without '
-                         'LayerNorms, drop path or remat; use method="auto"')
-  by_units = method == 'units' or (method == 'auto' and mode == 'auto' and units_apply)
-  if mode == 'auto':
-    eager = network_lib.eager_pays(arch_or_factory, width, shape,
-                                   len(distinct_angles(theta_np)), repeats)
-    mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
-
-  def products(u0, u1, theta):
-    if not (by_hand or by_jet):
-      _, v, a = derivatives(features, u0, u1, theta, second_order)
-      return point_products(v, a)
-    x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
-    if by_units:
-      return point_products(units.features_and_velocity(net.model, x, dx)[1])
-    if by_hand:
-      return point_products(dual.features_and_velocity(net.model, x, dx)[1])
-    _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
-    return point_products(v, a)
-  # The units trace themselves; the rest is one function, traced or not as `mode` says.
-  run = products if by_units else network_lib.compile_mode(products, mode)
+  eager = mode == 'auto' and network_lib.eager_pays(
+      arch_or_factory, width, shape, len(distinct_angles(theta_np)), repeats)
+  run = _measuring_function(net, second_order, method, mode, eager)
 
   theta = tf.constant(distinct_angles(theta_np), net.dtype)
   for r in range(repeats):
@@ -282,6 +255,42 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
     logging.vlog(1, 'curve metrics repeat %d/%d: %s', r + 1, repeats, result)
   seconds = time.perf_counter() - start
   return {m: MetricResult.from_values(values[m], seconds) for m in metrics}
+
+
+def _measuring_function(net: network_lib.Network, second_order: bool, method: str, mode: str,
+                        eager: bool):
+  """`run(u0, u1, θ)` -> the per-point products (`point_products`) of `net` along the curve,
+  by the path `method` and `mode` pick (`curve_metrics`); `eager`: what mode='auto' picks
+  when the path is traced by default (`network.eager_pays`)."""
+
+  def features(images):
+    return net.model.features(images, training=True)
+
+  # By hand: L^E alone on an As-ViT pushes the tangent through (`dual`); κ or L^E_κ on an
+  # As-ViT or a PiT push the second-order jet through (`jet`); one plain pass, no autodiff.
+  by_hand = not second_order and dual.supports(net.model)
+  by_jet = second_order and jet.supports(net.model)
+  units_apply = by_hand and units.supports(net.model)
+  if method == 'units' and not units_apply:
+    raise UserInputError('method="units" measures L^E alone on an As-ViT without '
+                         'LayerNorms, drop path or remat; use method="auto"')
+  by_units = method == 'units' or (method == 'auto' and mode == 'auto' and units_apply)
+  if mode == 'auto':
+    mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
+
+  def products(u0, u1, theta):
+    if not (by_hand or by_jet):
+      _, v, a = derivatives(features, u0, u1, theta, second_order)
+      return point_products(v, a)
+    x, dx = curve_points(u0, u1, theta), curve_tangents(u0, u1, theta)
+    if by_units:
+      return point_products(units.features_and_velocity(net.model, x, dx)[1])
+    if by_hand:
+      return point_products(dual.features_and_velocity(net.model, x, dx)[1])
+    _, v, a = jet.features_jet(net.model, x, dx, -x)    # d²x/dθ² = −x on the circle
+    return point_products(v, a)
+  # The units trace themselves; the rest is one function, traced or not as `mode` says.
+  return products if by_units else network_lib.compile_mode(products, mode)
 
 
 def _has_layer_norm(model) -> bool:

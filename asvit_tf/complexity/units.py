@@ -1,5 +1,5 @@
-"""κ_Θ's Θ and L^E's velocity from traced units kept across networks
-(`ntk_condition_number(method='units')`, `curve_metrics`' default for L^E alone).
+"""κ_Θ's Θ and L^E's velocity from traced units kept across networks (`method='units'` of
+`ntk_condition_number`, its default on a small batch; `curve_metrics`' default for L^E alone).
 
 A traced measure pays its trace for every new network, though networks of a search or a grow
 are made of few kinds of pieces: an As-ViT is its patch embedding, its patch mergings and its
@@ -262,7 +262,7 @@ def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
 def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
   """(h, ḣ) as `dual.features_and_velocity` gives them, [B, F] each, from the units of
   `model` (an As-ViT without LayerNorms: `dual.supports`) traced once per kind and kept, its
-  weights as they are now. L^E of `curves.curve_metrics(method='units')`."""
+  weights as they are now: L^E's path in `curves.curve_metrics` (its default)."""
   if not (dual.supports(model) and supports(model)):
     raise ValueError('units.features_and_velocity needs a built AsViT without LayerNorm, '
                      'drop path or remat')
