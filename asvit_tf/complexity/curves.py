@@ -211,9 +211,12 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       says), 'units' (L^E alone on an As-ViT: the tangent pushed through by hand as by
       `dual`, each unit — patch embedding, merging, block — traced once per kind and kept
       across networks, `units.features_and_velocity`, so a network made of units met before
-      pays no trace; `mode` unused) or 'auto': units where they apply and `mode` is 'auto',
-      else network. The units won at 64 and 224 px on a new network and per repeat
-      (docs/benchmarks.md); the values are the same to float rounding.
+      pays no trace; `mode` unused) or 'auto': units where they apply and `mode` is 'auto'
+      and would trace (`network.eager_pays` says no), else network. Where 'auto' would run
+      eagerly (a small batch, few repeats) eager wins: a search there meets mostly new units,
+      and each would be traced (the quick preset's search took 2× as long by units); where it
+      would trace, the units remove the trace (docs/benchmarks.md). Same values to float
+      rounding.
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -274,7 +277,8 @@ def _measuring_function(net: network_lib.Network, second_order: bool, method: st
   if method == 'units' and not units_apply:
     raise UserInputError('method="units" measures L^E alone on an As-ViT without '
                          'LayerNorms, drop path or remat; use method="auto"')
-  by_units = method == 'units' or (method == 'auto' and mode == 'auto' and units_apply)
+  by_units = method == 'units' or (method == 'auto' and mode == 'auto' and units_apply
+                                    and not eager)
   if mode == 'auto':
     mode = 'graph' if (second_order or by_hand) and not eager else 'eager'
 

@@ -278,15 +278,6 @@ def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
   traced."""
   if repeats > EAGER_REPEATS:
     return False
-  return small_batch(arch_or_factory, width, image_shape, images, batch_macs)
-
-
-def small_batch(arch_or_factory: ArchOrFactory, width: Optional[int],
-                image_shape: Sequence[int], images: int,
-                batch_macs: Optional[float] = None) -> bool:
-  """Whether the forward MACs of a batch of `images` are known and within `batch_macs`
-  (None: EAGER_BATCH_MACS): a batch small enough to go through at once, every intermediate
-  kept."""
   macs = forward_macs(arch_or_factory, width, image_shape)
   bound = EAGER_BATCH_MACS if batch_macs is None else batch_macs
   return macs is not None and macs * images <= bound

@@ -423,17 +423,12 @@ def _tapped_or_none(model, weights, method: str,
   return taps
 
 
-def _units_or_none(model, method: str, small_auto: bool = False):
+def _units_or_none(model, method: str):
   """The `units` module for method='units' (UserInputError if it cannot measure `model`),
-  or for method='auto' when `small_auto` (mode='auto' on a small batch) and the units can
-  measure `model`; else None. On a small batch (its memory bounded as eager's) the units
-  are faster per new network and per repeat; on a larger one the taps in chunks use less
-  memory and were faster per repeat (docs/benchmarks.md)."""
-  from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
-  if method == 'auto':
-    return units if small_auto and units.supports(model) else None
+  else None."""
   if method != 'units':
     return None
+  from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
   if not units.supports(model):
     raise UserInputError('method="units" measures As-ViT networks without drop path or remat '
                          'only; use method="auto"')
@@ -475,12 +470,11 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       runs eagerly, the whole (small) batch goes at once.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT and PiT models only), 'vmap' (`per_image_gradients`, any model) or 'auto'
-      (units on an As-ViT topology whose batch is small, `network.small_batch`, when `mode`
-      is 'auto'; else taps on an As-ViT or PiT, else vmap): taps run one batched pass where
-      vmap vectorises op by op (docs/benchmarks.md compares them). 'units' (As-ViT only;
-      `units`): Θ as by taps, from each unit (patch embedding, merging, block) traced once
-      per kind of unit and kept across networks, so a new network made of units measured
-      before pays no trace; the whole batch at once, `mode` and `chunk_size` unused.
+      (taps on an As-ViT or PiT, else vmap): taps run one batched pass where vmap vectorises
+      op by op (docs/benchmarks.md compares them). 'units' (As-ViT only; `units`): Θ as
+      by taps, from each unit (patch embedding, merging, block) traced once per kind of unit
+      and kept across networks, so a new network made of units measured before pays no
+      trace; the whole batch at once, `mode` and `chunk_size` unused.
     share_embedding: draw the patch embedding's conv once and keep it for all repeats,
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
@@ -501,11 +495,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   def features(x):
     return net.model.features(x, training=True)
 
-  count = images.shape[0] if images is not None else batch_size
-  units = _units_or_none(net.model, method, mode == 'auto' and network_lib.small_batch(
-      arch_or_factory, width, shape, count))
+  units = _units_or_none(net.model, method)
   taps = None if units else _tapped_or_none(net.model, weights, method, net.layers)
 
+  count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
     bound = PIT_TAPS_EAGER_BATCH_MACS if taps is not None and taps.on_pit else None
     mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats,

@@ -1,5 +1,5 @@
 """κ_Θ's Θ and L^E's velocity from traced units kept across networks (`method='units'` of
-`ntk_condition_number`, its default on a small batch; `curve_metrics`' default for L^E alone).
+`ntk_condition_number`; `curve_metrics`' default for L^E alone where it would trace).
 
 A traced measure pays its trace for every new network, though networks of a search or a grow
 are made of few kinds of pieces: an As-ViT is its patch embedding, its patch mergings and its

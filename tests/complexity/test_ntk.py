@@ -1,7 +1,6 @@
 """NTK condition number: closed form of a model linear in its weights, determinism, bad
 networks, and the As-ViT wrappers (issue 3, correctness c, d, e)."""
 import math
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -187,25 +186,19 @@ def test_kappa_with_scales_is_the_authors_on_identical_weights(float64):
 
 
 @pytest.mark.slow
-def test_methods_agree_and_auto_picks_units_then_taps_for_asvit():
+def test_methods_agree_and_auto_picks_taps_for_asvit():
   kwargs = dict(image_size=32, repeats=2, seed=4, batch_size=5, chunk_size=2)
   taps = complexity.ntk_condition_number(PADDED, method='taps', **kwargs)
   vmap = complexity.ntk_condition_number(PADDED, method='vmap', **kwargs)
-  units = complexity.ntk_condition_number(PADDED, method='units', **kwargs)
   auto = complexity.ntk_condition_number(PADDED, **kwargs)
   np.testing.assert_allclose(taps.values, vmap.values, rtol=1e-4)
-  np.testing.assert_allclose(units.values, taps.values, rtol=1e-6)
-  # A small batch: the units; above the batch bound, the taps.
-  assert auto.values == units.values
-  with mock.patch.object(network, 'EAGER_BATCH_MACS', 0):   # then traced, too
-    assert complexity.ntk_condition_number(PADDED, **kwargs).values == \
-        complexity.ntk_condition_number(PADDED, method='taps', mode='graph', **kwargs).values
-  # The kernels only (the old selection): units too, and the same values as vmap.
+  assert auto.values == taps.values
+  # The kernels only (the old selection): taps too, and the same values as vmap.
   kernels = complexity.ntk_condition_number(PADDED, include_scales=False, **kwargs)
   np.testing.assert_allclose(kernels.values, complexity.ntk_condition_number(
       PADDED, include_scales=False, method='vmap', **kwargs).values, rtol=1e-4)
   assert kernels.values == complexity.ntk_condition_number(
-      PADDED, include_scales=False, method='units', **kwargs).values
+      PADDED, include_scales=False, method='taps', **kwargs).values
   assert kernels.values != auto.values
   with pytest.raises(ValueError, match='need an AsViT'):
     complexity.ntk_condition_number(linear_factory(np.ones((48, 2), 'float32')),

@@ -1,5 +1,7 @@
 """κ_Θ and L^E by traced units kept across networks (method='units', issue 19; L^E's default):
 the values of the other paths, one trace per kind of unit, and the networks refused."""
+from unittest import mock
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -112,8 +114,14 @@ def test_length_by_units_gives_the_whole_network_values(float64, arch):
   for mode in ('eager', 'graph'):
     want = complexity.length_distortion(arch, method='network', mode=mode, **kwargs).values
     np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=mode)
-  # 'auto' takes the units for L^E alone on an As-ViT
-  assert complexity.length_distortion(arch, **kwargs).values == got
+  # 'auto': eagerly where eager pays (this small batch; no unit traced), else the units
+  units.clear_cache()
+  eager = complexity.length_distortion(arch, method='network', mode='eager', **kwargs).values
+  assert complexity.length_distortion(arch, **kwargs).values == eager
+  assert not units._CACHE
+  with mock.patch.object(network, 'EAGER_REPEATS', 0):
+    assert complexity.length_distortion(arch, **kwargs).values == got
+  assert units._CACHE
 
 
 @pytest.mark.parametrize('options', [{}, RESIDUAL_FIXED])

@@ -46,7 +46,6 @@ def _setup_worker():
   from asvit_tf.complexity import network  # pylint: disable=g-import-not-at-top
   from asvit_tf.complexity import units  # pylint: disable=g-import-not-at-top
   network.EAGER_REPEATS = 0
-  network.EAGER_BATCH_MACS = 0   # κ_Θ by taps, traced, as at 224 px (not by units)
   units.MAX_UNITS = KEPT_UNITS
   _measures[:] = [measure_lib.make_measure((m,), image_size=32, repeats=1)
                   for m in ('length', 'ntk')]
