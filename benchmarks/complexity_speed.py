@@ -19,9 +19,10 @@ topology, the public measure (`length_distortion`, `curvature`, `ntk_condition_n
 repeat, its defaults) called on a network not measured before in a process that has
 measured another topology first (so TensorFlow's own start-up is not counted): build,
 trace when traced, and measure (L^E's default goes unit by unit where it is traced, traces
-kept across networks, so the warm-up's units serve the next); L^E also by `method='network'` (the whole network,
-traced per network: the default before), κ_Θ also by `method='units'`. Beside it the authors' PyTorch code timed on this CPU (`AUTHORS_SECONDS_BY_MACHINE`:
-issue 19's machine, or `--authors_times=epyc`), and their ratio.
+kept across networks, so the warm-up's units serve the next); L^E also by `method='network'`
+(the whole network, traced per network: the default before), κ_Θ also by `method='units'`.
+Beside it the authors' PyTorch code timed on this CPU (`AUTHORS_SECONDS_BY_MACHINE`: issue
+19's machine, or `--authors_times=epyc`), and their ratio.
 
   python benchmarks/complexity_speed.py            # the full run (As-ViT Large: long)
   python benchmarks/complexity_speed.py --quick    # the seed at 64 px; docs untouched
