@@ -10,8 +10,8 @@ through the network as one batch: one forward-mode pass with tangent 1 on every 
 v_k = dh/dθ(θ_k) for all points and all features at once (a sample's features depend on its
 own θ only), and a second accumulator around the first gives a_k = d²h/dθ². What runs where:
 - L^E alone on an As-ViT: `dual` pushes the tangent dx/dθ through the layers by hand, the
-  same v_k faster than the accumulator; by default unit by unit (`units`: each patch
-  embedding, merging and block traced once per kind and kept across networks);
+  same v_k faster than the accumulator; where it would be traced, unit by unit (`units`:
+  each patch embedding, merging and block traced once per kind and kept across networks);
 - κ or L^E_κ on an As-ViT or a PiT (LayerNorms removed, no drop path): `jet` pushes
   (x, dx/dθ, d²x/dθ² = −x) through the layers by hand, (h, v, a) from one plain pass with no
   autodiff, several times cheaper than tracing forward-over-forward;

@@ -55,11 +55,6 @@ def supports(model) -> bool:
   return encoder.built and encoder.drop_path_rate == 0.0 and not encoder.remat
 
 
-def units_of(model) -> List[tf_keras.layers.Layer]:
-  """The units of an As-ViT in the order its forward pass runs them."""
-  return model.encoder.units()
-
-
 def _template(layer, input_shape: Tuple[int, ...]):
   """A new layer of `layer`'s config, built for `input_shape` with zero weights."""
   config = dict(layer.get_config())
@@ -185,15 +180,14 @@ def _kind(layer, input_shape: Tuple[int, ...], dtype: tf.DType) -> tuple:
 
 
 def _plan(model, input_shape: Tuple[int, ...], dtype: tf.DType,
-          unit_class=None) -> List[Tuple[object, object]]:
+          unit_class=_Unit) -> List[Tuple[object, object]]:
   """(template, the model's layer) per unit, in order; templates of `unit_class` (default
   `_Unit`) from the cache or new. A `_Unit` is kept per place among the network's units of
   its kind (its backward pass reads its own weights); a `_VelocityUnit` once per kind (the
   network's weights are assigned into it right before each call)."""
-  unit_class = unit_class or _Unit
   seen = collections.Counter()
   plan, shape = [], tuple(input_shape)
-  for layer in units_of(model):
+  for layer in model.encoder.units():   # in the order the forward pass runs them
     kind = (unit_class.__name__,) + _kind(layer, shape, dtype)
     key = kind + ((seen[kind],) if unit_class is _Unit else ())
     seen[kind] += 1
@@ -262,7 +256,7 @@ def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
 def features_and_velocity(model, images, tangents) -> Tuple[tf.Tensor, tf.Tensor]:
   """(h, ḣ) as `dual.features_and_velocity` gives them, [B, F] each, from the units of
   `model` (an As-ViT without LayerNorms: `dual.supports`) traced once per kind and kept, its
-  weights as they are now: L^E's path in `curves.curve_metrics` (its default)."""
+  weights as they are now: L^E's path in `curves.curve_metrics` where it would trace."""
   if not (dual.supports(model) and supports(model)):
     raise ValueError('units.features_and_velocity needs a built AsViT without LayerNorm, '
                      'drop path or remat')
