@@ -355,6 +355,21 @@ def tapped_per_image_gradients(taps: TappedGradients, weights, images,
   return _chunked(lambda chunk: taps(weights, chunk), images, chunk_size, weights)
 
 
+def chunk_by_chunk(fn, images, chunk_size: int):
+  """fn(chunk) -> [one [chunk_size, ...] per weight] on `chunk_size` images at a time from
+  Python, every chunk of that size (the last padded with zero images, whose rows are
+  dropped): `fn` traced once serves them all. The rows are joined per weight."""
+  count = int(images.shape[0])
+  parts = []
+  for start in range(0, count, chunk_size):
+    chunk = images[start:start + chunk_size]
+    pad = chunk_size - int(chunk.shape[0])
+    if pad:
+      chunk = tf.concat([chunk, tf.zeros([pad, *chunk.shape[1:]], chunk.dtype)], axis=0)
+    parts.append([g[:chunk_size - pad] for g in fn(chunk)])
+  return [tf.concat(list(g), axis=0) for g in zip(*parts)]
+
+
 def kernel_matrix(per_image):
   """Θ = Σ_w G_w G_wᵀ in float64, [B, B], from per-image gradients [B, ...] per weight."""
   theta = None
@@ -520,7 +535,16 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     if taps is not None:
       return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
     return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
-  run = kernel if units else network_lib.compile_mode(kernel, mode)   # units trace themselves
+  if units:
+    run = kernel   # units trace themselves
+  elif taps is not None and mode != 'eager' and chunk_size and chunk_size < count:
+    # Traced by chunks: one chunk's pass traced, the chunks looped over from Python. A
+    # `tf.map_fn` over them in one trace cost ~0.3 s more to trace and ~0.9 s more on its
+    # first run per new network at 224 px (docs/benchmarks.md), for the same values.
+    per_chunk = network_lib.compile_mode(lambda chunk: taps(weights, chunk), mode)
+    run = lambda batch: kernel_matrix(chunk_by_chunk(per_chunk, batch, chunk_size))
+  else:
+    run = network_lib.compile_mode(kernel, mode)
 
   values = []
   try:
