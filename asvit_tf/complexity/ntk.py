@@ -450,6 +450,34 @@ def _units_or_none(model, method: str):
   return units
 
 
+def _kernel_function(net: network_lib.Network, weights, units, taps, include_scales: bool,
+                     mode: str, chunk_size: Optional[int], count: int):
+  """images -> Θ by the path `ntk_condition_number` picked: `units`, taps or vmap, run as
+  `mode` ('eager', 'graph' or 'xla'), `count` images in chunks of `chunk_size`."""
+  # Eagerly on the whole batch, Θ comes from the taps without every g_i where that is
+  # cheaper (`TappedGradients.kernel_matrix`); traced, as before (its values to the bit).
+  whole_eager = mode == 'eager' and (chunk_size is None or chunk_size >= count)
+
+  def kernel(batch):
+    if units:
+      return units.kernel_matrix(net.model, batch, include_scales)
+    if taps is not None and whole_eager:
+      return taps.kernel_matrix(weights, batch)
+    if taps is not None:
+      return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
+    features = lambda x: net.model.features(x, training=True)
+    return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
+  if units:
+    return kernel   # units trace themselves
+  if taps is not None and mode != 'eager' and chunk_size and chunk_size < count:
+    # Traced by chunks: one chunk's pass traced, the chunks looped over from Python. A
+    # `tf.map_fn` over them in one trace cost ~0.3 s more to trace and ~0.9 s more on its
+    # first run per new network at 224 px (docs/benchmarks.md), for the same values.
+    per_chunk = network_lib.compile_mode(lambda chunk: taps(weights, chunk), mode)
+    return lambda batch: kernel_matrix(chunk_by_chunk(per_chunk, batch, chunk_size))
+  return network_lib.compile_mode(kernel, mode)
+
+
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = True,
@@ -507,9 +535,6 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     raise ValueError('the model has no kernels (trainable variables of rank >= 2) nor '
                      'LayerNorm scales')
 
-  def features(x):
-    return net.model.features(x, training=True)
-
   units = _units_or_none(net.model, method)
   taps = None if units else _tapped_or_none(net.model, weights, method, net.layers)
 
@@ -523,28 +548,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
       # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
       chunk_size = None
-  # Eagerly on the whole batch, Θ comes from the taps without every g_i where that is
-  # cheaper (`TappedGradients.kernel_matrix`); traced, as before (its values to the bit).
-  whole_eager = mode == 'eager' and (chunk_size is None or chunk_size >= count)
-
-  def kernel(batch):
-    if units:
-      return units.kernel_matrix(net.model, batch, include_scales)
-    if taps is not None and whole_eager:
-      return taps.kernel_matrix(weights, batch)
-    if taps is not None:
-      return kernel_matrix(tapped_per_image_gradients(taps, weights, batch, chunk_size))
-    return kernel_matrix(per_image_gradients(features, weights, batch, chunk_size))
-  if units:
-    run = kernel   # units trace themselves
-  elif taps is not None and mode != 'eager' and chunk_size and chunk_size < count:
-    # Traced by chunks: one chunk's pass traced, the chunks looped over from Python. A
-    # `tf.map_fn` over them in one trace cost ~0.3 s more to trace and ~0.9 s more on its
-    # first run per new network at 224 px (docs/benchmarks.md), for the same values.
-    per_chunk = network_lib.compile_mode(lambda chunk: taps(weights, chunk), mode)
-    run = lambda batch: kernel_matrix(chunk_by_chunk(per_chunk, batch, chunk_size))
-  else:
-    run = network_lib.compile_mode(kernel, mode)
+  run = _kernel_function(net, weights, units, taps, include_scales, mode, chunk_size, count)
 
   values = []
   try:

@@ -86,6 +86,27 @@ def test_chunked_gradients_equal_one_pass(float64):
 PADDED = '5,4,2|3,2,3|2,2,2|4,1,2|16,8'   # at 40 px: 10×10 tokens in 3×3 windows, odd merges
 
 
+def test_chunk_by_chunk_pads_the_last_chunk_and_drops_its_rows():
+  sizes = []
+
+  def per_image(chunk):
+    sizes.append(int(chunk.shape[0]))
+    return [chunk * 2.0, tf.reduce_sum(chunk, axis=1)]
+  images = tf.reshape(tf.range(15, dtype=tf.float32), [5, 3])
+  doubled, sums = ntk.chunk_by_chunk(per_image, images, 2)
+  assert sizes == [2, 2, 2]   # one shape, so one trace of a traced function
+  np.testing.assert_array_equal(doubled.numpy(), images.numpy() * 2.0)
+  np.testing.assert_array_equal(sums.numpy(), images.numpy().sum(axis=1))
+
+
+@pytest.mark.slow
+def test_traced_taps_in_uneven_chunks_equal_one_pass(float64):
+  kwargs = dict(image_size=40, repeats=2, seed=1, batch_size=5, method='taps', mode='graph')
+  whole = complexity.ntk_condition_number(PADDED, chunk_size=None, **kwargs).values
+  chunked = complexity.ntk_condition_number(PADDED, chunk_size=2, **kwargs).values
+  np.testing.assert_allclose(chunked, whole, rtol=1e-10)
+
+
 @pytest.mark.parametrize('arch, size, budget', [(TINY, 32, None), (PADDED, 40, None),
                                                 (PADDED, 40, 1)])
 @pytest.mark.slow
