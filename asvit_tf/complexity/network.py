@@ -320,33 +320,13 @@ def releasing_custom_gradients():
   process. The traced function holds its backward already, so the entries are dropped once
   the trace is done.
   """
-  names = []
-  try:
-    with custom_gradients_registered() as names:
-      yield
-  finally:
-    release_custom_gradients(names)   # filled once the inner context has closed
-
-
-@contextlib.contextmanager
-def custom_gradients_registered():
-  """Yields a list that receives, on leaving, the names of the gradient functions
-  `tf.custom_gradient` registered inside (for `release_custom_gradients` once no backward
-  pass needs them any more)."""
   registry = _gradient_registry()
   before = set(registry)
-  names = []
   try:
-    yield names
+    yield
   finally:
-    names.extend(n for n in registry if n not in before and n.startswith('CustomGradient-'))
-
-
-def release_custom_gradients(names):
-  """Unregisters the named gradient functions (see `custom_gradients_registered`)."""
-  registry = _gradient_registry()
-  for name in names:
-    registry.pop(name, None)
+    for name in [n for n in registry if n not in before and n.startswith('CustomGradient-')]:
+      registry.pop(name, None)
 
 
 def _gradient_registry():
