@@ -97,8 +97,7 @@ def _chunked(fn, images, chunk_size: Optional[int], weights):
   if count is None or not chunk_size or chunk_size >= count:
     return fn(images)
   if tf.executing_eagerly():
-    parts = [fn(images[i:i + chunk_size]) for i in range(0, count, chunk_size)]
-    return [tf.concat(list(g), axis=0) for g in zip(*parts)]
+    return chunk_by_chunk(fn, images, chunk_size, pad=False)
   chunks = -(-count // chunk_size)
   pad = chunks * chunk_size - count
   if pad:
@@ -355,18 +354,19 @@ def tapped_per_image_gradients(taps: TappedGradients, weights, images,
   return _chunked(lambda chunk: taps(weights, chunk), images, chunk_size, weights)
 
 
-def chunk_by_chunk(fn, images, chunk_size: int):
+def chunk_by_chunk(fn, images, chunk_size: int, pad: bool = True):
   """fn(chunk) -> [one [chunk_size, ...] per weight] on `chunk_size` images at a time from
-  Python, every chunk of that size (the last padded with zero images, whose rows are
-  dropped): `fn` traced once serves them all. The rows are joined per weight."""
+  Python. With `pad`, every chunk has that size (the last padded with zero images, whose
+  rows are dropped): `fn` traced once serves them all; without, the last chunk is what is
+  left (eager `fn`). The rows are joined per weight."""
   count = int(images.shape[0])
   parts = []
   for start in range(0, count, chunk_size):
     chunk = images[start:start + chunk_size]
-    pad = chunk_size - int(chunk.shape[0])
-    if pad:
-      chunk = tf.concat([chunk, tf.zeros([pad, *chunk.shape[1:]], chunk.dtype)], axis=0)
-    parts.append([g[:chunk_size - pad] for g in fn(chunk)])
+    extra = chunk_size - int(chunk.shape[0]) if pad else 0
+    if extra:
+      chunk = tf.concat([chunk, tf.zeros([extra, *chunk.shape[1:]], chunk.dtype)], axis=0)
+    parts.append([g[:chunk_size - extra] for g in fn(chunk)])
   return [tf.concat(list(g), axis=0) for g in zip(*parts)]
 
 

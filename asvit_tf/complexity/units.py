@@ -87,7 +87,7 @@ class _Unit:
     # holds its backward once built, so the global registry lets them go (kept there, they
     # would hold every trace for the life of the process).
     with network_lib.releasing_custom_gradients():
-      self.forward = tf.function(self._plain, autograph=False).get_concrete_function(x_spec)
+      self.forward = tf.function(self._call, autograph=False).get_concrete_function(x_spec)
       y_spec = self.forward.structured_outputs
       self.output_shape = tuple(y_spec.shape)
       self.step = tf.function(self._step, autograph=False).get_concrete_function(
@@ -131,9 +131,6 @@ class _Unit:
     if isinstance(self.layer, blocks.TransformerBlock):
       return self.layer(x, training=True)
     return self.layer(x)
-
-  def _plain(self, x):
-    return self._call(x)
 
   def _step(self, x, dy):
     first = isinstance(self.layer, blocks.PatchEmbedding)   # x: the images, δx not needed
@@ -239,9 +236,10 @@ def kernel_matrix(model, images, include_scales: bool = True) -> tf.Tensor:
 
 def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
   plan = _plan(model, tuple(images.shape), images.dtype)
-  inputs, x = [], images
+  inputs, x, holds = [], images, {}
   for unit, layer in plan:   # the plain pass, keeping each unit's input
     _assign(unit, layer)
+    holds[id(unit)] = layer
     inputs.append(x)
     x = unit.forward(x)
   with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -250,7 +248,9 @@ def _kernel_matrix(model, images, include_scales: bool) -> tf.Tensor:
   dy = tape.gradient(total, x)
   theta = None
   for (unit, layer), x in reversed(list(zip(plan, inputs))):   # δ back, unit by unit
-    _assign(unit, layer)
+    if holds[id(unit)] is not layer:   # its template served another place since
+      _assign(unit, layer)
+      holds[id(unit)] = layer
     kernels, scales, dy = unit.step(x, dy)
     term = kernels + scales if include_scales else kernels
     theta = term if theta is None else theta + term
