@@ -6,9 +6,8 @@ Modules: `arch` (topology strings), `layers`, `models`, `complexity`, `search`, 
 Imported before TensorFlow runs its first operation, it asks TensorFlow for its BFC
 allocator on the CPU (`TF_CPU_ALLOCATOR_USE_BFC`, unless already set; worker processes
 inherit it). That allocator keeps freed memory for the next tensors instead of handing it
-back to the system and faulting fresh pages in again: on two threads a new network's κ_Θ at
-224 px took 3.9–4.6 s against 4.9–5.5 s, its L^E 0.82 s against 1.13–1.19 s, with the same
-values and no higher peak memory (docs/benchmarks.md, "The BFC allocator"). Set
+back to the system and faulting fresh pages in again; the values are the same
+(docs/benchmarks.md, "The BFC allocator", has the timings). Set
 TF_CPU_ALLOCATOR_USE_BFC=false to keep TensorFlow's default.
 """
 import os as _os
