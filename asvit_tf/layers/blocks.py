@@ -2,9 +2,11 @@
 windows and patch merging need the grid, and Dense layers act on the last axis."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -379,6 +381,17 @@ class TransformerBlock(tf_keras.layers.Layer):
             'fixed_window': self.attn.fixed_window, 'remat': self.remat}
 
 
+@functools.lru_cache(maxsize=64)
+def _patch_index(padded_cols: int, out_r: int, out_c: int, kernel: int) -> np.ndarray:
+  """For a padded grid flattened row-major (`padded_cols` tokens a row), the tokens of the
+  k×k stride-2 patches: [out_r·out_c·k²] int32, patch by patch, then patch row, patch column."""
+  r = 2 * np.arange(out_r)[:, None, None, None] + np.arange(kernel)[None, None, :, None]
+  c = 2 * np.arange(out_c)[None, :, None, None] + np.arange(kernel)[None, None, None, :]
+  index = (r * padded_cols + c).reshape(-1).astype(np.int32)
+  index.flags.writeable = False   # shared by every call of these sizes
+  return index
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class PatchMerging(tf_keras.layers.Layer):
   """k×k patches with stride 2 -> LayerNorm over the k²·d vector -> Dense (no bias).
@@ -437,18 +450,22 @@ class PatchMerging(tf_keras.layers.Layer):
 
   def merge(self, x):
     """The merge's own branch (patches -> LayerNorm -> Dense), without the shortcut."""
+    return self.reduction(self.norm(self.patches(x)))
+
+  def patches(self, x):
+    """[B, n, m, d] -> [B, ceil(n/2), ceil(m/2), k²·d]: the k×k patches, stride 2, of the
+    padded grid; the k²·d vector ordered patch row, patch column, channel."""
     rows, cols = static_hw(x, 'PatchMerging')
     top, bottom = self._padding(rows)
     left, right = self._padding(cols)
     x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
-    k = self.kernel
-    # Strided slices (not extract_patches): cheap, XLA- and forward-mode friendly.
-    # Order of the k²·d vector: patch row, patch column, channel.
-    patches = [x[:, i:i + 2 * (out_r - 1) + 1:2, j:j + 2 * (out_c - 1) + 1:2, :]
-               for i in range(k) for j in range(k)]
-    x = tf.concat(patches, axis=-1)                             # [B, out_r, out_c, k²·d]
-    return self.reduction(self.norm(x))
+    k, d = self.kernel, x.shape[-1]
+    # One gather from the flattened grid, not k² strided slices: their backward writes k²
+    # grids of zeros and adds them (docs/benchmarks.md, "Patch merging by one gather").
+    grid = tf.reshape(x, [-1, (rows + top + bottom) * (cols + left + right), d])
+    index = _patch_index(cols + left + right, out_r, out_c, k)
+    return tf.reshape(tf.gather(grid, index, axis=1), [-1, out_r, out_c, k * k * d])
 
   def get_config(self):
     return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,
