@@ -60,7 +60,7 @@ AUTHORS_SECONDS_BY_MACHINE = {
 NEW_NETWORK_TASKS = ('new_length', 'new_length_network', 'new_curvature', 'new_ntk',
                      'new_ntk_units')
 # A topology measured first in each per-new-network process: not the measured one.
-_WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
+WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
 
 
 def _peak_rss_gb() -> float:
@@ -187,7 +187,7 @@ def worker(task: str, arch: str, image_size: int, num_points: int, batch_size: i
 def _new_network(metric: str, arch: str, image_size: int, num_points: int,
                  batch_size: int) -> dict:
   """Seconds (wall and this process's CPU) of one public measure on a new network, after a
-  first measure of `_WARM_UP` in this process; then the same measure on a second new
+  first measure of `WARM_UP` in this process; then the same measure on a second new
   network of the topology ('again': with method='units', one whose every unit was traced
   before) and with 3 repeats on a third: (its time − the second's) / 2 is what a further
   repeat costs, the rest of the first the fixed cost of a new network (build, trace)."""
@@ -201,7 +201,7 @@ def _new_network(metric: str, arch: str, image_size: int, num_points: int,
     kwargs = {'method': 'network'} if metric == 'length_network' else {}
     measure = lambda a, r=1: fn(a, image_size=image_size, num_points=num_points, repeats=r,
                                 **kwargs)
-  measure(_WARM_UP)
+  measure(WARM_UP)
   wall, cpu = time.perf_counter(), time.process_time()
   result = measure(arch)
   new, new_cpu = time.perf_counter() - wall, time.process_time() - cpu

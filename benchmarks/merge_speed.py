@@ -4,13 +4,13 @@ to minute treats both alike.
 
     python benchmarks/merge_speed.py [--measure ntk|length] [--image_size 224]
                                      [--repeats 3] [--threads 2] [--rounds 4]
-                                     [--arch '8,2,3|4,1,2|4,1,4|4,1,6|32']
+                                     [--arch asvit_seed]
 
-After one warm-up measurement of another topology, each round measures a new network of
-`--arch` both ways (`asvit_tf.complexity.ntk_condition_number` or `curve_metrics` for L^E,
-their defaults otherwise), the order swapped every other round. Printed: each timing and
-value, then the medians. The values agree to float rounding; the patches themselves are
-equal (tests/layers/test_blocks.py).
+After one warm-up measurement of another topology (complexity_speed.py's), each round
+measures a new network of `--arch` both ways (`asvit_tf.complexity.ntk_condition_number` or
+`curve_metrics` for L^E, their defaults otherwise), the order swapped every other round.
+Printed: each timing and value, then the medians. The values agree to float rounding; the
+patches themselves are equal (tests/layers/test_blocks.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-WARM_UP = '7,2,3|4,1,2|4,1,4|4,1,6|32'
+from benchmarks.complexity_speed import WARM_UP  # pylint: disable=g-import-not-at-top
 
 
 def sliced_patches(layer, x):
@@ -44,7 +44,7 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--threads', type=int, default=2)
   parser.add_argument('--rounds', type=int, default=4)
-  parser.add_argument('--arch', default='8,2,3|4,1,2|4,1,4|4,1,6|32')
+  parser.add_argument('--arch', default='asvit_seed')
   args = parser.parse_args()
 
   import asvit_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (its allocator setting first)

@@ -460,12 +460,13 @@ class PatchMerging(tf_keras.layers.Layer):
     left, right = self._padding(cols)
     x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
-    k, d = self.kernel, x.shape[-1]
+    _, padded_rows, padded_cols, d = x.shape
     # One gather from the flattened grid, not k² strided slices: their backward writes k²
     # grids of zeros and adds them (docs/benchmarks.md, "Patch merging by one gather").
-    grid = tf.reshape(x, [-1, (rows + top + bottom) * (cols + left + right), d])
-    index = _patch_index(cols + left + right, out_r, out_c, k)
-    return tf.reshape(tf.gather(grid, index, axis=1), [-1, out_r, out_c, k * k * d])
+    grid = tf.reshape(x, [-1, padded_rows * padded_cols, d])
+    index = _patch_index(padded_cols, out_r, out_c, self.kernel)
+    return tf.reshape(tf.gather(grid, index, axis=1),
+                      [-1, out_r, out_c, self.kernel**2 * d])
 
   def get_config(self):
     return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,

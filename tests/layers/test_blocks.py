@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from asvit_tf import layers
+from benchmarks import merge_speed
 
 
 def _rand(*shape, seed=0):
@@ -130,16 +131,6 @@ def test_patch_merging_is_a_strided_conv_without_norm(kernel):
   np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 
-def _sliced_patches(layer, x):
-  """The k×k stride-2 patches of the padded grid as k² strided slices, concatenated."""
-  rows, cols = x.shape[1], x.shape[2]
-  (top, bottom), (left, right) = layer._padding(rows), layer._padding(cols)
-  x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-  out_r, out_c, k = -(-rows // 2), -(-cols // 2), layer.kernel
-  return tf.concat([x[:, i:i + 2 * out_r - 1:2, j:j + 2 * out_c - 1:2, :]
-                    for i in range(k) for j in range(k)], axis=-1)
-
-
 @pytest.mark.parametrize('rows, cols, kernel', [(8, 8, 2), (7, 9, 3), (6, 5, 4), (9, 4, 5),
                                                 (3, 3, 6), (1, 2, 4)])
 def test_patch_merging_patches_are_the_strided_slices(rows, cols, kernel):
@@ -149,15 +140,16 @@ def test_patch_merging_patches_are_the_strided_slices(rows, cols, kernel):
   x, tangent = _rand(2, rows, cols, 3), _rand(2, rows, cols, 3)
   weights = tf.random.stateless_normal([2, -(-rows // 2), -(-cols // 2), 3 * kernel**2],
                                        seed=[rows, cols])
-  np.testing.assert_array_equal(layer.patches(x).numpy(), _sliced_patches(layer, x).numpy())
+  np.testing.assert_array_equal(layer.patches(x).numpy(),
+                                merge_speed.sliced_patches(layer, x).numpy())
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
     got = tf.reduce_sum(weights * layer.patches(x))
-    want = tf.reduce_sum(weights * _sliced_patches(layer, x))
+    want = tf.reduce_sum(weights * merge_speed.sliced_patches(layer, x))
   np.testing.assert_allclose(tape.gradient(got, x).numpy(), tape.gradient(want, x).numpy(),
                              rtol=1e-6, atol=1e-6)
   with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
-    got, want = layer.patches(x), _sliced_patches(layer, x)
+    got, want = layer.patches(x), merge_speed.sliced_patches(layer, x)
   np.testing.assert_array_equal(acc.jvp(got).numpy(), acc.jvp(want).numpy())
 
 
