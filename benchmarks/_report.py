@@ -1,22 +1,50 @@
-"""Shared by the benchmark scripts: a Markdown table, and its section in docs/benchmarks.md.
+"""Shared by the benchmark scripts: a Markdown table, and its section in docs/benchmarks.md;
+a worker process's result, printed and read.
 
 Each benchmark owns one section between `<!-- begin NAME -->` and `<!-- end NAME -->`; a run
 replaces its own section and leaves the others alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, 'docs', 'benchmarks.md')
 _TITLE = ('# Benchmarks\n\nMeasured on the project machine (2 CPU cores, no GPU) unless a '
           'section says otherwise. Each section is rewritten by the script named in it.\n')
+
+
+# A worker process prints its result as one line: this prefix, then JSON.
+RESULT = 'RESULT '
+
+
+def print_result(out) -> None:
+  """Prints `out` as a worker process's result line."""
+  print(RESULT + json.dumps(out), flush=True)
+
+
+def worker_result(cmd: Sequence[str], env: Optional[dict] = None
+                  ) -> Tuple[Optional[object], subprocess.CompletedProcess]:
+  """Runs the worker process `cmd`: (the JSON of its last result line, or None if it failed
+  or printed none; the completed process, for its exit code and stderr)."""
+  proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT)]
+  if proc.returncode or not lines:
+    return None, proc
+  return json.loads(lines[-1][len(RESULT):]), proc
+
+
+def failure(proc: subprocess.CompletedProcess) -> str:
+  """'exit N: the last line of stderr' of a failed worker process."""
+  return f'exit {proc.returncode}: {(proc.stderr.strip().splitlines() or ["?"])[-1]}'
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

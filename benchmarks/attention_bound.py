@@ -31,13 +31,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import _report  # pylint: disable=g-import-not-at-top
 from benchmarks.complexity_speed import WARM_UP  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ('maps', 'free')
@@ -50,8 +50,9 @@ def pick_topologies(run: str, count: int, first: int = 10, every: int = 60) -> l
     rows = [json.loads(line) for line in f if line.strip()]
   picked, seen = [], set()
   for want in range(first, first + every * count, every):
-    for row in rows[want:]:
-      if not row.get('cached') and row['topology'] not in seen and row.get('ntk_values'):
+    for row in rows:
+      if (row['step'] >= want and not row.get('cached') and row['topology'] not in seen
+          and row.get('ntk_values')):
         picked.append((row['topology'], int(row['step'])))
         seen.add(row['topology'])
         break
@@ -96,39 +97,36 @@ def worker(variant: str, topologies: list, image_size: int, repeats: int, thread
     out.append({'topology': topology, 'length_s': middle - start,
                 'ntk_s': time.perf_counter() - middle, 'length': float(length.mean),
                 'ntk': float(ntk.mean)})
-  print('RESULT ' + json.dumps(out), flush=True)
+  _report.print_result(out)
 
 
 def run_variant(variant: str, topologies: list, args) -> list:
-  cmd = [sys.executable, os.path.abspath(__file__), '--worker', variant,
-         '--topologies_json', json.dumps(topologies), '--image_size', str(args.image_size),
-         '--repeats', str(args.repeats), '--threads', str(args.threads)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  if proc.returncode or not lines:
-    tail = (proc.stderr.strip().splitlines() or ['?'])[-1]
-    raise SystemExit(f'error: the {variant} process failed (exit {proc.returncode}): {tail}')
-  return json.loads(lines[-1][len('RESULT '):])
+  """`worker` of `variant` in a fresh process: its measurements."""
+  out, proc = _report.worker_result(
+      [sys.executable, os.path.abspath(__file__), '--worker', variant, '--topologies_json',
+       json.dumps(topologies), '--image_size', str(args.image_size), '--repeats',
+       str(args.repeats), '--threads', str(args.threads)])
+  if out is None:
+    raise SystemExit(f'error: the {variant} process failed ({_report.failure(proc)})')
+  return out
 
 
 def summarise(topologies: list, results: dict) -> None:
-  """Prints the medians per topology and the means."""
-  print('| topology | L^E maps | L^E free | κ_Θ maps | κ_Θ free | step path maps | '
-        'step path free | maps\' share of the path |')
-  print('|---|---|---|---|---|---|---|---|')
-  sums = [0.0] * 6
+  """Prints the medians per topology and the means, as a Markdown table."""
+  rows = []
   for i, (topology, _) in enumerate(topologies):
     med = {(v, m): statistics.median(r[i][m] for r in results[v])
            for v in VARIANTS for m in ('length_s', 'ntk_s')}
     row = [med['maps', 'length_s'], med['free', 'length_s'], med['maps', 'ntk_s'],
            med['free', 'ntk_s']]
-    row += [max(row[0], row[2]), max(row[1], row[3])]
-    sums = [s + x for s, x in zip(sums, row)]
-    cells = ' | '.join(f'{x:.2f} s' for x in row)
-    name = topology.replace('|', '\\|')
-    print(f'| `{name}` | {cells} | {1 - row[5] / row[4]:.0%} |')
-  mean = [s / len(topologies) for s in sums]
-  print(f'| mean | {" | ".join(f"{x:.2f} s" for x in mean)} | {1 - mean[5] / mean[4]:.0%} |')
+    rows.append(row + [max(row[0], row[2]), max(row[1], row[3])])
+  mean = [statistics.fmean(column) for column in zip(*rows)]
+  names = ['`' + t.replace('|', '\\|') + '`' for t, _ in topologies] + ['mean']
+  print(_report.markdown_table(
+      ['topology', 'L^E maps', 'L^E free', 'κ_Θ maps', 'κ_Θ free', 'step path maps',
+       'step path free', "maps' share of the path"],
+      [[name] + [f'{x:.2f} s' for x in row] + [f'{1 - row[5] / row[4]:.0%}']
+       for name, row in zip(names, rows + [mean])]))
 
 
 def main():

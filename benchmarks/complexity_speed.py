@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -275,14 +274,11 @@ def run_worker(task, arch, args) -> dict:
          '--batch_size', str(args.batch_size), '--coords', str(args.coords or 0)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   start = time.perf_counter()
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  out, proc = _report.worker_result(cmd, env)
   wall = time.perf_counter() - start
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  if proc.returncode or not lines:
-    tail = (proc.stderr.strip().splitlines() or ['?'])[-1]
-    print(f'  {arch} {task}: failed (exit {proc.returncode}): {tail}', flush=True)
+  if out is None:
+    print(f'  {arch} {task}: failed ({_report.failure(proc)})', flush=True)
     return {'error': f'exit {proc.returncode}'}
-  out = json.loads(lines[-1][len('RESULT '):])
   out['process'] = wall
   print(f'  {arch} {task}: {json.dumps(out)}', flush=True)
   return out
@@ -363,7 +359,7 @@ def main():
   if args.worker:
     out = worker(args.worker, args.arch, args.image_size, args.num_points, args.batch_size,
                  args.coords)
-    print('RESULT ' + json.dumps(out), flush=True)
+    _report.print_result(out)
     return
   if args.quick:
     args.image_size = 64 if args.image_size == 224 else args.image_size
