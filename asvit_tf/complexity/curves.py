@@ -167,7 +167,8 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
                   num_points: int = 10, repeats: int = 5, seed: int = 0,
                   metrics: Sequence[str] = CURVE_METRICS, *, width: Optional[int] = None,
                   mode: str = 'auto', curve=None, share_embedding: bool = False,
-                  method: str = 'auto') -> Dict[str, MetricResult]:
+                  method: str = 'auto', repeat_range: Optional[Sequence[int]] = None
+                  ) -> Dict[str, MetricResult]:
   """Several curve metrics from one pass per repeat: {metric: MetricResult}.
 
   Args:
@@ -217,6 +218,9 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
       and each would be traced (the quick preset's search took 2× as long by units); where it
       would trace, the units remove the trace (docs/benchmarks.md). Same values to float
       rounding.
+    repeat_range: (start, stop): only repeats start..stop-1 of the `repeats` (the path still
+      chosen for all of them), so a measurement can run in parts whose values, put together
+      in order, are the whole measurement's (`network.measured_repeats`). Default: all.
 
   Each result's `seconds` is the wall time of the whole call.
   """
@@ -225,8 +229,7 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   network_lib.check_mode(mode)
   if method not in METHODS:
     raise UserInputError(f'method must be one of {METHODS}, got {method!r}')
-  if repeats < 1:
-    raise UserInputError(f'repeats must be >= 1, got {repeats}')
+  measured = network_lib.measured_repeats(repeats, repeat_range)
   theta_np = angles(num_points)
   if curve is not None:
     curve = check_curve(curve)
@@ -246,7 +249,7 @@ def curve_metrics(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 
   run = _measuring_function(net, second_order, method, mode, eager)
 
   theta = tf.constant(distinct_angles(theta_np), net.dtype)
-  for r in range(repeats):
+  for r in measured:
     if not net.given:
       net.reinitialise(seed, r, share_embedding)
     u0, u1 = curve if curve is not None else input_curve(shape, seed, r)

@@ -268,6 +268,26 @@ def check_mode(mode: str) -> str:
   return mode
 
 
+def measured_repeats(repeats: int, repeat_range: Optional[Sequence[int]] = None) -> range:
+  """The repeats a measurement runs: all `repeats`, or only [start, stop) of them
+  (`repeat_range`). A repeat's draws depend on (seed, repeat) alone and its path is chosen for
+  all `repeats`, so its value is the one the whole measurement gives: the parts of a
+  measurement can run apart (in different workers) and be put together. A range outside
+  0..repeats, or empty, raises a one-line UserInputError."""
+  if repeats < 1:
+    raise UserInputError(f'repeats must be >= 1, got {repeats}')
+  if repeat_range is None:
+    return range(repeats)
+  try:
+    start, stop = (int(i) for i in repeat_range)
+  except (TypeError, ValueError):
+    raise UserInputError(f'repeat_range must be (start, stop), got {repeat_range!r}') from None
+  if not 0 <= start < stop <= repeats:
+    raise UserInputError(f'repeat_range must satisfy 0 <= start < stop <= repeats '
+                         f'({repeats}), got {repeat_range!r}')
+  return range(start, stop)
+
+
 def eager_pays(arch_or_factory: ArchOrFactory, width: Optional[int],
                image_shape: Sequence[int], images: int, repeats: int,
                batch_macs: Optional[float] = None) -> bool:

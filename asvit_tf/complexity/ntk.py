@@ -482,7 +482,8 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = True,
                          mode: str = 'auto', chunk_size: Optional[int] = DEFAULT_CHUNK,
-                         method: str = 'auto', share_embedding: bool = False) -> MetricResult:
+                         method: str = 'auto', share_embedding: bool = False,
+                         repeat_range: Optional[Tuple[int, int]] = None) -> MetricResult:
   """κ_Θ averaged over `repeats` independent initialisations (lower is better).
 
   Args:
@@ -521,11 +522,15 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     share_embedding: draw the patch embedding's conv once and keep it for all repeats,
       re-drawing only Dense and LayerNorm weights, as the authors' code does (default: every
       weight drawn per repeat). Not for a given model.
+    repeat_range: (start, stop): only repeats start..stop-1 of the `repeats` (the path still
+      chosen for all of them), so a measurement can run in parts whose values, put together
+      in order, are the whole measurement's (`network.measured_repeats`). Default: all.
 
   A non-finite Θ or a singular one (λ_min <= 0) gives a non-finite value and `bad=True`.
   """
   shape = _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
                                batch_size)
+  measured = network_lib.measured_repeats(repeats, repeat_range)
   if images is not None:
     images = np.asarray(images)
   start = time.perf_counter()
@@ -552,7 +557,7 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
 
   values = []
   try:
-    for r in range(repeats):
+    for r in measured:
       if not net.given:
         net.reinitialise(seed, r, share_embedding)
       batch = images if images is not None else noise_images(batch_size, shape, seed, r)

@@ -5,6 +5,8 @@ import dataclasses
 import math
 from typing import List, Sequence
 
+from asvit_tf import averaging
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricResult:
@@ -25,13 +27,5 @@ class MetricResult:
   def from_values(cls, values: Sequence[float], seconds: float = 0.0) -> 'MetricResult':
     values = [float(v) for v in values]
     bad = not values or not all(math.isfinite(v) for v in values)
-    if not values:
-      mean = math.nan
-    elif all(math.isfinite(v) for v in values):
-      mean = math.fsum(values) / len(values)
-    else:
-      # The plain mean, but without numpy warnings: nan wins, then a signed inf.
-      mean = (math.nan if any(math.isnan(v) for v in values)
-              or (math.inf in values and -math.inf in values)
-              else next(v for v in values if math.isinf(v)))
-    return cls(mean=mean, values=values, bad=bad, seconds=float(seconds))
+    return cls(mean=averaging.repeat_mean(values), values=values, bad=bad,
+               seconds=float(seconds))

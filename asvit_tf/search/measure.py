@@ -14,6 +14,7 @@ complexity metric of a topology as a job of its own (`MetricJobs`).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -23,6 +24,7 @@ from typing import (Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
 import numpy as np
 
 from asvit_tf import arch as arch_lib
+from asvit_tf import averaging
 from asvit_tf.errors import UserInputError
 from asvit_tf.models import size
 
@@ -119,21 +121,25 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
   """
   metrics = check_metrics(metrics)
 
-  def measure(topology: arch_lib.Topology, seed: int) -> Measurement:
+  def measure(topology: arch_lib.Topology, seed: int,
+              repeat_range: Optional[Tuple[int, int]] = None) -> Measurement:
+    # repeat_range: only those repeats of L^E and κ_Θ (a part of a split job, `MetricJobs`).
     out: Dict[str, object] = {'bad': False}
     if 'length' in metrics or 'ntk' in metrics:
       from asvit_tf import complexity  # pylint: disable=g-import-not-at-top
     if 'length' in metrics:
       r = complexity.length_distortion(topology, image_size=image_size, num_points=num_points,
                                        repeats=repeats, seed=seed,
-                                       share_embedding=share_embedding)
+                                       share_embedding=share_embedding,
+                                       repeat_range=repeat_range)
       out['length'] = float(r.mean)
       out['length_values'] = [float(v) for v in r.values]
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)
     if 'ntk' in metrics:
       r = complexity.ntk_condition_number(topology, image_size=image_size, repeats=repeats,
                                           seed=seed, images=images, batch_size=batch_size,
-                                          share_embedding=share_embedding)
+                                          share_embedding=share_embedding,
+                                          repeat_range=repeat_range)
       out['ntk'] = float(r.mean)
       out['ntk_values'] = [float(v) for v in r.values]
       out['bad'] = out['bad'] or bool(r.bad) or not math.isfinite(r.mean)
@@ -146,7 +152,9 @@ def make_measure(metrics: Sequence[str], image_size: int = 224, repeats: int = 5
   return measure
 
 
-Job = Tuple[int, str, Item]  # (index of the item, complexity metric, (topology, seed))
+RepeatRange = Optional[Tuple[int, int]]  # (start, stop) of a metric's repeats; None: all
+# (index of the item, complexity metric, (topology, seed), the repeats the job measures)
+Job = Tuple[int, str, Item, RepeatRange]
 
 
 def longest_first(items: Sequence[Item], metrics: Sequence[str],
@@ -159,6 +167,36 @@ def longest_first(items: Sequence[Item], metrics: Sequence[str],
   order = {'ntk': 0, 'length': 1}
   jobs = [(i, m) for i in range(len(items)) for m in metrics]
   return sorted(jobs, key=lambda job: (-macs[job[0]], order.get(job[1], 2), job[0]))
+
+
+def planned_jobs(items: Sequence[Item], metrics: Sequence[str], image_size: int,
+                 repeats: int, workers: int = 1) -> List[Tuple[int, str, RepeatRange]]:
+  """(item index, metric, repeats) jobs in the order workers take them (`longest_first`).
+
+  When the jobs are fewer than twice the `workers` (a search step measures one topology's
+  L^E and κ_Θ on two workers), each κ_Θ of more than one repeat runs as two jobs: its first
+  repeats − 1 first, its last repeat after every other job, so the worker that measured L^E
+  takes it while the other still measures the rest. κ_Θ costs ~3× L^E at 224 px, so
+  otherwise one worker waits for the other (docs/benchmarks.md: 19 % less wall per search
+  step). Each repeat's value depends only on (topology, seed, repeat), so the parts put
+  together are the whole measurement (`joined`). More jobs than that balance by themselves,
+  and a split would pay a κ_Θ's building and tracing twice.
+  """
+  jobs = [(i, m, None) for i, m in longest_first(items, metrics, image_size)]
+  if repeats < 2 or len(jobs) >= 2 * workers or 'ntk' not in metrics:
+    return jobs
+  head = [(i, m, (0, repeats - 1) if m == 'ntk' else None) for i, m, _ in jobs]
+  return head + [(i, m, (repeats - 1, repeats)) for i, m, _ in jobs if m == 'ntk']
+
+
+def joined(metric: str, parts: Sequence[Tuple[int, Measurement]]) -> Measurement:
+  """`metric` of a topology from the parts measured apart, each (its first repeat, its
+  measurement): the values in repeat order and their mean, as one measurement gives them."""
+  values = [v for _, part in sorted(parts, key=lambda p: p[0])
+            for v in getattr(part, f'{metric}_values')]
+  mean = averaging.repeat_mean(values)
+  return Measurement(**{metric: mean, f'{metric}_values': values},
+                     bad=any(part.bad for _, part in parts) or not math.isfinite(mean))
 
 
 class MetricJobs:
@@ -182,24 +220,34 @@ class MetricJobs:
                          num_classes=num_classes, share_embedding=bool(share_embedding))
 
   def measure(self, items: Iterable[Item],
-              run: Callable[[List[Job]], Iterator[Tuple[int, Measurement]]]
-              ) -> Iterator[Tuple[int, Measurement]]:
+              run: Callable[[List[Job]], Iterator[Tuple[int, Measurement]]],
+              workers: int = 1) -> Iterator[Tuple[int, Measurement]]:
     """Yields (index into `items`, measurement) for each topology, in order of completion.
 
-    `run(jobs)` runs the jobs (the costliest first) and yields (item index, the job's
-    measurement) as each completes; it is closed when this generator is.
+    `run(jobs)` runs the jobs in their order (`planned_jobs` for `workers` workers) and
+    yields (job index, the job's measurement) as each completes; it is closed when this
+    generator is.
     """
     items = [(arch_lib.as_topology(t), int(s)) for t, s in items]
     merged = [self.counts(t, s) for t, s in items]
     if not self.complexity:
       yield from enumerate(merged)
       return
-    jobs = [(i, metric, items[i]) for i, metric in
-            longest_first(items, self.complexity, self.settings['image_size'])]
-    waiting = {i: len(self.complexity) for i in range(len(items))}
+    jobs = [(i, metric, items[i], part) for i, metric, part in planned_jobs(
+        items, self.complexity, self.settings['image_size'], self.settings['repeats'],
+        workers)]
+    waiting = collections.Counter(job[0] for job in jobs)
+    split: Dict[Tuple[int, str], List[Tuple[int, Measurement]]] = {}
     with contextlib.closing(run(jobs)) as parts:
-      for i, part in parts:
-        merged[i] = merged[i].merge(part)
+      for j, part in parts:
+        i, metric, _, repeat_range = jobs[j]
+        if repeat_range is None:
+          merged[i] = merged[i].merge(part)
+        else:
+          split.setdefault((i, metric), []).append((repeat_range[0], part))
         waiting[i] -= 1
         if not waiting[i]:
+          for metric in self.complexity:
+            if (i, metric) in split:
+              merged[i] = merged[i].merge(joined(metric, split.pop((i, metric))))
           yield i, merged[i]

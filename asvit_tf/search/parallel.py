@@ -23,7 +23,6 @@ correlate --workers` one call per network of its table (a PiT or an As-ViT).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import multiprocessing
 import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -187,8 +186,9 @@ def _make_worker_measures(settings: Dict):
     _worker_measures[metric] = measure_lib.make_measure((metric,), **settings)
 
 
-def _measure_in_worker(metric: str, arch: str, seed: int) -> measure_lib.Measurement:
-  return _worker_measures[metric](arch_lib.as_topology(arch), seed)
+def _measure_in_worker(metric: str, arch: str, seed: int,
+                      repeat_range: measure_lib.RepeatRange = None) -> measure_lib.Measurement:
+  return _worker_measures[metric](arch_lib.as_topology(arch), seed, repeat_range)
 
 
 class PoolMeasure:
@@ -224,14 +224,13 @@ class PoolMeasure:
   def measure(self, items: Iterable[measure_lib.Item]
               ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     """Yields (index into `items`, measurement) for each topology, in order of completion."""
-    return self._jobs.measure(items, self._run)
+    return self._jobs.measure(items, self._run, self.workers)
 
   def _run(self, jobs: List[measure_lib.Job]
            ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
-    calls = [(metric, str(topology), seed) for _, metric, (topology, seed) in jobs]
-    with contextlib.closing(self._calls.measure(calls)) as parts:
-      for j, part in parts:
-        yield jobs[j][0], part
+    calls = [(metric, str(topology), seed, part)
+             for _, metric, (topology, seed), part in jobs]
+    return self._calls.measure(calls)
 
   def close(self):
     self._calls.close()

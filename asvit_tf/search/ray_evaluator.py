@@ -129,10 +129,11 @@ def _measure_task(fn: Callable, threads: int, *args):
     gc.collect()
 
 
-def _measure_metric(metric: str, arch: str, seed: int,
-                    settings: Dict) -> measure_lib.Measurement:
-  """One metric of one topology."""
-  return measure_lib.make_measure((metric,), **settings)(arch_lib.as_topology(arch), seed)
+def _measure_metric(metric: str, arch: str, seed: int, settings: Dict,
+                    repeat_range: measure_lib.RepeatRange = None) -> measure_lib.Measurement:
+  """One metric of one topology (only the repeats of `repeat_range`, if given)."""
+  return measure_lib.make_measure((metric,), **settings)(arch_lib.as_topology(arch), seed,
+                                                          repeat_range)
 
 
 class RayCalls:
@@ -264,11 +265,9 @@ class RayEvaluator:
            ) -> Iterator[Tuple[int, measure_lib.Measurement]]:
     if self._settings_ref is None:
       self._settings_ref = self._calls.put(self._jobs.settings)
-    calls = [(metric, str(topology), seed, self._settings_ref)
-             for _, metric, (topology, seed) in jobs]
-    with contextlib.closing(self._calls.measure(calls)) as parts:
-      for j, part in parts:
-        yield jobs[j][0], part
+    calls = [(metric, str(topology), seed, self._settings_ref, part)
+             for _, metric, (topology, seed), part in jobs]
+    yield from self._calls.measure(calls)
 
   def close(self):
     """Disconnects (and stops the one-machine Ray this evaluator started)."""

@@ -261,8 +261,9 @@ def run_search(config: SearchConfig, output_dir: str,
     plot_every: redraw the PNG every so many steps (and at the end).
     on_step: called with each new record after its state is saved (tests use it to stop).
     workers: processes for the default measure: a topology's L^E and κ_Θ are measured side
-      by side, each process with as many threads as cores (the result does not depend on
-      it, but for floating-point rounding).
+      by side, κ_Θ's last repeat apart (`measure.planned_jobs`), each process with its
+      share of the cores' threads (all of them with one repeat); the result does not depend
+      on either, but for floating-point rounding.
     evaluator: measures instead of `measure` (the caller closes it).
 
   Returns the argmax topology and all step records.
@@ -275,11 +276,14 @@ def run_search(config: SearchConfig, output_dir: str,
       return evaluator
     if measure is not None:
       return measure_lib.SerialEvaluator(measure)
-    # A step's L^E and κ_Θ run side by side and rarely take the same time: with every
-    # core's thread in each worker, the one still running then uses the whole CPU (measured
-    # faster per step than one thread each: docs/benchmarks.md).
-    return run_lib.default_evaluator(metrics, config, workers,
-                                     threads=parallel.default_workers())
+    # A step's L^E and κ_Θ rarely take the same time. With repeats, κ_Θ's last one is a
+    # job of its own, which the worker done with L^E takes (`measure.planned_jobs`), and
+    # each worker has its share of the cores' threads: measured 18 % faster per step than
+    # both whole with every core's thread in each worker (docs/benchmarks.md). With one
+    # repeat nothing splits: every core's thread in each, so the one still running uses
+    # the whole CPU.
+    threads = None if config.repeats > 1 else parallel.default_workers()
+    return run_lib.default_evaluator(metrics, config, workers, threads=threads)
 
   strategy = ReinforceStrategy(config)
   output_dir, state = run_lib.drive(
