@@ -247,7 +247,7 @@ class MetricJobs:
           split.setdefault((i, metric), []).append((repeat_range[0], part))
         waiting[i] -= 1
         if not waiting[i]:
-          for metric in self.complexity:
-            if (i, metric) in split:
-              merged[i] = merged[i].merge(joined(metric, split.pop((i, metric))))
+          for name in self.complexity:
+            if (i, name) in split:
+              merged[i] = merged[i].merge(joined(name, split.pop((i, name))))
           yield i, merged[i]
