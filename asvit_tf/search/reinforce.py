@@ -278,7 +278,7 @@ def run_search(config: SearchConfig, output_dir: str,
       return measure_lib.SerialEvaluator(measure)
     # A step's L^E and κ_Θ rarely take the same time. With repeats, κ_Θ's last one is a
     # job of its own, which the worker done with L^E takes (`measure.planned_jobs`), and
-    # each worker has its share of the cores' threads: measured 18 % faster per step than
+    # each worker has its share of the cores' threads: measured 19 % faster per step than
     # both whole with every core's thread in each worker (docs/benchmarks.md). With one
     # repeat nothing splits: every core's thread in each, so the one still running uses
     # the whole CPU.
