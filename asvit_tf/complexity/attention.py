@@ -11,7 +11,8 @@ formulas run on all maps at once (an eager loop would pay Python per group).
 
 With s = q kᵀ (q carries the 1/√d scale), p = softmax(s), o = p v:
 
-- backward, for an output gradient g (the maps are recomputed, not kept):
+- backward, for an output gradient g (traced, the maps are recomputed, not kept; eagerly,
+  where they are all at once anyway, kept from the forward):
   ds = p ⊙ (g vᵀ − D) with D_i = g_i·o_i (= Σ_j p_ij (g vᵀ)_ij), one matmul of [g, −D] and
   [v, 1]; then dq = ds k, dk = dsᵀ q, dv = pᵀ g;
 - tangent, for (q̇, k̇, v̇): ṡ = q̇ kᵀ + q k̇ᵀ and ṗ = p ⊙ (ṡ − c) with c_i = Σ_j p_ij ṡ_ij
@@ -98,8 +99,9 @@ def _forward(q, k, v):
   return (_times(_probabilities(q, k), v),)
 
 
-def _backward(q, k, v, o, g):
-  p = _probabilities(q, k)
+def _backward(q, k, v, o, g, p=None):
+  if p is None:
+    p = _probabilities(q, k)
   d = tf.reduce_sum(g * o, axis=-1, keepdims=True)
   ds = p * tf.matmul(tf.concat([g, -d], -1), tf.concat([v, tf.ones_like(d)], -1),
                      transpose_b=True)
@@ -109,7 +111,13 @@ def _backward(q, k, v, o, g):
 @tf.custom_gradient
 def attention(q, k, v):
   """softmax(q kᵀ)·v over the last two axes of [..., tokens, d] (q already scaled), with
-  the backward written out; map group by map group inside a `tf.function`."""
+  the backward written out; map group by map group inside a `tf.function`. Eagerly, the
+  maps p are kept for the backward instead of recomputed: one q kᵀ and one softmax fewer
+  per call, for the maps' memory until the backward."""
+  if tf.executing_eagerly():
+    p = _probabilities(q, k)
+    o = _times(p, v)
+    return o, lambda g: _backward(q, k, v, o, g, p)
   o, = _over_groups(_forward, (q, k, v), (v,))
 
   def gradient(g):

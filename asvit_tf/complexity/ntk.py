@@ -52,6 +52,16 @@ METHODS = ('auto', 'taps', 'vmap', 'units')
 # PiT, where eager memory is still within the curves' traced peak (docs/benchmarks.md,
 # "κ_Θ of PiTs by taps"). As-ViT networks keep network.EAGER_BATCH_MACS.
 PIT_TAPS_EAGER_BATCH_MACS = 1.1e10
+# mode='auto' runs an As-ViT's tapped κ_Θ of one repeat eagerly beyond network.EAGER_BATCH_MACS
+# too, in at most two passes of at most this many forward MACs (images × MACs of one image)
+# each: 16 images of any paper-space topology at C=32 and 224 px (0.23–0.55 G MACs each) in
+# one pass. On the seed there (7.9 G MACs) a new network then costs 0.9–1.4 s at ~4.6 GB peak
+# RSS, against 1.1–1.6 s in two eager passes of 8 images (2.7 GB) and 1.6–2.3 s traced in
+# chunks of 4 (1.5 GB), about 1 s of it the trace. A further repeat costs ~1.3 s eagerly
+# against ~0.8 s traced, so from two repeats on the trace pays (docs/benchmarks.md, "κ_Θ of
+# one repeat eagerly").
+ASVIT_ONE_REPEAT_PASS_MACS = 9e9
+ASVIT_ONE_REPEAT_PASSES = 2
 
 
 class _QuietPforFallback(logging_lib.Filter):
@@ -398,6 +408,42 @@ def noise_images(batch_size: int, image_shape, seed: int, repeat: int) -> np.nda
       (batch_size, *image_shape))
 
 
+def one_repeat_eager_chunk(arch_or_factory: network_lib.ArchOrFactory, width: Optional[int],
+                           image_shape, images: int, repeats: int) -> Optional[int]:
+  """Images per eager pass where mode='auto' runs an As-ViT's tapped κ_Θ of a single
+  repeat eagerly although its batch is beyond `network.eager_pays`' bound: at most
+  ASVIT_ONE_REPEAT_PASSES passes of at most ASVIT_ONE_REPEAT_PASS_MACS each. None where it
+  does not (more repeats, a larger batch, a cost not known)."""
+  if repeats != 1:
+    return None
+  macs = network_lib.forward_macs(arch_or_factory, width, image_shape)
+  if macs is None:
+    return None
+  passes = max(1, -(-images * macs // int(ASVIT_ONE_REPEAT_PASS_MACS)))
+  if passes > ASVIT_ONE_REPEAT_PASSES:
+    return None
+  return -(-images // passes)
+
+
+def _auto_path(arch_or_factory, width, shape, count: int, repeats: int,
+               taps: Optional['TappedGradients']) -> Tuple[str, Optional[int]]:
+  """The mode that mode='auto' takes and, when eager, its images per pass: eager on the
+  whole batch (None) where `network.eager_pays` (a PiT by taps: within
+  PIT_TAPS_EAGER_BATCH_MACS), eager in the passes of `one_repeat_eager_chunk` for one repeat
+  of an As-ViT by taps, else ('graph', None): traced, in the caller's chunks."""
+  bound = PIT_TAPS_EAGER_BATCH_MACS if taps is not None and taps.on_pit else None
+  if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats, bound):
+    # One pass for the whole batch: its memory is bounded by `eager_pays`, and each eager
+    # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
+    # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
+    return 'eager', None
+  if taps is not None and not taps.on_pit:
+    chunk = one_repeat_eager_chunk(arch_or_factory, width, shape, count, repeats)
+    if chunk is not None:
+      return 'eager', chunk
+  return 'graph', None
+
+
 def _checked_input_shape(repeats, chunk_size, mode, method, images, image_size,
                          batch_size) -> Tuple[int, int, int]:
   """Checks `ntk_condition_number`'s arguments; returns the [H, W, C] of one image."""
@@ -507,11 +553,13 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       its body at every repeat). 'auto' is eager for a topology (or a factory carrying
       its MACs, `network.with_macs`) of a small batch cost (`network.eager_pays`) measured
       at most `network.EAGER_REPEATS` times, where one trace costs more than the eager
-      repeats (a PiT by taps: a batch within `PIT_TAPS_EAGER_BATCH_MACS`), and graph
-      otherwise; the values agree to float rounding.
+      repeats (a PiT by taps: a batch within `PIT_TAPS_EAGER_BATCH_MACS`); an As-ViT by
+      taps measured once is eager up to a larger batch, in two passes at most
+      (`one_repeat_eager_chunk`); graph otherwise. The values agree to float rounding.
     chunk_size: images per pass (None: the whole batch at once). The memory of the
       backward passes scales with it; the values agree to float rounding. When 'auto'
-      runs eagerly, the whole (small) batch goes at once.
+      runs eagerly, it sets the passes itself: the whole (small) batch at once, or the
+      passes of `one_repeat_eager_chunk`.
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT and PiT models only), 'vmap' (`per_image_gradients`, any model) or 'auto'
       (taps on an As-ViT or PiT, else vmap): taps run one batched pass where vmap vectorises
@@ -545,14 +593,9 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
 
   count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
-    bound = PIT_TAPS_EAGER_BATCH_MACS if taps is not None and taps.on_pit else None
-    mode = ('eager' if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats,
-                                              bound) else 'graph')
+    mode, auto_chunk = _auto_path(arch_or_factory, width, shape, count, repeats, taps)
     if mode == 'eager':
-      # One pass for the whole batch: its memory is bounded by `eager_pays`, and each eager
-      # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
-      # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
-      chunk_size = None
+      chunk_size = auto_chunk
   run = _kernel_function(net, weights, units, taps, include_scales, mode, chunk_size, count)
 
   values = []

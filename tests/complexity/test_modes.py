@@ -137,3 +137,50 @@ def test_auto_runs_a_small_pit_eagerly_and_one_above_the_bound_traced(above):
   chunk = {'chunk_size': None} if chosen == 'eager' else {}
   assert ntk.values == complexity.ntk_condition_number(
       build, image_size=32, repeats=1, batch_size=images, mode=chosen, **chunk).values
+
+
+def test_one_repeat_of_an_asvit_goes_eagerly_in_two_passes_at_most():
+  # The seed at 224 px: 16 × 0.49 G MACs, beyond eager_pays' bound, in one pass; at
+  # width 48 (16 × 0.91 G MACs) in two passes of 8.
+  assert not network.eager_pays(SEED, None, (224, 224, 3), 16, 1)
+  assert ntk_lib.one_repeat_eager_chunk(SEED, None, (224, 224, 3), 16, 1) == 16
+  assert ntk_lib.one_repeat_eager_chunk(SEED, 48, (224, 224, 3), 16, 1) == 8
+  # From two repeats on the trace pays; at width 64 two passes would hold too much.
+  assert ntk_lib.one_repeat_eager_chunk(SEED, None, (224, 224, 3), 16, 2) is None
+  assert ntk_lib.one_repeat_eager_chunk(SEED, 64, (224, 224, 3), 16, 1) is None
+  # A factory's cost is unknown: traced.
+  w = np.ones((48, 3), 'float32')
+  assert ntk_lib.one_repeat_eager_chunk(linear_factory(w), None, (4, 4, 3), 1, 1) is None
+
+
+@pytest.mark.parametrize('repeats', [1, 2])
+def test_auto_takes_the_one_repeat_eager_passes_and_gives_their_values(repeats):
+  """With the bound set so that 5 images of the seed at 32 px need two passes: one repeat
+  runs eagerly in passes of 3 images (the last one short), two repeats traced (in chunks of
+  `ntk.DEFAULT_CHUNK`, looped over outside the per-image-gradient helper)."""
+  shape, images = (32, 32, 3), 5
+  macs = network.forward_macs(SEED, None, shape)
+  calls = []
+  compile_mode, chunks = network.compile_mode, ntk_lib.tapped_per_image_gradients
+
+  def recorded_mode(fn, mode):
+    calls.append(mode)
+    return compile_mode(fn, mode)
+
+  def recorded_chunks(taps, weights, batch, chunk_size=None):
+    calls.append(chunk_size)
+    return chunks(taps, weights, batch, chunk_size)
+  kwargs = dict(image_size=32, repeats=repeats, seed=6, batch_size=images)
+  with mock.patch.object(network, 'EAGER_BATCH_MACS', macs - 1), \
+       mock.patch.object(ntk_lib, 'ASVIT_ONE_REPEAT_PASS_MACS', 3 * macs), \
+       mock.patch.object(network, 'compile_mode', recorded_mode), \
+       mock.patch.object(ntk_lib, 'tapped_per_image_gradients', recorded_chunks):
+    auto = complexity.ntk_condition_number(SEED, **kwargs)
+  if repeats == 1:
+    assert calls == ['eager', 3]
+    eager = complexity.ntk_condition_number(SEED, mode='eager', chunk_size=3, **kwargs)
+    assert auto.values == eager.values
+  else:
+    assert calls == ['graph']   # one traced 4-image pass, called per chunk
+  graph = complexity.ntk_condition_number(SEED, mode='graph', **kwargs)
+  np.testing.assert_allclose(auto.values, graph.values, rtol=1e-4)

@@ -116,7 +116,7 @@ def test_a_weight_the_taps_miss_falls_back_to_vmap():
 def test_auto_weighs_a_pits_tapped_kappa_by_its_own_bound():
   """mode='auto' runs a PiT's κ_Θ eagerly while its batch is within
   PIT_TAPS_EAGER_BATCH_MACS (the curves' bound does not count), an As-ViT's by the
-  curves' bound still."""
+  curves' bound still (at two repeats: one goes by `ntk.one_repeat_eager_chunk`)."""
   arch = PITS[0]
   build = pit.pit_factory(arch, SIZE)
   batch = pit_size.count_macs(arch, SIZE) * 4
@@ -135,5 +135,5 @@ def test_auto_weighs_a_pits_tapped_kappa_by_its_own_bound():
     assert modes == ['eager', 'graph']
     asvit = network.forward_macs(TINY, None, (32, 32, 3)) * 4
     with mock.patch.object(ntk, 'PIT_TAPS_EAGER_BATCH_MACS', asvit):
-      complexity.ntk_condition_number(TINY, image_size=32, repeats=1, batch_size=4)
+      complexity.ntk_condition_number(TINY, image_size=32, repeats=2, batch_size=4)
     assert modes[-1] == 'graph'
