@@ -50,7 +50,7 @@ METHODS = ('auto', 'taps', 'vmap', 'units')
 # network.EAGER_BATCH_MACS: the tapped pass is one plain batched forward and backward, whose
 # trace (~9 CPU-s per new PiT at 224 px) costs more than 5 eager repeats up to the median
 # PiT, where eager memory is still within the curves' traced peak (docs/benchmarks.md,
-# "κ_Θ of PiTs by taps"). As-ViT networks keep network.EAGER_BATCH_MACS.
+# "κ_Θ of PiTs by taps"). As-ViT networks keep network.EAGER_BATCH_MACS (one repeat: below).
 PIT_TAPS_EAGER_BATCH_MACS = 1.1e10
 # mode='auto' runs an As-ViT's tapped κ_Θ of one repeat eagerly beyond network.EAGER_BATCH_MACS
 # too, in at most two passes of at most this many forward MACs (images × MACs of one image)
