@@ -164,6 +164,8 @@ class TappedGradients:
       raise ValueError(f'tapped gradients need an AsViT or PiT model, got '
                        f'{type(model).__name__}')
     self._records = None
+    self._tape = None   # the pass's tape, while it runs
+    self._watched_inside = False   # whether a tap starts the tape (`_tap`'s `watch`)
     self._tapped = set()
     self._untaps = []
     layers = list(model.submodules) if layers is None else layers
@@ -174,13 +176,13 @@ class TappedGradients:
         # The norm's input is the conv's output (plus its bias): its δ is the conv's.
         patches = functools.partial(self._patches, layer)
         self._tap(layer.norm, layer.conv_kernel, 'conv',
-                  lambda x, z, patches=patches: (patches, x))
+                  lambda x, z, patches=patches: (patches, x), watch='input')
       elif isinstance(layer, pit.PitPooling) and layer.built:
         self._tap(layer, layer.conv_kernel, 'grouped', lambda x, z, pool=layer: ((pool, x), z),
                   method='conv')
     if isinstance(model, pit.PiT) and model.built:
       self._tap(model, model.embed_kernel, 'conv', lambda x, z: (_pit_patches, z),
-                method='embedding_conv')
+                method='embedding_conv', watch='output')
     for layer in layers:   # after the embedding's: a norm may be tapped twice
       if (isinstance(layer, tf_keras.layers.LayerNormalization) and layer.built
           and layer.scale):
@@ -190,20 +192,27 @@ class TappedGradients:
     self._attention = [layer for layer in layers
                        if isinstance(layer, blocks.SplitAttention)]
 
-  def _tap(self, layer, weight, kind, record, method='call'):
+  def _tap(self, layer, weight, kind, record, method='call', watch=None):
     """Wraps `layer.<method>` to record (weight, kind, a, z) with (a, z) = record(its first
     input, its output), z the tensor whose δ is taken. a is, by kind: 'dense': the layer's
     input; 'conv': a function of the images giving the patches the conv reads (the As-ViT
     embedding is tapped at its norm, z the norm's input); 'grouped' (a PiT pooling): the
     layer and its map input; 'scale' (a LayerNorm): the layer and its input (x̂ comes from
-    both)."""
+    both). `watch` ('input' or 'output', the patch embedding's z): the pass's tape starts
+    there, so nothing before it (the padding, the conv) is recorded or differentiated."""
     call = getattr(layer, method)
 
     def tapped(inputs, *args, **kwargs):
+      if watch == 'input' and self._tape is not None:
+        self._tape.watch(inputs)
       out = call(inputs, *args, **kwargs)
+      if watch == 'output' and self._tape is not None:
+        self._tape.watch(out)
       if self._records is not None:
         self._records.append((weight, kind, *record(inputs, out)))
       return out
+    if watch is not None:
+      self._watched_inside = True
     own = method in vars(layer)
     setattr(layer, method, tapped)
     self._tapped.add(weight.ref())
@@ -270,11 +279,16 @@ class TappedGradients:
       for layer in self._attention:
         layer.core = attention.attention
       with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(images)  # records every op downstream; only the δ are asked for
+        # Records every op downstream of the patch embedding's z (of the images where it is
+        # not tapped); only the δ are asked for.
+        if self._watched_inside:
+          self._tape = tape
+        else:
+          tape.watch(images)
         total = tf.reduce_sum(self._features(images, training=True))
       records = self._records
     finally:
-      self._records = None
+      self._records, self._tape = None, None
       for layer, core in zip(self._attention, cores):
         layer.core = core
     wanted = {w.ref() for w in weights}
