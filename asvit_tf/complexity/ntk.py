@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging as logging_lib
 import time
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -313,37 +313,56 @@ class TappedGradients:
 
   def __call__(self, weights, images):
     """[one [b, *w.shape] per weight]: the per-image gradients of Σ_j h_j(x_i)."""
-    b = images.shape[0]
-    sums = {}
-    for weight, kind, factors in self._factors(weights, images):
-      g = factors if kind == 'gradient' else tf.matmul(*factors, transpose_a=True)
-      key = weight.ref()
-      sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
-    out = []
-    for w in weights:
-      g = sums.get(w.ref())
-      out.append(tf.zeros([b, *w.shape], w.dtype) if g is None else
-                 tf.reshape(g, [b, *w.shape]))
-    return out
+    factors = [(w.ref(), kind, f) for w, kind, f in self._factors(weights, images)]
+    return per_image_from_factors(factors, [(w.ref(), w.shape, w.dtype) for w in weights],
+                                  images.shape[0])
 
   def kernel_matrix(self, weights, images):
     """Θ [b, b] in float64, as `kernel_matrix(self(weights, images))` to float rounding,
-    without forming every g_i: a kernel whose images have few tokens adds its term from
-    the tokens' Gram matrices (`token_gram_term`) where that costs fewer operations."""
-    factors = {}
-    for weight, kind, f in self._factors(weights, images):
-      factors.setdefault(weight.ref(), []).append((kind, f))
-    theta = None
-    for parts in factors.values():
-      if parts[0][0] == 'gradient':
-        term = kernel_matrix([tf.add_n([f for _, f in parts])])
-      else:
-        a = tf.concat([f[0] for _, f in parts], axis=1)  # a layer called twice: more tokens
+    without forming every g_i (`theta_from_factors`)."""
+    return theta_from_factors([(w.ref(), kind, f)
+                               for w, kind, f in self._factors(weights, images)])
+
+
+def per_image_from_factors(factors, weights, b: int):
+  """[one [b, *shape] per weight]: the per-image gradients from `factors`, (key, kind,
+  factors) per tapped call as `TappedGradients._factors` gives them with a key per weight;
+  `weights`: (key, shape, dtype) per weight wanted, in the order returned (zeros for a
+  weight no call reached)."""
+  sums = {}
+  for key, kind, f in factors:
+    g = f if kind == 'gradient' else tf.matmul(*f, transpose_a=True)
+    sums[key] = g if key not in sums else sums[key] + g        # a layer called twice
+  out = []
+  for key, shape, dtype in weights:
+    g = sums.get(key)
+    out.append(tf.zeros([b, *shape], dtype) if g is None else tf.reshape(g, [b, *shape]))
+  return out
+
+
+def theta_from_factors(factors):
+  """Θ [b, b] in float64 from `factors`, (key, kind, factors) per tapped call as
+  `TappedGradients._factors` gives them with a key per weight, as `kernel_matrix` of the
+  per-image gradients to float rounding, without forming every g_i: a kernel whose images
+  have few tokens adds its term from the tokens' Gram matrices (`token_gram_term`) where that
+  costs fewer operations."""
+  grouped = {}
+  for key, kind, f in factors:
+    grouped.setdefault(key, []).append((kind, f))
+  theta = None
+  for parts in grouped.values():
+    if parts[0][0] == 'gradient':
+      g = parts[0][1] if len(parts) == 1 else tf.add_n([f for _, f in parts])
+      term = kernel_matrix([g])
+    else:
+      a, delta = parts[0][1]
+      if len(parts) > 1:   # a layer called twice: more tokens
+        a = tf.concat([f[0] for _, f in parts], axis=1)
         delta = tf.concat([f[1] for _, f in parts], axis=1)
-        term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
-                else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
-      theta = term if theta is None else theta + term
-    return theta
+      term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
+              else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+    theta = term if theta is None else theta + term
+  return theta
 
 
 def _pit_patches(images):
@@ -398,7 +417,8 @@ def kernel_matrix(per_image):
   """Θ = Σ_w G_w G_wᵀ in float64, [B, B], from per-image gradients [B, ...] per weight."""
   theta = None
   for g in per_image:
-    g = tf.cast(tf.reshape(g, [tf.shape(g)[0], -1]), tf.float64)
+    rows = g.shape[0] if g.shape[0] is not None else tf.shape(g)[0]
+    g = tf.cast(tf.reshape(g, [rows, -1]), tf.float64)
     term = tf.matmul(g, g, transpose_b=True)
     theta = term if theta is None else theta + term
   return theta
@@ -440,18 +460,19 @@ def one_repeat_eager_chunk(arch_or_factory: network_lib.ArchOrFactory, width: Op
 
 
 def _auto_path(arch_or_factory, width, shape, count: int, repeats: int,
-               taps: Optional['TappedGradients']) -> Tuple[str, Optional[int]]:
+               taps: Optional[str]) -> Tuple[str, Optional[int]]:
   """The mode that mode='auto' takes and, when eager, its images per pass: eager on the
   whole batch (None) where `network.eager_pays` (a PiT by taps: within
   PIT_TAPS_EAGER_BATCH_MACS), eager in the passes of `one_repeat_eager_chunk` for one repeat
-  of an As-ViT by taps, else ('graph', None): traced, in the caller's chunks."""
-  bound = PIT_TAPS_EAGER_BATCH_MACS if taps is not None and taps.on_pit else None
+  of an As-ViT by taps, else ('graph', None): traced, in the caller's chunks. `taps`: 'pit'
+  or 'asvit' for a model measured by taps, None by vmap or units."""
+  bound = PIT_TAPS_EAGER_BATCH_MACS if taps == 'pit' else None
   if network_lib.eager_pays(arch_or_factory, width, shape, count, repeats, bound):
     # One pass for the whole batch: its memory is bounded by `eager_pays`, and each eager
     # chunk pays the dispatch of every op again (on the seed at 64 px, 16 images in
     # chunks of 4: 1.9 CPU-s per new network against 1.1 at once).
     return 'eager', None
-  if taps is not None and not taps.on_pit:
+  if taps == 'asvit':
     chunk = one_repeat_eager_chunk(arch_or_factory, width, shape, count, repeats)
     if chunk is not None:
       return 'eager', chunk
@@ -538,6 +559,34 @@ def _kernel_function(net: network_lib.Network, weights, units, taps, include_sca
   return network_lib.compile_mode(kernel, mode)
 
 
+def _plain_path(arch_or_factory, width, shape, count: int, repeats: int, mode: str,
+                method: str, chunk_size: Optional[int]):
+  """(topology, images per pass or None) where κ_Θ runs eagerly on a topology without its
+  Keras model (`plain`): method 'auto' on a topology `plain.topology_or_none` takes, run
+  eagerly (mode 'eager' in `chunk_size`, or 'auto' where it picks eager, in its passes);
+  else None."""
+  if method != 'auto' or mode not in ('auto', 'eager'):
+    return None
+  from asvit_tf.complexity import plain  # pylint: disable=g-import-not-at-top
+  topology = plain.topology_or_none(arch_or_factory, width)
+  if topology is None:
+    return None
+  if mode == 'eager':
+    return topology, chunk_size
+  mode, chunk = _auto_path(arch_or_factory, width, shape, count, repeats, 'asvit')
+  return (topology, chunk) if mode == 'eager' else None
+
+
+def _values(measured, repeats: int, theta) -> List[float]:
+  """κ_Θ of Θ = theta(r) for each repeat r in `measured`."""
+  values = []
+  for r in measured:
+    value = condition_number(theta(r).numpy())
+    values.append(value)
+    logging.vlog(1, 'NTK repeat %d/%d: %s', r + 1, repeats, value)
+  return values
+
+
 def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size: int = 224,
                          repeats: int = 5, seed: int = 0, images=None, batch_size: int = 16,
                          *, width: Optional[int] = None, include_scales: bool = True,
@@ -577,7 +626,9 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
     method: how the per-image gradients are taken: 'taps' (`TappedGradients`: one batched
       pass, As-ViT and PiT models only), 'vmap' (`per_image_gradients`, any model) or 'auto'
       (taps on an As-ViT or PiT, else vmap): taps run one batched pass where vmap vectorises
-      op by op (docs/benchmarks.md compares them). 'units' (As-ViT only; `units`): Θ as
+      op by op (docs/benchmarks.md compares them). Where 'auto' runs a topology eagerly, its
+      taps run without a Keras model (`plain`: the same values to float rounding, no build);
+      'taps' keeps the Keras model. 'units' (As-ViT only; `units`): Θ as
       by taps, from each unit (patch embedding, merging, block) traced once per kind of unit
       and kept across networks, so a new network made of units measured before pays no
       trace; the whole batch at once, `mode` and `chunk_size` unused.
@@ -596,31 +647,38 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
   if images is not None:
     images = np.asarray(images)
   start = time.perf_counter()
+  count = images.shape[0] if images is not None else batch_size
+  noise = lambda r: images if images is not None else noise_images(batch_size, shape, seed, r)
+  path = _plain_path(arch_or_factory, width, shape, count, repeats, mode, method, chunk_size)
+  if path is not None:
+    from asvit_tf.complexity import plain  # pylint: disable=g-import-not-at-top
+    topology, chunk_size = path
+    dtype = plain.policy_dtype()
+    values = _values(measured, repeats, lambda r: plain.kernel_matrix(
+        topology, tf.constant(noise(r), dtype), seed, r, include_scales=include_scales,
+        share_embedding=share_embedding, chunk_size=chunk_size))
+    return MetricResult.from_values(values, time.perf_counter() - start)
+
   net = network_lib.measured_network(arch_or_factory, width, True, shape, share_embedding)
   weights = net.kernels(include_scales)
   if not weights:
     raise ValueError('the model has no kernels (trainable variables of rank >= 2) nor '
                      'LayerNorm scales')
-
   units = _units_or_none(net.model, method)
   taps = None if units else _tapped_or_none(net.model, weights, method, net.layers)
-
-  count = images.shape[0] if images is not None else batch_size
   if mode == 'auto':
-    mode, auto_chunk = _auto_path(arch_or_factory, width, shape, count, repeats, taps)
+    kind = None if taps is None else 'pit' if taps.on_pit else 'asvit'
+    mode, auto_chunk = _auto_path(arch_or_factory, width, shape, count, repeats, kind)
     if mode == 'eager':
       chunk_size = auto_chunk
   run = _kernel_function(net, weights, units, taps, include_scales, mode, chunk_size, count)
 
-  values = []
+  def theta(r):
+    if not net.given:
+      net.reinitialise(seed, r, share_embedding)
+    return run(tf.constant(noise(r), net.dtype))
   try:
-    for r in measured:
-      if not net.given:
-        net.reinitialise(seed, r, share_embedding)
-      batch = images if images is not None else noise_images(batch_size, shape, seed, r)
-      value = condition_number(run(tf.constant(batch, net.dtype)).numpy())
-      values.append(value)
-      logging.vlog(1, 'NTK repeat %d/%d: %s', r + 1, repeats, value)
+    values = _values(measured, repeats, theta)
   finally:
     if taps is not None:
       taps.untap()

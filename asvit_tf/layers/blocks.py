@@ -113,6 +113,29 @@ def dilated_kernel(kernel, dilation: int):
   return tf.reshape(x, [k * dilation, k * dilation, c, w])[:size, :size]
 
 
+def pad_images(images, kernel: int, stride: int, dilation: int):
+  """Images [B, H, W, C] zero-padded as the patch embedding's conv sees them
+  (`embedding_padding` on each side)."""
+  h, w = static_hw(images, 'PatchEmbedding')
+  top, bottom = embedding_padding(h, kernel, stride, dilation)
+  left, right = embedding_padding(w, kernel, stride, dilation)
+  return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+
+
+def embedding_conv(padded, kernel, stride: int, dilation: int):
+  """The patch embedding's conv of padded images by `kernel` [K, K, C, W], without its
+  bias: [B, rows, cols, W].
+
+  A dilation d > 1 is applied to the kernel itself (d − 1 zeros between its taps, an
+  ordinary strided conv of the dilated kernel): TensorFlow's CPU kernels without oneDNN
+  have no gradient of a dilated conv's filter ("do not yet support dilation rates larger
+  than 1"), which progressive re-tokenization trains through."""
+  kernel = tf.cast(kernel, padded.dtype)
+  if dilation > 1:
+    kernel = dilated_kernel(kernel, dilation)
+  return tf.nn.conv2d(padded, kernel, strides=stride, padding='VALID')
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class PatchEmbedding(tf_keras.layers.Layer):
   """Zero-pad, K×K conv with stride s and dilation d, then LayerNorm.
@@ -152,22 +175,12 @@ class PatchEmbedding(tf_keras.layers.Layer):
 
   def pad(self, images):
     """The images zero-padded as the conv sees them (`embedding_padding`)."""
-    h, w = static_hw(images, 'PatchEmbedding')
-    top, bottom = embedding_padding(h, self.kernel, self.stride, self.dilation)
-    left, right = embedding_padding(w, self.kernel, self.stride, self.dilation)
-    return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    return pad_images(images, self.kernel, self.stride, self.dilation)
 
   def conv(self, padded):
-    """The conv of padded images, without its bias: [B, rows, cols, width].
-
-    A dilation d > 1 is applied to the kernel itself (d − 1 zeros between its taps, an
-    ordinary strided conv of the dilated kernel): TensorFlow's CPU kernels without oneDNN
-    have no gradient of a dilated conv's filter ("do not yet support dilation rates larger
-    than 1"), which progressive re-tokenization trains through."""
-    kernel = tf.cast(self.conv_kernel, padded.dtype)
-    if self.dilation > 1:
-      kernel = dilated_kernel(kernel, self.dilation)
-    return tf.nn.conv2d(padded, kernel, strides=self.stride, padding='VALID')
+    """The conv of padded images, without its bias: [B, rows, cols, width]
+    (`embedding_conv`)."""
+    return embedding_conv(padded, self.conv_kernel, self.stride, self.dilation)
 
   def call(self, images):
     x = self.conv(self.pad(images))
@@ -197,6 +210,46 @@ def _window_merge(x, rows: int, cols: int, window_h: int, window_w: int):
   x = tf.reshape(x, [-1, nh, nw, window_h, window_w, c])
   x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
   return tf.reshape(x, [-1, rows, cols, c])
+
+
+def split_window(rows: int, cols: int, split: int) -> Tuple[int, int]:
+  """The window (rows, cols) of `split`×`split` windows over a rows×cols grid: ceil(grid /
+  split) tokens a side (the `splits` window policy)."""
+  return math.ceil(rows / split), math.ceil(cols / split)
+
+
+def window_functions(rows: int, cols: int, window_h: int, window_w: int):
+  """(to_windows, from_windows) for a rows×cols grid and windows of window_h×window_w
+  tokens: [B, rows, cols, C] -> [Bw, n, C] tokens of the (zero-padded) grid's windows, and
+  back, cropped."""
+  pad_r, pad_c = (-rows) % window_h, (-cols) % window_w
+  prow, pcol = rows + pad_r, cols + pad_c
+
+  def to_windows(x):
+    if pad_r or pad_c:
+      x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
+    return _window_partition(x, prow, pcol, window_h, window_w)
+
+  def from_windows(tokens):
+    return _window_merge(tokens, prow, pcol, window_h, window_w)[:, :rows, :cols, :]
+  return to_windows, from_windows
+
+
+def split_heads(qkv, heads: int, head_dim: int, scale: float):
+  """[Bw, n, 3·heads·head_dim] -> (q·scale, k, v), each [Bw, heads, n, head_dim]."""
+  n = qkv.shape[1]
+  qkv = tf.reshape(qkv, [-1, n, 3, heads, head_dim])
+  # unstack, not indexing: the gradient of three strided slices is three zero-padded
+  # copies of the whole tensor, added up.
+  q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))   # each [Bw, heads, n, hd]
+  return q * scale, k, v
+
+
+def merge_heads(out):
+  """[Bw, heads, n, head_dim] -> [Bw, n, heads·head_dim]."""
+  heads, head_dim = out.shape[1], out.shape[3]
+  out = tf.transpose(out, [0, 2, 1, 3])                       # [Bw, n, heads, hd]
+  return tf.reshape(out, [-1, out.shape[1], heads * head_dim])
 
 
 def attention(q, k, v):
@@ -252,37 +305,20 @@ class SplitAttention(tf_keras.layers.Layer):
   def window(self, rows: int, cols: int) -> Tuple[int, int]:
     if self.fixed_window is not None:
       return min(self.fixed_window, rows), min(self.fixed_window, cols)
-    return math.ceil(rows / self.split), math.ceil(cols / self.split)
+    return split_window(rows, cols, self.split)
 
   def windows(self, rows: int, cols: int):
     """(to_windows, from_windows) for a rows×cols grid: [B, rows, cols, C] -> [Bw, n, C]
     tokens of the (zero-padded) grid's windows, and back, cropped."""
-    wh, ww = self.window(rows, cols)
-    pad_r, pad_c = (-rows) % wh, (-cols) % ww
-    prow, pcol = rows + pad_r, cols + pad_c
-
-    def to_windows(x):
-      if pad_r or pad_c:
-        x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
-      return _window_partition(x, prow, pcol, wh, ww)
-
-    def from_windows(tokens):
-      return _window_merge(tokens, prow, pcol, wh, ww)[:, :rows, :cols, :]
-    return to_windows, from_windows
+    return window_functions(rows, cols, *self.window(rows, cols))
 
   def split_heads(self, qkv):
     """[Bw, n, 3·inner] -> (q·scale, k, v), each [Bw, heads, n, head_dim]."""
-    n = qkv.shape[1]
-    qkv = tf.reshape(qkv, [-1, n, 3, self.num_heads, self.head_dim])
-    # unstack, not indexing: the gradient of three strided slices is three zero-padded
-    # copies of the whole tensor, added up.
-    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))   # each [Bw, heads, n, hd]
-    return q * self.scale, k, v
+    return split_heads(qkv, self.num_heads, self.head_dim, self.scale)
 
   def merge_heads(self, out):
     """[Bw, heads, n, head_dim] -> [Bw, n, inner]."""
-    out = tf.transpose(out, [0, 2, 1, 3])                       # [Bw, n, heads, hd]
-    return tf.reshape(out, [-1, out.shape[1], self.inner])
+    return merge_heads(out)
 
   def call(self, x):
     to_windows, from_windows = self.windows(*static_hw(x, 'SplitAttention'))
@@ -382,7 +418,7 @@ class TransformerBlock(tf_keras.layers.Layer):
 
 
 @functools.lru_cache(maxsize=64)
-def _patch_index(padded_cols: int, out_r: int, out_c: int, kernel: int) -> np.ndarray:
+def patch_index(padded_cols: int, out_r: int, out_c: int, kernel: int) -> np.ndarray:
   """For a padded grid flattened row-major (`padded_cols` tokens a row), the tokens of the
   k×k stride-2 patches: [out_r·out_c·k²] int32, patch by patch, then patch row, patch column."""
   r = 2 * np.arange(out_r)[:, None, None, None] + np.arange(kernel)[None, None, :, None]
@@ -390,6 +426,31 @@ def _patch_index(padded_cols: int, out_r: int, out_c: int, kernel: int) -> np.nd
   index = (r * padded_cols + c).reshape(-1).astype(np.int32)
   index.flags.writeable = False   # shared by every call of these sizes
   return index
+
+
+def merge_padding(size: int, kernel: int) -> Tuple[int, int]:
+  """(before, after) zero padding of one grid side for the patch merging: (k-2)//2 before
+  and the rest after, so that a side of n gives ceil(n/2)."""
+  out = math.ceil(size / 2)
+  total = max(0, 2 * (out - 1) + kernel - size)
+  before = min(total, (kernel - 2) // 2)
+  return before, total - before
+
+
+def merge_patches(x, kernel: int):
+  """[B, n, m, d] -> [B, ceil(n/2), ceil(m/2), k²·d]: the k×k patches, stride 2, of the
+  padded grid (`merge_padding`); the k²·d vector ordered patch row, patch column, channel."""
+  rows, cols = static_hw(x, 'PatchMerging')
+  top, bottom = merge_padding(rows, kernel)
+  left, right = merge_padding(cols, kernel)
+  x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+  out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
+  _, padded_rows, padded_cols, d = x.shape
+  # One gather from the flattened grid, not k² strided slices: their backward writes k²
+  # grids of zeros and adds them (docs/benchmarks.md, "Patch merging by one gather").
+  grid = tf.reshape(x, [-1, padded_rows * padded_cols, d])
+  index = patch_index(padded_cols, out_r, out_c, kernel)
+  return tf.reshape(tf.gather(grid, index, axis=1), [-1, out_r, out_c, kernel**2 * d])
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -430,11 +491,6 @@ class PatchMerging(tf_keras.layers.Layer):
       build_in_scope(self.shortcut_proj, tf.TensorShape([None, self.in_width]))
     super().build(input_shape)
 
-  def _padding(self, size: int) -> Tuple[int, int]:
-    out = math.ceil(size / 2)
-    total = max(0, 2 * (out - 1) + self.kernel - size)
-    before = min(total, (self.kernel - 2) // 2)
-    return before, total - before
 
   def call(self, x):
     out = self.merge(x)
@@ -453,20 +509,8 @@ class PatchMerging(tf_keras.layers.Layer):
     return self.reduction(self.norm(self.patches(x)))
 
   def patches(self, x):
-    """[B, n, m, d] -> [B, ceil(n/2), ceil(m/2), k²·d]: the k×k patches, stride 2, of the
-    padded grid; the k²·d vector ordered patch row, patch column, channel."""
-    rows, cols = static_hw(x, 'PatchMerging')
-    top, bottom = self._padding(rows)
-    left, right = self._padding(cols)
-    x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-    out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
-    _, padded_rows, padded_cols, d = x.shape
-    # One gather from the flattened grid, not k² strided slices: their backward writes k²
-    # grids of zeros and adds them (docs/benchmarks.md, "Patch merging by one gather").
-    grid = tf.reshape(x, [-1, padded_rows * padded_cols, d])
-    index = _patch_index(padded_cols, out_r, out_c, self.kernel)
-    return tf.reshape(tf.gather(grid, index, axis=1),
-                      [-1, out_r, out_c, self.kernel**2 * d])
+    """[B, n, m, d] -> [B, ceil(n/2), ceil(m/2), k²·d] (`merge_patches`)."""
+    return merge_patches(x, self.kernel)
 
   def get_config(self):
     return {**super().get_config(), 'in_width': self.in_width, 'out_width': self.out_width,

@@ -9,6 +9,7 @@ from asvit_tf import arch as arch_lib
 from asvit_tf import complexity
 from asvit_tf.complexity import network
 from asvit_tf.complexity import ntk as ntk_lib
+from asvit_tf.complexity import plain
 from asvit_tf.models import pit
 from asvit_tf.models import pit_size
 from tests.complexity.conftest import TINY
@@ -156,8 +157,9 @@ def test_one_repeat_of_an_asvit_goes_eagerly_in_two_passes_at_most():
 @pytest.mark.parametrize('repeats', [1, 2])
 def test_auto_takes_the_one_repeat_eager_passes_and_gives_their_values(repeats):
   """With the bound set so that 5 images of the seed at 32 px need two passes: one repeat
-  runs eagerly in passes of 3 images (the last one short), two repeats traced (in chunks of
-  `ntk.DEFAULT_CHUNK`, looped over outside the per-image-gradient helper)."""
+  runs eagerly in passes of 3 images (the last one short; without a Keras model, `plain`),
+  two repeats traced (in chunks of `ntk.DEFAULT_CHUNK`, looped over outside the
+  per-image-gradient helper)."""
   shape, images = (32, 32, 3), 5
   macs = network.forward_macs(SEED, None, shape)
   calls = []
@@ -170,14 +172,20 @@ def test_auto_takes_the_one_repeat_eager_passes_and_gives_their_values(repeats):
   def recorded_chunks(taps, weights, batch, chunk_size=None):
     calls.append(chunk_size)
     return chunks(taps, weights, batch, chunk_size)
+
+  def recorded_plain(*args, chunk_size=None, **kwargs):
+    calls.append(('plain', chunk_size))
+    return plain_kernel(*args, chunk_size=chunk_size, **kwargs)
+  plain_kernel = plain.kernel_matrix
   kwargs = dict(image_size=32, repeats=repeats, seed=6, batch_size=images)
   with mock.patch.object(network, 'EAGER_BATCH_MACS', macs - 1), \
        mock.patch.object(ntk_lib, 'ASVIT_ONE_REPEAT_PASS_MACS', 3 * macs), \
        mock.patch.object(network, 'compile_mode', recorded_mode), \
-       mock.patch.object(ntk_lib, 'tapped_per_image_gradients', recorded_chunks):
+       mock.patch.object(ntk_lib, 'tapped_per_image_gradients', recorded_chunks), \
+       mock.patch.object(plain, 'kernel_matrix', recorded_plain):
     auto = complexity.ntk_condition_number(SEED, **kwargs)
   if repeats == 1:
-    assert calls == ['eager', 3]
+    assert calls == [('plain', 3)]
     eager = complexity.ntk_condition_number(SEED, mode='eager', chunk_size=3, **kwargs)
     assert auto.values == eager.values
   else:

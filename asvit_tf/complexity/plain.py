@@ -1,0 +1,278 @@
+"""κ_Θ's eager pass on an As-ViT topology in plain TensorFlow ops, without a Keras model.
+
+Per new network, the eager tapped pass (`ntk.TappedGradients` on the built model) paid
+mostly for Keras rather than for arithmetic: on the seed at 64 px, 56 ms to build the model
+(its layers and variables), 30 ms to draw into the variables, and about two thousand ops,
+most of them the layers' bookkeeping (Dense's `tensordot` on token maps, the LayerNorms'
+`batch_normalization`, the taps' recomputed x̂) and their gradients.
+
+Here the same network runs as functions of tensors:
+- the weights are drawn as tensors, in the order and with the seeds `Network.reinitialise`
+  draws the model's variables (`weight_plan` lists them as the model creates them), so they
+  are the model's to the bit. The weights a Keras initializer does not draw (biases and
+  LayerNorm offsets, zeros; LayerNorm scales, ones) are left out of the arithmetic, which
+  they do not change;
+- the forward pass is `asvit.AsViTEncoder`'s (patch embedding, blocks, patch mergings, with
+  `asvit_tf.layers.blocks`' own functions for padding, windows, heads and patches, and
+  `attention.attention` for the core), each Dense one matmul on the tokens, each LayerNorm
+  x̂ = (x − μ) / √(σ² + ε), which is also the scale's tapped x̂. Each kernel's input a and
+  output z are recorded as `TappedGradients` records them, and one tape from the patch
+  embedding's z on gives δ at every z.
+
+Θ is then formed from those factors as `TappedGradients` forms it (`ntk.theta_from_factors`).
+The values equal the tapped pass on the Keras model to float rounding (tests in float64).
+
+Only for a topology measured as the default `AsViT` that `network.model_factory` builds
+(plain merge, `splits` windows, tokenization stride 4, drop path 0) under a float32 or
+float64 Keras policy (`topology_or_none`); anything else takes the Keras model.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from asvit_tf import arch as arch_lib
+from asvit_tf import seeding
+from asvit_tf.complexity import attention
+from asvit_tf.complexity import network as network_lib
+from asvit_tf.complexity import ntk
+from asvit_tf.layers import blocks
+
+STRIDE = 4    # the default tokenization (`AsViTEncoder`'s stride, dilation 1)
+EPSILON = 1e-5   # `blocks.norm`'s LayerNorm ε
+
+
+class PlannedWeight(NamedTuple):
+  """One trainable variable of the model: its name (its Keras name without `encoder/` and
+  `:0`), shape, the initializer that draws it (None: a constant, zeros or ones), and whether
+  it is a Dense or LayerNorm weight (drawn again at every repeat under `share_embedding`)."""
+  name: str
+  shape: Tuple[int, ...]
+  initializer: Optional[tf_keras.initializers.Initializer]
+  redrawn: bool
+
+
+def policy_dtype() -> Optional[tf.DType]:
+  """The dtype the model would be built in (weights and compute alike: Keras' global
+  policy float32 or float64), or None under a mixed policy (the Keras path)."""
+  name = tf_keras.mixed_precision.global_policy().name
+  return tf.as_dtype(name) if name in ('float32', 'float64') else None
+
+
+def topology_or_none(arch_or_factory, width: Optional[int]) -> Optional[arch_lib.Topology]:
+  """The topology (with C = `width` if given) when `arch_or_factory` is a topology, topology
+  string or variant name and the Keras policy is not mixed (`policy_dtype`); else None (a
+  factory or a model: the Keras path)."""
+  if callable(arch_or_factory) or network_lib.is_model(arch_or_factory):
+    return None
+  if policy_dtype() is None:
+    return None
+  topology = arch_lib.as_topology(arch_or_factory)
+  return topology if width is None else topology.replace(width=int(width))
+
+
+@functools.lru_cache(maxsize=256)
+def weight_plan(topology: arch_lib.Topology, channels: int = 3) -> Tuple[PlannedWeight, ...]:
+  """The trainable variables of `network.model_factory(topology)`'s model built for images
+  of `channels` channels, in its `trainable_variables` order: the patch embedding's, the
+  patch mergings', then the blocks', stage by stage."""
+  widths, kernels = topology.stage_widths, topology.kernels
+  dense = blocks.dense_initializer()
+  conv = blocks.embedding_initializer(channels, kernels[0])
+  plan = [PlannedWeight('patch_embed/kernel', (kernels[0], kernels[0], channels, widths[0]),
+                        conv, False),
+          PlannedWeight('patch_embed/bias', (widths[0],), conv, False)]
+  plan += _norm_plan('patch_embed/norm', widths[0])
+  for i in range(1, arch_lib.NUM_STAGES):
+    patch = kernels[i] ** 2 * widths[i - 1]
+    plan += _norm_plan(f'merge{i + 1}/norm', patch)
+    plan.append(PlannedWeight(f'merge{i + 1}/reduction/kernel', (patch, widths[i]), dense,
+                              True))
+  for i, (width, heads) in enumerate(zip(widths, topology.stage_heads)):
+    inner = width // heads * heads
+    hidden = topology.expansions[i] * width
+    for j in range(topology.depths[i]):
+      name = f'stage{i + 1}_block{j + 1}'
+      plan += _norm_plan(f'{name}/norm1', width)
+      plan += _dense_plan(f'{name}/attn/qkv', width, 3 * inner)
+      plan += _dense_plan(f'{name}/attn/proj', inner, width)
+      plan += _norm_plan(f'{name}/norm2', width)
+      plan += _dense_plan(f'{name}/mlp/fc1', width, hidden)
+      plan += _dense_plan(f'{name}/mlp/fc2', hidden, width)
+  return tuple(plan)
+
+
+def _norm_plan(name: str, width: int) -> List[PlannedWeight]:
+  return [PlannedWeight(f'{name}/gamma', (width,), None, True),
+          PlannedWeight(f'{name}/beta', (width,), None, True)]
+
+
+def _dense_plan(name: str, n_in: int, n_out: int) -> List[PlannedWeight]:
+  return [PlannedWeight(f'{name}/kernel', (n_in, n_out), blocks.dense_initializer(), True),
+          PlannedWeight(f'{name}/bias', (n_out,), None, True)]
+
+
+def drawn_weights(plan, seed: int, repeat: int, share_embedding: bool = False,
+                  dtype: tf.DType = tf.float32) -> Dict[str, tf.Tensor]:
+  """{name: value} of the drawn weights of `plan` at `repeat`: `Network.reinitialise`'s
+  draws of a model in `dtype`, to the bit."""
+  out = {}
+  for i, weight in enumerate(plan):
+    if weight.initializer is None:
+      continue
+    draw = repeat if weight.redrawn or not share_embedding else 0
+    initial = functools.partial(weight.initializer, weight.shape, dtype=dtype)
+    out[weight.name] = network_lib.reseeded(
+        initial, seeding.measure_seed(seed, seeding.WEIGHTS, draw, i))
+  return out
+
+
+@tf.custom_gradient
+def normalised(x):
+  """x̂ = (x − μ) / √(σ² + ε) over the last axis (μ, σ² of each token's vector), with its
+  backward written out: δx = (δ − mean(δ) − x̂ · mean(δ ⊙ x̂)) / √(σ² + ε) (a handful of ops
+  where the tape's own backward of the moments takes dozens)."""
+  mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+  centred = x - mean
+  variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+  inverse = tf.math.rsqrt(variance + tf.constant(EPSILON, x.dtype))
+  x_hat = centred * inverse
+
+  def backward(delta):
+    return inverse * (delta - tf.reduce_mean(delta, axis=-1, keepdims=True)
+                      - x_hat * tf.reduce_mean(delta * x_hat, axis=-1, keepdims=True))
+  return x_hat, backward
+
+
+def merge_patches(x, kernel: int):
+  """`blocks.merge_patches` with its backward written out: the patches' δ added back into
+  the grid by one segment sum (the tape's gather backward takes some thirty ops)."""
+  rows, cols = blocks.static_hw(x, 'PatchMerging')
+  top, bottom = blocks.merge_padding(rows, kernel)
+  left, right = blocks.merge_padding(cols, kernel)
+  return _gathered_patches(x, kernel, (top, bottom), (left, right))
+
+
+def _gathered_patches(x, kernel: int, pad_rows: Tuple[int, int], pad_cols: Tuple[int, int]):
+  @tf.custom_gradient
+  def patches(x):
+    out = blocks.merge_patches(x, kernel)
+    b, rows, cols, d = x.shape
+    padded_rows, padded_cols = rows + sum(pad_rows), cols + sum(pad_cols)
+    index = blocks.patch_index(padded_cols, out.shape[1], out.shape[2], kernel)
+
+    def backward(delta):
+      delta = tf.transpose(tf.reshape(delta, [b, -1, d]), [1, 0, 2])    # [P·k², b, d]
+      grid = tf.math.unsorted_segment_sum(delta, index, padded_rows * padded_cols)
+      grid = tf.reshape(tf.transpose(grid, [1, 0, 2]), [b, padded_rows, padded_cols, d])
+      return grid[:, pad_rows[0]:pad_rows[0] + rows, pad_cols[0]:pad_cols[0] + cols]
+    return out, backward
+  return patches(x)
+
+
+class _Pass:
+  """One forward pass of a topology on drawn weights, recording (name, kind, a, z) per
+  tapped kernel or scale as `TappedGradients` does ('dense': a the input; 'scale': a = x̂;
+  'conv': a None, the patches taken afterwards), with z on `tape`."""
+
+  def __init__(self, topology: arch_lib.Topology, weights: Dict[str, tf.Tensor],
+               include_scales: bool):
+    self.topology, self.weights, self.include_scales = topology, weights, include_scales
+    self.records = []
+
+  def features(self, images, tape: tf.GradientTape):
+    topo = self.topology
+    kernel = topo.kernels[0]
+    padded = blocks.pad_images(images, kernel, STRIDE, 1)
+    z = tf.nn.bias_add(blocks.embedding_conv(padded, self.weights['patch_embed/kernel'],
+                                             STRIDE, 1), self.weights['patch_embed/bias'])
+    tape.watch(z)   # nothing before the embedding's z is differentiated
+    self.records.append(('patch_embed/kernel', 'conv', None, z))
+    x = self._norm('patch_embed/norm', z)
+    for i in range(arch_lib.NUM_STAGES):
+      if i:
+        name = f'merge{i + 1}'
+        x = self._dense(f'{name}/reduction',
+                        self._norm(f'{name}/norm', merge_patches(x, topo.kernels[i])))
+      for j in range(topo.depths[i]):
+        x = self._block(f'stage{i + 1}_block{j + 1}', x, topo.splits[i],
+                        topo.stage_heads[i])
+    return tf.reduce_mean(x, axis=[1, 2])
+
+  def _norm(self, name: str, x):
+    """LayerNorm over the last axis at its initial scale 1 and offset 0: x̂."""
+    x_hat = normalised(x)
+    if self.include_scales:
+      self.records.append((f'{name}/gamma', 'scale', x_hat, x_hat))
+    return x_hat
+
+  def _dense(self, name: str, x):
+    """A Dense at its initial bias 0: one matmul of the tokens by its kernel."""
+    kernel = self.weights[f'{name}/kernel']
+    z = tf.reshape(tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel),
+                   [*x.shape[:-1], kernel.shape[-1]])
+    self.records.append((f'{name}/kernel', 'dense', x, z))
+    return z
+
+  def _block(self, name: str, x, split: int, heads: int):
+    rows, cols = blocks.static_hw(x, 'SplitAttention')
+    to_windows, from_windows = blocks.window_functions(
+        rows, cols, *blocks.split_window(rows, cols, split))
+    head_dim = x.shape[-1] // heads
+    q, k, v = blocks.split_heads(
+        self._dense(f'{name}/attn/qkv', to_windows(self._norm(f'{name}/norm1', x))),
+        heads, head_dim, head_dim ** -0.5)
+    out = blocks.merge_heads(attention.attention(q, k, v))
+    x = x + from_windows(self._dense(f'{name}/attn/proj', out))
+    hidden = tf.nn.gelu(self._dense(f'{name}/mlp/fc1', self._norm(f'{name}/norm2', x)),
+                        approximate=False)
+    return x + self._dense(f'{name}/mlp/fc2', hidden)
+
+
+def factors(topology: arch_lib.Topology, weights: Dict[str, tf.Tensor], images,
+            include_scales: bool = True):
+  """(name, kind, factors) per tapped call, as `TappedGradients._factors` gives them for
+  the model's weights (names for weights): 'product' (a [b, tokens, in], δ [b, tokens,
+  out]) or 'gradient' (a scale's g [b, C])."""
+  b = images.shape[0]
+  run = _Pass(topology, weights, include_scales)
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    total = tf.reduce_sum(run.features(images, tape))
+  deltas = tape.gradient(total, [z for _, _, _, z in run.records],
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  out = []
+  for (name, kind, a, _), delta in zip(run.records, deltas):
+    delta = tf.reshape(delta, [b, -1, delta.shape[-1]])
+    if kind == 'scale':
+      a = tf.reshape(a, [b, -1, delta.shape[-1]])
+      out.append((name, 'gradient', tf.reduce_sum(a * delta, axis=1)))   # [b, C]
+      continue
+    if kind == 'conv':
+      k = topology.kernels[0]
+      a = tf.image.extract_patches(blocks.pad_images(images, k, STRIDE, 1), [1, k, k, 1],
+                                   [1, STRIDE, STRIDE, 1], [1, 1, 1, 1], 'VALID')
+    out.append((name, 'product', (tf.reshape(a, [b, -1, a.shape[-1]]), delta)))
+  return out
+
+
+def kernel_matrix(topology: arch_lib.Topology, images, seed: int, repeat: int, *,
+                  include_scales: bool = True, share_embedding: bool = False,
+                  chunk_size: Optional[int] = None) -> tf.Tensor:
+  """Θ [B, B] in float64 of `topology` at `repeat`'s weights (`drawn_weights` in the images'
+  dtype) on `images` [B, H, W, C]: the whole batch in one pass (None), or in passes of
+  `chunk_size` images whose per-image gradients are joined."""
+  plan = weight_plan(topology, int(images.shape[-1]))
+  weights = drawn_weights(plan, seed, repeat, share_embedding, images.dtype)
+  count = int(images.shape[0])
+  if chunk_size is None or chunk_size >= count:
+    return ntk.theta_from_factors(factors(topology, weights, images, include_scales))
+  wanted = [(w.name, w.shape, images.dtype) for w in plan
+            if len(w.shape) >= 2 or (include_scales and w.name.endswith('/gamma'))]
+
+  def per_image(chunk):
+    return ntk.per_image_from_factors(factors(topology, weights, chunk, include_scales),
+                                      wanted, int(chunk.shape[0]))
+  return ntk.kernel_matrix(ntk.chunk_by_chunk(per_image, images, chunk_size, pad=False))

@@ -1,0 +1,119 @@
+"""κ_Θ's eager pass without a Keras model (`plain`): the same weights to the bit, the same
+Θ to float rounding, and the path `ntk_condition_number` takes for a topology (issue 19)."""
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from asvit_tf import complexity
+from asvit_tf.complexity import network
+from asvit_tf.complexity import ntk
+from asvit_tf.complexity import plain
+from asvit_tf.layers import blocks
+from tests.complexity.conftest import TINY
+
+SEED = '8,2,3|4,1,2|4,1,4|4,1,6|32'
+# The tiny net; one with 2 and 3 blocks in stages, merging kernels 3 and 4 and windows the
+# grid does not divide at 40×56 px; and a width set apart from the topology's.
+TOPOLOGIES = [(TINY, None), ('5,4,2,2|3,2,5,3|4,1,3|3,1,2,2|16,8', None), (SEED, 16)]
+
+
+def _keras_names(net):
+  return [v.name.split('encoder/', 1)[1].rsplit(':', 1)[0] for v in net.variables]
+
+
+@pytest.mark.parametrize('arch,width', TOPOLOGIES)
+def test_the_plan_and_its_draws_are_the_models_variables_and_draws(arch, width):
+  topology = plain.topology_or_none(arch, width)
+  net = network.measured_network(arch, width, True, (40, 56, 3))
+  plan = plain.weight_plan(topology)
+  assert [w.name for w in plan] == _keras_names(net)
+  assert [w.shape for w in plan] == [tuple(v.shape) for v in net.variables]
+  for repeat, share in ((0, False), (2, False), (2, True)):
+    net.reinitialise(7, repeat, share)
+    drawn = plain.drawn_weights(plan, 7, repeat, share)
+    for w, v in zip(plan, net.variables):
+      if w.initializer is None:   # not drawn: the zeros and ones the arithmetic leaves out
+        assert np.all(v.numpy() == (1.0 if w.name.endswith('gamma') else 0.0)), w.name
+      else:
+        np.testing.assert_array_equal(drawn[w.name].numpy(), v.numpy(), err_msg=w.name)
+
+
+@pytest.mark.parametrize('arch,width', TOPOLOGIES)
+@pytest.mark.parametrize('include_scales', [True, False])
+def test_theta_equals_the_keras_models_tapped_theta(float64, arch, width, include_scales):
+  """In float64, to 1e-10: the same network, the same weights, the same Θ; whole or in
+  chunks (the last one short)."""
+  topology = plain.topology_or_none(arch, width)
+  net = network.measured_network(arch, width, True, (40, 56, 3))
+  assert net.dtype == tf.float64
+  net.reinitialise(4, 1)
+  images = tf.constant(ntk.noise_images(5, (40, 56, 3), 4, 1), tf.float64)
+  taps = ntk.TappedGradients(net.model)
+  try:
+    want = taps.kernel_matrix(net.kernels(include_scales), images).numpy()
+  finally:
+    taps.untap()
+  for chunk in (None, 2):
+    got = plain.kernel_matrix(topology, images, 4, 1, include_scales=include_scales,
+                              chunk_size=chunk).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(),
+                               err_msg=str(chunk))
+
+
+@pytest.mark.parametrize('kernel,rows,cols', [(2, 5, 6), (3, 7, 4), (4, 6, 5)])
+def test_the_written_out_backwards_equal_the_tapes(float64, kernel, rows, cols):
+  """`normalised` and `merge_patches` differentiate as the plain ops they replace."""
+  rng = np.random.default_rng(kernel)
+  x = tf.constant(rng.standard_normal((2, rows, cols, 3)))
+  weights = tf.constant(rng.standard_normal((2, (rows + 1) // 2, (cols + 1) // 2,
+                                             kernel * kernel * 3)))
+  norm_weights = tf.constant(rng.standard_normal(x.shape))
+
+  def loss(merge, norm, x):
+    return (tf.reduce_sum(merge(x, kernel) * weights)
+            + tf.reduce_sum(norm(x) * norm_weights * norm(x)))
+
+  def plain_norm(x):
+    mean, variance = tf.nn.moments(x, [3], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + tf.constant(1e-5, x.dtype))
+  grads = []
+  for merge, norm in ((plain.merge_patches, plain.normalised),
+                      (blocks.merge_patches, plain_norm)):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      value = loss(merge, norm, x)
+    grads.append((value.numpy(), tape.gradient(value, x).numpy()))
+  np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-12)
+  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('mode', ['auto', 'eager'])
+def test_a_topology_measured_eagerly_takes_the_plain_pass(mode):
+  """'auto' (eager on a small net) and 'eager' run `plain` on a topology, with no Keras
+  model built, and agree with the traced Keras measure and the Keras model's eager taps."""
+  kwargs = dict(image_size=32, repeats=2, seed=3, batch_size=6, share_embedding=True)
+  with mock.patch.object(network, 'measured_network',
+                         side_effect=AssertionError('built a Keras model')), \
+       mock.patch.object(plain, 'kernel_matrix', wraps=plain.kernel_matrix) as run:
+    got = complexity.ntk_condition_number(SEED, mode=mode, **kwargs)
+  assert run.call_count == 2
+  assert run.call_args.kwargs['chunk_size'] == (None if mode == 'auto' else ntk.DEFAULT_CHUNK)
+  graph = complexity.ntk_condition_number(SEED, mode='graph', **kwargs)
+  keras_eager = complexity.ntk_condition_number(SEED, mode=mode, method='taps', **kwargs)
+  np.testing.assert_allclose(got.values, graph.values, rtol=1e-4)
+  np.testing.assert_allclose(got.values, keras_eager.values, rtol=1e-4)
+
+
+def test_models_factories_traced_runs_and_mixed_policies_keep_the_keras_model():
+  net = network.measured_network(TINY, None, True, (32, 32, 3))
+  assert plain.topology_or_none(net.model, None) is None
+  assert plain.topology_or_none(network.model_factory(TINY), None) is None
+  shape = (32, 32, 3)
+  assert ntk._plain_path(TINY, None, shape, 4, 1, 'graph', 'auto', None) is None
+  assert ntk._plain_path(TINY, None, shape, 4, 1, 'eager', 'taps', None) is None
+  assert ntk._plain_path(TINY, None, shape, 4, 1, 'eager', 'auto', 2)[1] == 2
+  with mock.patch.object(plain.tf_keras.mixed_precision, 'global_policy',
+                         return_value=plain.tf_keras.mixed_precision.Policy('mixed_float16')):
+    assert ntk._plain_path(TINY, None, shape, 4, 1, 'eager', 'auto', None) is None
