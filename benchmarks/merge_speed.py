@@ -30,7 +30,9 @@ def sliced_patches(layer, x):
   """`PatchMerging.patches` as it was: k² strided slices of the padded grid, concatenated."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rows, cols = x.shape[1], x.shape[2]
-  (top, bottom), (left, right) = layer._padding(rows), layer._padding(cols)  # pylint: disable=protected-access
+  from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
+  (top, bottom) = blocks.merge_padding(rows, layer.kernel)
+  (left, right) = blocks.merge_padding(cols, layer.kernel)
   x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
   out_r, out_c, k = -(-rows // 2), -(-cols // 2), layer.kernel
   return tf.concat([x[:, i:i + 2 * out_r - 1:2, j:j + 2 * out_c - 1:2, :]

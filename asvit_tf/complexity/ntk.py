@@ -36,6 +36,7 @@ import tensorflow as tf
 from asvit_tf.complexity import attention
 from asvit_tf import seeding
 from asvit_tf.complexity import network as network_lib
+from asvit_tf.layers.blocks import ints
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
 
@@ -349,18 +350,21 @@ def theta_from_factors(factors):
   grouped = {}
   for key, kind, f in factors:
     grouped.setdefault(key, []).append((kind, f))
-  theta = None
+  theta, gradients = None, []
   for parts in grouped.values():
     if parts[0][0] == 'gradient':
-      g = parts[0][1] if len(parts) == 1 else tf.add_n([f for _, f in parts])
-      term = kernel_matrix([g])
-    else:
-      a, delta = parts[0][1]
-      if len(parts) > 1:   # a layer called twice: more tokens
-        a = tf.concat([f[0] for _, f in parts], axis=1)
-        delta = tf.concat([f[1] for _, f in parts], axis=1)
-      term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
-              else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+      gradients.append(parts[0][1] if len(parts) == 1 else tf.add_n([f for _, f in parts]))
+      continue
+    a, delta = parts[0][1]
+    if len(parts) > 1:   # a layer called twice: more tokens
+      a = tf.concat([f[0] for _, f in parts], axis=1)
+      delta = tf.concat([f[1] for _, f in parts], axis=1)
+    term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
+            else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+    theta = term if theta is None else theta + term
+  if gradients:   # the (small) gradients, side by side: one product for all of them
+    b = gradients[0].shape[0]
+    term = kernel_matrix([tf.concat([tf.reshape(g, ints([b, -1])) for g in gradients], 1)])
     theta = term if theta is None else theta + term
   return theta
 
@@ -385,10 +389,10 @@ def token_gram_term(a, delta):
   from a [b, t, in] and δ [b, t, out]: the tokens' Gram matrices, cheap when b·t is small
   against in and out (the late stages' kernels at small image sizes)."""
   b, t = a.shape[0], a.shape[1]
-  a = tf.cast(tf.reshape(a, [b * t, -1]), tf.float64)
-  delta = tf.cast(tf.reshape(delta, [b * t, -1]), tf.float64)
+  a = tf.cast(tf.reshape(a, ints([b * t, -1])), tf.float64)
+  delta = tf.cast(tf.reshape(delta, ints([b * t, -1])), tf.float64)
   products = (tf.matmul(a, a, transpose_b=True) * tf.matmul(delta, delta, transpose_b=True))
-  return tf.reduce_sum(tf.reshape(products, [b, t, b, t]), axis=[1, 3])
+  return tf.reduce_sum(tf.reshape(products, ints([b, t, b, t])), axis=ints([1, 3]))
 
 
 def tapped_per_image_gradients(taps: TappedGradients, weights, images,
@@ -417,8 +421,9 @@ def kernel_matrix(per_image):
   """Θ = Σ_w G_w G_wᵀ in float64, [B, B], from per-image gradients [B, ...] per weight."""
   theta = None
   for g in per_image:
-    rows = g.shape[0] if g.shape[0] is not None else tf.shape(g)[0]
-    g = tf.cast(tf.reshape(g, [rows, -1]), tf.float64)
+    rows = g.shape[0]
+    g = tf.cast(tf.reshape(g, [tf.shape(g)[0], -1] if rows is None else ints([rows, -1])),
+                tf.float64)
     term = tf.matmul(g, g, transpose_b=True)
     theta = term if theta is None else theta + term
   return theta

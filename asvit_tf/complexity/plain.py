@@ -40,6 +40,7 @@ from asvit_tf.complexity import attention
 from asvit_tf.complexity import network as network_lib
 from asvit_tf.complexity import ntk
 from asvit_tf.layers import blocks
+from asvit_tf.layers.blocks import ints
 
 STRIDE = 4    # the default tokenization (`AsViTEncoder`'s stride, dilation 1)
 EPSILON = 1e-5   # `blocks.norm`'s LayerNorm ε
@@ -165,9 +166,9 @@ def _gathered_patches(x, kernel: int, pad_rows: Tuple[int, int], pad_cols: Tuple
     index = blocks.patch_index(padded_cols, out.shape[1], out.shape[2], kernel)
 
     def backward(delta):
-      delta = tf.transpose(tf.reshape(delta, [b, -1, d]), [1, 0, 2])    # [P·k², b, d]
+      delta = tf.transpose(tf.reshape(delta, ints([b, -1, d])), ints([1, 0, 2]))    # [P·k², b, d]
       grid = tf.math.unsorted_segment_sum(delta, index, padded_rows * padded_cols)
-      grid = tf.reshape(tf.transpose(grid, [1, 0, 2]), [b, padded_rows, padded_cols, d])
+      grid = tf.reshape(tf.transpose(grid, ints([1, 0, 2])), ints([b, padded_rows, padded_cols, d]))
       return grid[:, pad_rows[0]:pad_rows[0] + rows, pad_cols[0]:pad_cols[0] + cols]
     return out, backward
   return patches(x)
@@ -200,7 +201,7 @@ class _Pass:
       for j in range(topo.depths[i]):
         x = self._block(f'stage{i + 1}_block{j + 1}', x, topo.splits[i],
                         topo.stage_heads[i])
-    return tf.reduce_mean(x, axis=[1, 2])
+    return tf.reduce_mean(x, axis=ints([1, 2]))
 
   def _norm(self, name: str, x):
     """LayerNorm over the last axis at its initial scale 1 and offset 0: x̂."""
@@ -212,8 +213,8 @@ class _Pass:
   def _dense(self, name: str, x):
     """A Dense at its initial bias 0: one matmul of the tokens by its kernel."""
     kernel = self.weights[f'{name}/kernel']
-    z = tf.reshape(tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel),
-                   [*x.shape[:-1], kernel.shape[-1]])
+    z = tf.reshape(tf.matmul(tf.reshape(x, ints([-1, x.shape[-1]])), kernel),
+                   ints([*x.shape[:-1], kernel.shape[-1]]))
     self.records.append((f'{name}/kernel', 'dense', x, z))
     return z
 
@@ -245,16 +246,16 @@ def factors(topology: arch_lib.Topology, weights: Dict[str, tf.Tensor], images,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
   out = []
   for (name, kind, a, _), delta in zip(run.records, deltas):
-    delta = tf.reshape(delta, [b, -1, delta.shape[-1]])
+    delta = tf.reshape(delta, ints([b, -1, delta.shape[-1]]))
     if kind == 'scale':
-      a = tf.reshape(a, [b, -1, delta.shape[-1]])
+      a = tf.reshape(a, ints([b, -1, delta.shape[-1]]))
       out.append((name, 'gradient', tf.reduce_sum(a * delta, axis=1)))   # [b, C]
       continue
     if kind == 'conv':
       k = topology.kernels[0]
       a = tf.image.extract_patches(blocks.pad_images(images, k, STRIDE, 1), [1, k, k, 1],
                                    [1, STRIDE, STRIDE, 1], [1, 1, 1, 1], 'VALID')
-    out.append((name, 'product', (tf.reshape(a, [b, -1, a.shape[-1]]), delta)))
+    out.append((name, 'product', (tf.reshape(a, ints([b, -1, a.shape[-1]])), delta)))
   return out
 
 

@@ -16,6 +16,22 @@ from asvit_tf.errors import UserInputError
 _PACKAGE = 'asvit_tf'
 
 
+def ints(values):
+  """A shape, permutation, axis list or padding (ints, possibly nested) as an op argument:
+  eagerly a cached int32 tensor, since TensorFlow converts a Python list anew at every eager
+  call (a reshape with a list costs ~4× one with a tensor, a transpose ~10×); inside a trace
+  the values themselves, so the graph keeps its constants and static shapes."""
+  if not tf.executing_eagerly():
+    return values
+  return _eager_ints(tuple(tuple(v) if isinstance(v, (list, tuple)) else int(v)
+                           for v in values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _eager_ints(values):
+  return tf.constant(values, tf.int32)
+
+
 def dense_initializer():
   """Dense kernels: N(0, 0.02²), untruncated (docs/design.md §4). The authors call timm's
   `trunc_normal_(std=.02)`, whose bounds ±2 are absolute (100σ): in effect no truncation.
@@ -119,7 +135,7 @@ def pad_images(images, kernel: int, stride: int, dilation: int):
   h, w = static_hw(images, 'PatchEmbedding')
   top, bottom = embedding_padding(h, kernel, stride, dilation)
   left, right = embedding_padding(w, kernel, stride, dilation)
-  return tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
+  return tf.pad(images, ints([[0, 0], [top, bottom], [left, right], [0, 0]]))
 
 
 def embedding_conv(padded, kernel, stride: int, dilation: int):
@@ -198,18 +214,18 @@ def _window_partition(x, rows: int, cols: int, window_h: int, window_w: int):
   """[B, rows, cols, C] (rows, cols multiples of the window) -> [B·nh·nw, wh·ww, C]."""
   c = x.shape[-1]
   nh, nw = rows // window_h, cols // window_w
-  x = tf.reshape(x, [-1, nh, window_h, nw, window_w, c])
-  x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
-  return tf.reshape(x, [-1, window_h * window_w, c])
+  x = tf.reshape(x, ints([-1, nh, window_h, nw, window_w, c]))
+  x = tf.transpose(x, ints([0, 1, 3, 2, 4, 5]))
+  return tf.reshape(x, ints([-1, window_h * window_w, c]))
 
 
 def _window_merge(x, rows: int, cols: int, window_h: int, window_w: int):
   """Inverse of `_window_partition`."""
   c = x.shape[-1]
   nh, nw = rows // window_h, cols // window_w
-  x = tf.reshape(x, [-1, nh, nw, window_h, window_w, c])
-  x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
-  return tf.reshape(x, [-1, rows, cols, c])
+  x = tf.reshape(x, ints([-1, nh, nw, window_h, window_w, c]))
+  x = tf.transpose(x, ints([0, 1, 3, 2, 4, 5]))
+  return tf.reshape(x, ints([-1, rows, cols, c]))
 
 
 def split_window(rows: int, cols: int, split: int) -> Tuple[int, int]:
@@ -224,32 +240,41 @@ def window_functions(rows: int, cols: int, window_h: int, window_w: int):
   back, cropped."""
   pad_r, pad_c = (-rows) % window_h, (-cols) % window_w
   prow, pcol = rows + pad_r, cols + pad_c
+  # One window holding the whole grid: the partition is a reshape (the transposes would
+  # move only axes of size 1), and without padding there is nothing to crop.
+  whole = prow == window_h and pcol == window_w
 
   def to_windows(x):
     if pad_r or pad_c:
-      x = tf.pad(x, [[0, 0], [0, pad_r], [0, pad_c], [0, 0]])
+      x = tf.pad(x, ints([[0, 0], [0, pad_r], [0, pad_c], [0, 0]]))
+    if whole:
+      return tf.reshape(x, ints([-1, prow * pcol, x.shape[-1]]))
     return _window_partition(x, prow, pcol, window_h, window_w)
 
   def from_windows(tokens):
-    return _window_merge(tokens, prow, pcol, window_h, window_w)[:, :rows, :cols, :]
+    if whole:
+      x = tf.reshape(tokens, ints([-1, prow, pcol, tokens.shape[-1]]))
+    else:
+      x = _window_merge(tokens, prow, pcol, window_h, window_w)
+    return x[:, :rows, :cols, :] if pad_r or pad_c else x
   return to_windows, from_windows
 
 
 def split_heads(qkv, heads: int, head_dim: int, scale: float):
   """[Bw, n, 3·heads·head_dim] -> (q·scale, k, v), each [Bw, heads, n, head_dim]."""
   n = qkv.shape[1]
-  qkv = tf.reshape(qkv, [-1, n, 3, heads, head_dim])
+  qkv = tf.reshape(qkv, ints([-1, n, 3, heads, head_dim]))
   # unstack, not indexing: the gradient of three strided slices is three zero-padded
   # copies of the whole tensor, added up.
-  q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))   # each [Bw, heads, n, hd]
+  q, k, v = tf.unstack(tf.transpose(qkv, ints([2, 0, 3, 1, 4])))   # each [Bw, heads, n, hd]
   return q * scale, k, v
 
 
 def merge_heads(out):
   """[Bw, heads, n, head_dim] -> [Bw, n, heads·head_dim]."""
   heads, head_dim = out.shape[1], out.shape[3]
-  out = tf.transpose(out, [0, 2, 1, 3])                       # [Bw, n, heads, hd]
-  return tf.reshape(out, [-1, out.shape[1], heads * head_dim])
+  out = tf.transpose(out, ints([0, 2, 1, 3]))                       # [Bw, n, heads, hd]
+  return tf.reshape(out, ints([-1, out.shape[1], heads * head_dim]))
 
 
 def attention(q, k, v):
@@ -443,14 +468,15 @@ def merge_patches(x, kernel: int):
   rows, cols = static_hw(x, 'PatchMerging')
   top, bottom = merge_padding(rows, kernel)
   left, right = merge_padding(cols, kernel)
-  x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+  x = tf.pad(x, ints([[0, 0], [top, bottom], [left, right], [0, 0]]))
   out_r, out_c = math.ceil(rows / 2), math.ceil(cols / 2)
   _, padded_rows, padded_cols, d = x.shape
   # One gather from the flattened grid, not k² strided slices: their backward writes k²
   # grids of zeros and adds them (docs/benchmarks.md, "Patch merging by one gather").
-  grid = tf.reshape(x, [-1, padded_rows * padded_cols, d])
+  grid = tf.reshape(x, ints([-1, padded_rows * padded_cols, d]))
   index = patch_index(padded_cols, out_r, out_c, kernel)
-  return tf.reshape(tf.gather(grid, index, axis=1), [-1, out_r, out_c, kernel**2 * d])
+  return tf.reshape(tf.gather(grid, index, axis=1),
+                    ints([-1, out_r, out_c, kernel**2 * d]))
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
