@@ -63,6 +63,12 @@ PIT_TAPS_EAGER_BATCH_MACS = 1.1e10
 # one repeat eagerly").
 ASVIT_ONE_REPEAT_PASS_MACS = 9e9
 ASVIT_ONE_REPEAT_PASSES = 2
+# Without a Keras model (`plain`), a topology's κ_Θ costs no build and far fewer eager ops:
+# at 224 px a repeat of 16 images takes ~0.5–0.9 s eagerly, so mode='auto' runs it eagerly
+# for up to network.EAGER_REPEATS repeats where the whole batch is one pass within
+# ASVIT_ONE_REPEAT_PASS_MACS (on 4 paper-space topologies, 5 repeats: 13.5 s against
+# 18.8–24.9 s traced; peak RSS 4.0 GB against 1.5 GB; docs/benchmarks.md, "κ_Θ without a
+# Keras model").
 
 
 class _QuietPforFallback(logging_lib.Filter):
@@ -568,8 +574,9 @@ def _plain_path(arch_or_factory, width, shape, count: int, repeats: int, mode: s
                 method: str, chunk_size: Optional[int]):
   """(topology, images per pass or None) where κ_Θ runs eagerly on a topology without its
   Keras model (`plain`): method 'auto' on a topology `plain.topology_or_none` takes, run
-  eagerly (mode 'eager' in `chunk_size`, or 'auto' where it picks eager, in its passes);
-  else None."""
+  eagerly: mode 'eager' in `chunk_size`; 'auto' where `_auto_path` picks eager, in its
+  passes, and up to `network.EAGER_REPEATS` repeats of a batch within one pass of
+  ASVIT_ONE_REPEAT_PASS_MACS; else None."""
   if method != 'auto' or mode not in ('auto', 'eager'):
     return None
   from asvit_tf.complexity import plain  # pylint: disable=g-import-not-at-top
@@ -579,7 +586,13 @@ def _plain_path(arch_or_factory, width, shape, count: int, repeats: int, mode: s
   if mode == 'eager':
     return topology, chunk_size
   mode, chunk = _auto_path(arch_or_factory, width, shape, count, repeats, 'asvit')
-  return (topology, chunk) if mode == 'eager' else None
+  if mode == 'eager':
+    return topology, chunk
+  macs = network_lib.forward_macs(arch_or_factory, width, shape)
+  if (repeats <= network_lib.EAGER_REPEATS and macs is not None
+      and count * macs <= ASVIT_ONE_REPEAT_PASS_MACS):
+    return topology, None
+  return None
 
 
 def _values(measured, repeats: int, theta) -> List[float]:
@@ -623,7 +636,10 @@ def ntk_condition_number(arch_or_factory: network_lib.ArchOrFactory, image_size:
       at most `network.EAGER_REPEATS` times, where one trace costs more than the eager
       repeats (a PiT by taps: a batch within `PIT_TAPS_EAGER_BATCH_MACS`); an As-ViT by
       taps measured once is eager up to a larger batch, in two passes at most
-      (`one_repeat_eager_chunk`); graph otherwise. The values agree to float rounding.
+      (`one_repeat_eager_chunk`); a topology by taps without a Keras model (`plain`, see
+      `method`) is eager for up to `network.EAGER_REPEATS` repeats of a batch within one
+      pass of `ASVIT_ONE_REPEAT_PASS_MACS`; graph otherwise. The values agree to float
+      rounding.
     chunk_size: images per pass (None: the whole batch at once). The memory of the
       backward passes scales with it; the values agree to float rounding. When 'auto'
       runs eagerly, it sets the passes itself: the whole (small) batch at once, or the

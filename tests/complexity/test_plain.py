@@ -117,3 +117,15 @@ def test_models_factories_traced_runs_and_mixed_policies_keep_the_keras_model():
   with mock.patch.object(plain.tf_keras.mixed_precision, 'global_policy',
                          return_value=plain.tf_keras.mixed_precision.Policy('mixed_float16')):
     assert ntk._plain_path(TINY, None, shape, 4, 1, 'eager', 'auto', None) is None
+
+
+def test_auto_runs_a_topology_of_up_to_five_repeats_eagerly_within_one_pass():
+  """Without a Keras model the eager pass pays from one repeat to `EAGER_REPEATS` where the
+  batch is one pass within `ASVIT_ONE_REPEAT_PASS_MACS`; beyond either bound, traced."""
+  shape = (224, 224, 3)   # the seed: 16 × 0.49 G MACs, beyond the small-batch bound
+  assert not network.eager_pays(SEED, None, shape, 16, 5)
+  assert ntk._plain_path(SEED, None, shape, 16, 5, 'auto', 'auto', 4)[1] is None
+  assert ntk._plain_path(SEED, None, shape, 16, 6, 'auto', 'auto', 4) is None
+  assert ntk._plain_path(SEED, 48, shape, 16, 2, 'auto', 'auto', 4) is None   # 2 passes
+  assert ntk._plain_path(SEED, 48, shape, 16, 1, 'auto', 'auto', 4)[1] == 8
+  assert ntk._plain_path(SEED, None, shape, 16, 5, 'auto', 'taps', 4) is None
