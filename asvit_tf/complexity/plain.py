@@ -151,25 +151,22 @@ def normalised(x):
 def merge_patches(x, kernel: int):
   """`blocks.merge_patches` with its backward written out: the patches' δ added back into
   the grid by one segment sum (the tape's gather backward takes some thirty ops)."""
-  rows, cols = blocks.static_hw(x, 'PatchMerging')
-  top, bottom = blocks.merge_padding(rows, kernel)
-  left, right = blocks.merge_padding(cols, kernel)
-  return _gathered_patches(x, kernel, (top, bottom), (left, right))
+  b, rows, cols, d = x.shape
+  (top, bottom), (left, right) = (blocks.merge_padding(rows, kernel),
+                                  blocks.merge_padding(cols, kernel))
+  padded_rows, padded_cols = rows + top + bottom, cols + left + right
 
-
-def _gathered_patches(x, kernel: int, pad_rows: Tuple[int, int], pad_cols: Tuple[int, int]):
   @tf.custom_gradient
   def patches(x):
     out = blocks.merge_patches(x, kernel)
-    b, rows, cols, d = x.shape
-    padded_rows, padded_cols = rows + sum(pad_rows), cols + sum(pad_cols)
     index = blocks.patch_index(padded_cols, out.shape[1], out.shape[2], kernel)
 
     def backward(delta):
-      delta = tf.transpose(tf.reshape(delta, ints([b, -1, d])), ints([1, 0, 2]))    # [P·k², b, d]
+      delta = tf.transpose(tf.reshape(delta, ints([b, -1, d])), ints([1, 0, 2]))  # [P·k², b, d]
       grid = tf.math.unsorted_segment_sum(delta, index, padded_rows * padded_cols)
-      grid = tf.reshape(tf.transpose(grid, ints([1, 0, 2])), ints([b, padded_rows, padded_cols, d]))
-      return grid[:, pad_rows[0]:pad_rows[0] + rows, pad_cols[0]:pad_cols[0] + cols]
+      grid = tf.reshape(tf.transpose(grid, ints([1, 0, 2])),
+                        ints([b, padded_rows, padded_cols, d]))
+      return grid[:, top:top + rows, left:left + cols]
     return out, backward
   return patches(x)
 
