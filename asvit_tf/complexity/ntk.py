@@ -246,9 +246,9 @@ class TappedGradients:
   @staticmethod
   def _patches(embedding, images):
     """[b, rows, cols, K·K·C] patches of the padded images, in the conv kernel's order."""
-    k, s, d = embedding.kernel, embedding.stride, embedding.dilation
-    return tf.image.extract_patches(embedding.pad(images), [1, k, k, 1], [1, s, s, 1],
-                                    [1, d, d, 1], 'VALID')
+    from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
+    return blocks.embedding_patches(images, embedding.kernel, embedding.stride,
+                                    embedding.dilation)
 
   @staticmethod
   def _normalised(layer, x):

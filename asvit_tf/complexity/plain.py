@@ -81,7 +81,6 @@ def weight_plan(topology: arch_lib.Topology, channels: int = 3) -> Tuple[Planned
   of `channels` channels, in its `trainable_variables` order: the patch embedding's, the
   patch mergings', then the blocks', stage by stage."""
   widths, kernels = topology.stage_widths, topology.kernels
-  dense = blocks.dense_initializer()
   conv = blocks.embedding_initializer(channels, kernels[0])
   plan = [PlannedWeight('patch_embed/kernel', (kernels[0], kernels[0], channels, widths[0]),
                         conv, False),
@@ -90,8 +89,7 @@ def weight_plan(topology: arch_lib.Topology, channels: int = 3) -> Tuple[Planned
   for i in range(1, arch_lib.NUM_STAGES):
     patch = kernels[i] ** 2 * widths[i - 1]
     plan += _norm_plan(f'merge{i + 1}/norm', patch)
-    plan.append(PlannedWeight(f'merge{i + 1}/reduction/kernel', (patch, widths[i]), dense,
-                              True))
+    plan += _dense_plan(f'merge{i + 1}/reduction', patch, widths[i], bias=False)
   for i, (width, heads) in enumerate(zip(widths, topology.stage_heads)):
     inner = width // heads * heads
     hidden = topology.expansions[i] * width
@@ -111,9 +109,9 @@ def _norm_plan(name: str, width: int) -> List[PlannedWeight]:
           PlannedWeight(f'{name}/beta', (width,), None, True)]
 
 
-def _dense_plan(name: str, n_in: int, n_out: int) -> List[PlannedWeight]:
-  return [PlannedWeight(f'{name}/kernel', (n_in, n_out), blocks.dense_initializer(), True),
-          PlannedWeight(f'{name}/bias', (n_out,), None, True)]
+def _dense_plan(name: str, n_in: int, n_out: int, bias: bool = True) -> List[PlannedWeight]:
+  kernel = PlannedWeight(f'{name}/kernel', (n_in, n_out), blocks.dense_initializer(), True)
+  return [kernel, PlannedWeight(f'{name}/bias', (n_out,), None, True)] if bias else [kernel]
 
 
 def drawn_weights(plan, seed: int, repeat: int, share_embedding: bool = False,
@@ -249,9 +247,7 @@ def factors(topology: arch_lib.Topology, weights: Dict[str, tf.Tensor], images,
       out.append((name, 'gradient', tf.reduce_sum(a * delta, axis=1)))   # [b, C]
       continue
     if kind == 'conv':
-      k = topology.kernels[0]
-      a = tf.image.extract_patches(blocks.pad_images(images, k, STRIDE, 1), [1, k, k, 1],
-                                   [1, STRIDE, STRIDE, 1], [1, 1, 1, 1], 'VALID')
+      a = blocks.embedding_patches(images, topology.kernels[0], STRIDE, 1)
     out.append((name, 'product', (tf.reshape(a, ints([b, -1, a.shape[-1]])), delta)))
   return out
 

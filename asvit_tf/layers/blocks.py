@@ -138,6 +138,14 @@ def pad_images(images, kernel: int, stride: int, dilation: int):
   return tf.pad(images, ints([[0, 0], [top, bottom], [left, right], [0, 0]]))
 
 
+def embedding_patches(images, kernel: int, stride: int, dilation: int):
+  """[B, rows, cols, K·K·C]: the patches of the padded images (`pad_images`) that the
+  patch embedding's conv reads, in its kernel's order (the conv as a matmul of patches)."""
+  return tf.image.extract_patches(pad_images(images, kernel, stride, dilation),
+                                  [1, kernel, kernel, 1], [1, stride, stride, 1],
+                                  [1, dilation, dilation, 1], 'VALID')
+
+
 def embedding_conv(padded, kernel, stride: int, dilation: int):
   """The patch embedding's conv of padded images by `kernel` [K, K, C, W], without its
   bias: [B, rows, cols, W].
