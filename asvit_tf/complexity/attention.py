@@ -108,6 +108,18 @@ def _backward(q, k, v, o, g, p=None):
   return _times(ds, k), _transposed_times(ds, q), _transposed_times(p, g)
 
 
+def maps_and_output(q, k, v) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(p, o): the maps p = softmax(q kᵀ) and o = p v, all maps at once (for a backward
+  written out by the caller, `backward`)."""
+  p = _probabilities(q, k)
+  return p, _times(p, v)
+
+
+def backward(q, k, v, o, g, p) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(dq, dk, dv) from the output gradient g, the maps p and output o of the forward."""
+  return _backward(q, k, v, o, g, p)
+
+
 @tf.custom_gradient
 def attention(q, k, v):
   """softmax(q kᵀ)·v over the last two axes of [..., tokens, d] (q already scaled), with

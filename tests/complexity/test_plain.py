@@ -4,6 +4,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from scipy import stats
 import tensorflow as tf
 
 from asvit_tf import complexity
@@ -64,29 +65,35 @@ def test_theta_equals_the_keras_models_tapped_theta(float64, arch, width, includ
 
 @pytest.mark.parametrize('kernel,rows,cols', [(2, 5, 6), (3, 7, 4), (4, 6, 5)])
 def test_the_written_out_backwards_equal_the_tapes(float64, kernel, rows, cols):
-  """`normalised` and `merge_patches` differentiate as the plain ops they replace."""
+  """The LayerNorm's and the merging's patches' backwards equal the tape's gradients of
+  the plain ops, and GELU's its derivative Φ(x) + x·φ(x), in float64."""
   rng = np.random.default_rng(kernel)
   x = tf.constant(rng.standard_normal((2, rows, cols, 3)))
-  weights = tf.constant(rng.standard_normal((2, (rows + 1) // 2, (cols + 1) // 2,
-                                             kernel * kernel * 3)))
-  norm_weights = tf.constant(rng.standard_normal(x.shape))
 
-  def loss(merge, norm, x):
-    return (tf.reduce_sum(merge(x, kernel) * weights)
-            + tf.reduce_sum(norm(x) * norm_weights * norm(x)))
-
-  def plain_norm(x):
-    mean, variance = tf.nn.moments(x, [3], keepdims=True)
-    return (x - mean) * tf.math.rsqrt(variance + tf.constant(1e-5, x.dtype))
-  grads = []
-  for merge, norm in ((plain.merge_patches, plain.normalised),
-                      (blocks.merge_patches, plain_norm)):
+  def tape_and_written(fn, backward):
+    out = fn(x)
+    delta = tf.constant(rng.standard_normal(out.shape))
     with tf.GradientTape() as tape:
       tape.watch(x)
-      value = loss(merge, norm, x)
-    grads.append((value.numpy(), tape.gradient(value, x).numpy()))
-  np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-12)
-  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+      value = tf.reduce_sum(fn(x) * delta)
+    np.testing.assert_allclose(backward(delta).numpy(), tape.gradient(value, x).numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+  def moments_norm(x):
+    mean, variance = tf.nn.moments(x, [3], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + tf.constant(1e-5, x.dtype))
+  x_hat, inverse = plain.normalised(x)
+  np.testing.assert_allclose(x_hat.numpy(), moments_norm(x).numpy(), rtol=1e-12, atol=1e-12)
+  tape_and_written(moments_norm, lambda d: plain.normalised_backward(d, x_hat, inverse))
+  # GELU's against its closed form: TensorFlow's own float64 GELU is off by ~4e-9 (its
+  # erfc), so its tape's gradient is no float64 reference.
+  delta = rng.standard_normal(x.shape)
+  np.testing.assert_allclose(
+      plain.gelu_backward(tf.constant(delta), x).numpy(),
+      delta * (stats.norm.cdf(x.numpy()) + x.numpy() * stats.norm.pdf(x.numpy())),
+      rtol=1e-12, atol=1e-14)
+  tape_and_written(lambda x: blocks.merge_patches(x, kernel),
+                   lambda d: plain.merge_patches_backward(d, x.shape, kernel))
 
 
 @pytest.mark.parametrize('mode', ['auto', 'eager'])
