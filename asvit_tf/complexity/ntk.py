@@ -365,14 +365,26 @@ def theta_from_factors(factors):
     if len(parts) > 1:   # a layer called twice: more tokens
       a = tf.concat([f[0] for _, f in parts], axis=1)
       delta = tf.concat([f[1] for _, f in parts], axis=1)
-    term = (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
-            else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+    term = product_term(a, delta)
     theta = term if theta is None else theta + term
-  if gradients:   # the (small) gradients, side by side: one product for all of them
-    b = gradients[0].shape[0]
-    term = kernel_matrix([tf.concat([tf.reshape(g, ints([b, -1])) for g in gradients], 1)])
+  if gradients:
+    term = gradients_term(gradients)
     theta = term if theta is None else theta + term
   return theta
+
+
+def product_term(a, delta):
+  """One kernel's Θ term [b, b] in float64 from its input a [b, t, in] and output δ
+  [b, t, out]: by the tokens' Gram matrices or by g_i = a_iᵀ δ_i, whichever costs less."""
+  return (token_gram_term(a, delta) if token_gram_pays(a.shape, delta.shape)
+          else kernel_matrix([tf.matmul(a, delta, transpose_a=True)]))
+
+
+def gradients_term(gradients):
+  """The Θ term [b, b] in float64 of (small) per-image gradients [b, ...], side by side: one
+  product for all of them."""
+  b = gradients[0].shape[0]
+  return kernel_matrix([tf.concat([tf.reshape(g, ints([b, -1])) for g in gradients], 1)])
 
 
 def _pit_patches(images):

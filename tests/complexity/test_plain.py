@@ -1,5 +1,8 @@
 """κ_Θ's eager pass without a Keras model (`plain`): the same weights to the bit, the same
 Θ to float rounding, and the path `ntk_condition_number` takes for a topology (issue 19)."""
+import os
+import signal
+import time
 from unittest import mock
 
 import numpy as np
@@ -34,11 +37,14 @@ def test_the_plan_and_its_draws_are_the_models_variables_and_draws(arch, width):
   for repeat, share in ((0, False), (2, False), (2, True)):
     net.reinitialise(7, repeat, share)
     drawn = plain.drawn_weights(plan, 7, repeat, share)
+    in_helper = plain.Drawing(plan, 7, repeat, share)   # drawn in the forward's order
+    assert sorted(in_helper) == sorted(drawn)
     for w, v in zip(plan, net.variables):
       if w.initializer is None:   # not drawn: the zeros and ones the arithmetic leaves out
         assert np.all(v.numpy() == (1.0 if w.name.endswith('gamma') else 0.0)), w.name
       else:
         np.testing.assert_array_equal(drawn[w.name].numpy(), v.numpy(), err_msg=w.name)
+        np.testing.assert_array_equal(in_helper[w.name].numpy(), v.numpy(), err_msg=w.name)
 
 
 @pytest.mark.parametrize('arch,width', TOPOLOGIES)
@@ -61,6 +67,59 @@ def test_theta_equals_the_keras_models_tapped_theta(float64, arch, width, includ
                               chunk_size=chunk).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(),
                                err_msg=str(chunk))
+
+
+@pytest.mark.parametrize('arch,width', TOPOLOGIES)
+@pytest.mark.parametrize('include_scales', [True, False])
+def test_theta_with_its_terms_in_the_helper_thread_is_the_factors_theta_to_the_bit(
+    arch, width, include_scales):
+  """Θ whose terms the helper thread forms during the backward is bitwise the Θ of the
+  same factors summed after it (the same ops, summed in the same order)."""
+  topology = plain.topology_or_none(arch, width)
+  weights = plain.drawn_weights(plain.weight_plan(topology), 3, 0)
+  images = tf.constant(ntk.noise_images(4, (40, 56, 3), 3, 0), tf.float32)
+  want = ntk.theta_from_factors(plain.factors(topology, weights, images, include_scales))
+  got = plain.theta(topology, plain.Drawing(plain.weight_plan(topology), 3, 0), images,
+                    include_scales)
+  np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_an_error_in_the_helper_thread_is_raised_in_the_caller():
+  topology = plain.topology_or_none(TINY, None)
+  images = tf.zeros([2, 32, 32, 3])
+  with mock.patch.object(plain, '_draw', side_effect=ValueError('a bad draw')):
+    drawing = plain.Drawing(plain.weight_plan(topology), 0, 0)
+    with pytest.raises(ValueError, match='a bad draw'):
+      plain.kernel_matrix(topology, images, 0, 0)
+    with pytest.raises(ValueError, match='a bad draw'):
+      drawing['patch_embed/kernel']   # pylint: disable=pointless-statement
+  with mock.patch.object(plain, '_term', side_effect=ValueError('a bad term')):
+    with pytest.raises(ValueError, match='a bad term'):
+      plain.kernel_matrix(topology, images, 0, 0)
+  assert plain.kernel_matrix(topology, images, 0, 0).shape == (2, 2)   # the helper lives on
+
+
+def test_a_forked_child_makes_its_own_helper_thread():
+  """A thread does not survive a fork: the child's first submit starts a new one (without
+  that, the child's submits would wait forever)."""
+  assert plain._Helper.submit(lambda: 1).result() == 1   # the parent's thread runs
+  pid = os.fork()
+  if pid == 0:   # the child: pure Python only
+    try:
+      os._exit(0 if plain._Helper.submit(lambda: 2).result(timeout=30) == 2 else 1)
+    except BaseException:  # pylint: disable=broad-except
+      os._exit(2)
+  deadline = time.monotonic() + 60
+  while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+      break
+    time.sleep(0.05)
+  else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail('the forked child hung')
+  assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.parametrize('kernel,rows,cols', [(2, 5, 6), (3, 7, 4), (4, 6, 5)])
