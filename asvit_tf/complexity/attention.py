@@ -99,7 +99,9 @@ def _forward(q, k, v):
   return (_times(_probabilities(q, k), v),)
 
 
-def _backward(q, k, v, o, g, p=None):
+def backward(q, k, v, o, g, p=None) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(dq, dk, dv) from the output gradient g and the forward's output o (and its maps p, or
+  they are recomputed)."""
   if p is None:
     p = _probabilities(q, k)
   d = tf.reduce_sum(g * o, axis=-1, keepdims=True)
@@ -109,15 +111,9 @@ def _backward(q, k, v, o, g, p=None):
 
 
 def maps_and_output(q, k, v) -> Tuple[tf.Tensor, tf.Tensor]:
-  """(p, o): the maps p = softmax(q kᵀ) and o = p v, all maps at once (for a backward
-  written out by the caller, `backward`)."""
+  """(p, o): the maps p = softmax(q kᵀ) and o = p v, all maps at once (for `backward`)."""
   p = _probabilities(q, k)
   return p, _times(p, v)
-
-
-def backward(q, k, v, o, g, p) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """(dq, dk, dv) from the output gradient g, the maps p and output o of the forward."""
-  return _backward(q, k, v, o, g, p)
 
 
 @tf.custom_gradient
@@ -127,13 +123,12 @@ def attention(q, k, v):
   maps p are kept for the backward instead of recomputed: one q kᵀ and one softmax fewer
   per call, for the maps' memory until the backward."""
   if tf.executing_eagerly():
-    p = _probabilities(q, k)
-    o = _times(p, v)
-    return o, lambda g: _backward(q, k, v, o, g, p)
+    p, o = maps_and_output(q, k, v)
+    return o, lambda g: backward(q, k, v, o, g, p)
   o, = _over_groups(_forward, (q, k, v), (v,))
 
   def gradient(g):
-    return _over_groups(_backward, (q, k, v, o, g), (q, k, v))
+    return _over_groups(backward, (q, k, v, o, g), (q, k, v))
   return o, gradient
 
 
