@@ -36,6 +36,7 @@ import tensorflow as tf
 from asvit_tf.complexity import attention
 from asvit_tf import seeding
 from asvit_tf.complexity import network as network_lib
+from asvit_tf.layers import blocks
 from asvit_tf.layers.blocks import ints
 from asvit_tf.complexity.result import MetricResult
 from asvit_tf.errors import UserInputError
@@ -246,7 +247,6 @@ class TappedGradients:
   @staticmethod
   def _patches(embedding, images):
     """[b, rows, cols, K·K·C] patches of the padded images, in the conv kernel's order."""
-    from asvit_tf.layers import blocks  # pylint: disable=g-import-not-at-top
     return blocks.embedding_patches(images, embedding.kernel, embedding.stride,
                                     embedding.dilation)
 
@@ -356,17 +356,30 @@ def theta_from_factors(factors):
   grouped = {}
   for key, kind, f in factors:
     grouped.setdefault(key, []).append((kind, f))
-  theta, gradients = None, []
+  terms = []
   for parts in grouped.values():
     if parts[0][0] == 'gradient':
-      gradients.append(parts[0][1] if len(parts) == 1 else tf.add_n([f for _, f in parts]))
+      terms.append(('gradient', parts[0][1] if len(parts) == 1
+                    else tf.add_n([f for _, f in parts])))
       continue
     a, delta = parts[0][1]
     if len(parts) > 1:   # a layer called twice: more tokens
       a = tf.concat([f[0] for _, f in parts], axis=1)
       delta = tf.concat([f[1] for _, f in parts], axis=1)
-    term = product_term(a, delta)
-    theta = term if theta is None else theta + term
+    terms.append(('product', product_term(a, delta)))
+  return theta_from_terms(terms)
+
+
+def theta_from_terms(terms):
+  """Θ [b, b] in float64 from (kind, value) per weight, in order: 'product', a kernel's term
+  (`product_term`), summed in that order; 'gradient', a scale's per-image gradient [b, ...],
+  the gradients' one term (`gradients_term`) added last."""
+  theta, gradients = None, []
+  for kind, value in terms:
+    if kind == 'gradient':
+      gradients.append(value)
+    else:
+      theta = value if theta is None else theta + value
   if gradients:
     term = gradients_term(gradients)
     theta = term if theta is None else theta + term

@@ -44,7 +44,7 @@ import functools
 import math
 import os
 import threading
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -129,18 +129,6 @@ def _dense_plan(name: str, n_in: int, n_out: int, bias: bool = True) -> List[Pla
   return [kernel, PlannedWeight(f'{name}/bias', (n_out,), None, True)] if bias else [kernel]
 
 
-def drawn_weights(plan, seed: int, repeat: int, share_embedding: bool = False,
-                  dtype: tf.DType = tf.float32) -> Dict[str, tf.Tensor]:
-  """{name: value} of the drawn weights of `plan` at `repeat`: `Network.reinitialise`'s
-  draws of a model in `dtype`, to the bit."""
-  return {plan[i].name: _draw(plan, i, seed, repeat, share_embedding, dtype)
-          for i in _drawn(plan)}
-
-
-def _drawn(plan) -> List[int]:
-  return [i for i, weight in enumerate(plan) if weight.initializer is not None]
-
-
 def _draw(plan, i: int, seed: int, repeat: int, share_embedding: bool, dtype: tf.DType):
   weight = plan[i]
   draw = repeat if weight.redrawn or not share_embedding else 0
@@ -170,14 +158,16 @@ os.register_at_fork(after_in_child=_Helper.forget)
 
 
 class Drawing(collections.abc.Mapping):
-  """`drawn_weights`' values, drawn in a helper thread in the order the forward pass reads
-  them (the patch embedding, then each stage's merging and blocks) while that pass runs on
-  the ones already drawn: an eager op leaves Python's lock while its kernel runs, so the
-  draws' kernels overlap the pass's. Reading a value waits for it."""
+  """{name: value} of the drawn weights of `plan` at `repeat`: `Network.reinitialise`'s
+  draws of a model in `dtype`, to the bit. They are drawn in a helper thread in the order
+  the forward pass reads them (the patch embedding, then each stage's merging and blocks)
+  while that pass runs on the ones already drawn: an eager op leaves Python's lock while its
+  kernel runs, so the draws' kernels overlap the pass's. Reading a value waits for it."""
 
   def __init__(self, plan, seed: int, repeat: int, share_embedding: bool = False,
                dtype: tf.DType = tf.float32):
-    order = sorted(_drawn(plan), key=lambda i: _forward_place(plan[i].name))
+    drawn = [i for i, weight in enumerate(plan) if weight.initializer is not None]
+    order = sorted(drawn, key=lambda i: _forward_place(plan[i].name))
     self._futures = {plan[i].name: _Helper.submit(_draw, plan, i, seed, repeat,
                                                    share_embedding, dtype) for i in order}
 
@@ -341,7 +331,7 @@ class _Pass:
     return x1 + g, backward
 
 
-def factors(topology: arch_lib.Topology, weights: Dict[str, tf.Tensor], images,
+def factors(topology: arch_lib.Topology, weights: Mapping[str, tf.Tensor], images,
             include_scales: bool = True):
   """(name, kind, factors) per tapped call, as `TappedGradients._factors` gives them for
   the model's weights (names for weights): 'product' (a [b, tokens, in], δ [b, tokens,
@@ -378,23 +368,14 @@ def theta(topology: arch_lib.Topology, weights: Mapping[str, tf.Tensor], images,
   run = _Pass(topology, weights, include_scales,
               lambda *record: terms.append(_Helper.submit(_term, topology, images, *record)))
   run.run(images)
-  total, gradients = None, []
-  for kind, value in (future.result() for future in reversed(terms)):
-    if kind == 'gradient':
-      gradients.append(value)
-    else:
-      total = value if total is None else total + value
-  if gradients:
-    term = ntk.gradients_term(gradients)
-    total = term if total is None else total + term
-  return total
+  return ntk.theta_from_terms(future.result() for future in reversed(terms))
 
 
 def kernel_matrix(topology: arch_lib.Topology, images, seed: int, repeat: int, *,
                   include_scales: bool = True, share_embedding: bool = False,
                   chunk_size: Optional[int] = None) -> tf.Tensor:
-  """Θ [B, B] in float64 of `topology` at `repeat`'s weights (`drawn_weights`' values, in the
-  images' dtype) on `images` [B, H, W, C]: the whole batch in one pass (None), or in passes of
+  """Θ [B, B] in float64 of `topology` at `repeat`'s weights (`Drawing`, in the images'
+  dtype) on `images` [B, H, W, C]: the whole batch in one pass (None), or in passes of
   `chunk_size` images whose per-image gradients are joined."""
   plan = weight_plan(topology, int(images.shape[-1]))
   weights = Drawing(plan, seed, repeat, share_embedding, images.dtype)
